@@ -1,0 +1,533 @@
+"""The AMQP 1.0 adapter: python-qpid-proton's protocol engine driven by asyncio.
+
+Proton's ``Transport``/``Connection``/``Collector`` are sans-I/O: bytes go in with ``push``,
+events come out of the collector, bytes to send come out with ``peek``/``pop``. Each TCP
+connection gets one :class:`AmqpConnection`; it turns link attaches, transfers and
+dispositions into calls on the entity engine and answers the two request/response nodes the
+SDK uses: ``$cbs`` (put-token) and ``<entity>/$management``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from proton import (
+    Array,
+    Collector,
+    Condition,
+    Connection,
+    Data,
+    Delivery,
+    Disposition,
+    Endpoint,
+    Event,
+    Link,
+    Message,
+    Transport,
+    symbol,
+    timestamp,
+    ulong,
+)
+
+from .codec import Sections, encode_delivery, parse_transfer
+from .entities import Namespace, split_path
+from .errors import BadRequest, EmulatorError, LockLost, NotImplementedOperation, Unauthorized
+from .sas import Grant, verify_token
+from .store import Entry, Message as StoredMessage, MessageStore
+
+if TYPE_CHECKING:
+    from .server import NamespaceRuntime
+
+log = logging.getLogger("servicebus_emulator.amqp")
+
+INCOMING_CREDIT = 500
+MAX_FRAME = 256 * 1024
+VENDOR = "com.microsoft:"
+DEAD_LETTER_CONDITION = "com.microsoft:dead-letter"
+
+
+def _condition(exc: EmulatorError) -> Condition:
+    return Condition(exc.condition, str(exc))
+
+
+def _array_values(value: Any) -> list[Any]:
+    if isinstance(value, Array):
+        return list(value.elements)
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+class EntitySender:
+    """Our sending end of a receiver link: a consumer of one message store."""
+
+    def __init__(self, conn: AmqpConnection, link: Link, store: MessageStore, receive_and_delete: bool):
+        self.conn = conn
+        self.link = link
+        self.store = store
+        self.receive_and_delete = receive_and_delete
+        self.unsettled: dict[uuid.UUID, Delivery] = {}
+
+    def credit(self) -> int:
+        return self.link.credit if self.link.state & Endpoint.LOCAL_ACTIVE else 0
+
+    def deliver(self, entry: Entry, store: MessageStore) -> None:
+        payload = self.conn.runtime.encode_entry(entry)
+        token = entry.lock_token if entry.lock_token is not None else uuid.uuid4()
+        delivery = self.link.delivery(token.bytes_le)
+        delivery.ctx = ("entity", self, token)
+        self.link.send(payload)
+        self.link.advance()
+        if self.receive_and_delete:
+            delivery.settle()
+        else:
+            self.unsettled[token] = delivery
+        self.conn.schedule_flush()
+
+    def closed(self) -> None:
+        """The link went away: release what it held (not a delivery attempt)."""
+        now = time.time()
+        self.store.detach(self, now)
+        for token in list(self.unsettled):
+            self.store.release(token, now)
+        self.unsettled.clear()
+
+
+class AmqpConnection(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, runtime: NamespaceRuntime):
+        self.runtime = runtime
+        self.namespace: Namespace = runtime.namespace
+        self.connection = Connection()
+        self.transport = Transport(Transport.SERVER)
+        self.transport.max_frame_size = MAX_FRAME
+        sasl = self.transport.sasl()
+        sasl.allowed_mechs("ANONYMOUS")
+        sasl.done(sasl.OK)
+        self.transport.bind(self.connection)
+        self.collector = Collector()
+        self.connection.collect(self.collector)
+        self.io: asyncio.Transport | None = None
+        self.grants: list[Grant] = []
+        self.senders: list[EntitySender] = []
+        self._flush_scheduled = False
+        self._closed = False
+
+    # -- asyncio plumbing ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.io = transport  # type: ignore[assignment]
+        self.runtime.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and not self._closed:
+            capacity = self.transport.capacity()
+            if capacity < 0:
+                self._close_io()
+                return
+            if capacity == 0:
+                self.process()
+                capacity = self.transport.capacity()
+                if capacity <= 0:
+                    self._close_io()
+                    return
+            chunk = view[:capacity]
+            self.transport.push(bytes(chunk))
+            view = view[capacity:]
+            self.process()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.runtime.connections.discard(self)
+        for sender in self.senders:
+            sender.closed()
+        self.senders.clear()
+        try:
+            self.transport.close_tail()
+        except Exception:  # noqa: BLE001 - engine already torn down
+            pass
+
+    def _close_io(self) -> None:
+        self.flush()
+        self._closed = True
+        if self.io is not None:
+            self.io.close()
+
+    def schedule_flush(self) -> None:
+        if not self._flush_scheduled and not self._closed:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if self.io is None or self._closed:
+            return
+        while True:
+            pending = self.transport.pending()
+            if pending < 0:
+                self._closed = True
+                self.io.close()
+                return
+            if pending == 0:
+                return
+            self.io.write(bytes(self.transport.peek(pending)))
+            self.transport.pop(pending)
+
+    # -- events ----------------------------------------------------------------------------
+    def process(self) -> None:
+        while True:
+            event = self.collector.peek()
+            if event is None:
+                break
+            try:
+                self._dispatch(event)
+            except Exception:  # one bad frame must not take the broker down
+                log.exception("error handling %s", event.type)
+            self.collector.pop()
+        self.flush()
+
+    def _dispatch(self, event: Event) -> None:
+        kind = event.type
+        if kind == Event.CONNECTION_REMOTE_OPEN:
+            self.connection.container = "servicebus-emulator"
+            self.connection.open()
+        elif kind == Event.CONNECTION_REMOTE_CLOSE:
+            self.connection.close()
+        elif kind == Event.SESSION_REMOTE_OPEN:
+            event.session.incoming_capacity = 64 * MAX_FRAME
+            event.session.open()
+        elif kind == Event.SESSION_REMOTE_CLOSE:
+            event.session.close()
+        elif kind == Event.LINK_REMOTE_OPEN:
+            self._on_attach(event.link)
+        elif kind in (Event.LINK_REMOTE_CLOSE, Event.LINK_REMOTE_DETACH):
+            self._on_detach(event.link)
+        elif kind == Event.LINK_FLOW:
+            link = event.link
+            ctx = getattr(link, "ctx", None)
+            if ctx is not None and ctx[0] == "entity-out":
+                ctx[1].store.dispatch(time.time())
+                if link.drain_mode and link.credit > 0:
+                    link.drained()
+        elif kind == Event.DELIVERY:
+            self._on_delivery(event.delivery)
+        elif kind == Event.TRANSPORT_CLOSED:
+            self._close_io()
+
+    # -- attach / detach -------------------------------------------------------------------
+    def _on_attach(self, link: Link) -> None:
+        link.source.copy(link.remote_source)
+        link.target.copy(link.remote_target)
+        link.snd_settle_mode = link.remote_snd_settle_mode
+        link.rcv_settle_mode = link.remote_rcv_settle_mode
+        link.max_message_size = self.namespace.config.max_message_bytes
+        address = (link.remote_target.address if link.is_receiver else link.remote_source.address) or ""
+        parts = split_path(address)
+        try:
+            if parts and parts[0] == "$cbs":
+                link.ctx = ("cbs",)
+            elif parts and parts[-1].lower() == "$management":
+                self._authorize(parts[:-1], "Listen" if link.is_sender else None)
+                link.ctx = ("mgmt", parts[:-1])
+            elif link.is_receiver:
+                self._authorize(parts, "Send")
+                entity = self.namespace.sender_for(address)
+                link.ctx = ("entity-in", entity)
+            else:
+                self._authorize(parts, "Listen")
+                store = self.namespace.store_for(address)
+                rad = link.remote_snd_settle_mode == Link.SND_SETTLED
+                sender = EntitySender(self, link, store, rad)
+                self.senders.append(sender)
+                link.ctx = ("entity-out", sender)
+        except EmulatorError as exc:
+            link.ctx = ("refused",)
+            link.open()
+            link.condition = _condition(exc)
+            link.close()
+            return
+        link.open()
+        if link.is_receiver:
+            link.flow(INCOMING_CREDIT)
+        elif link.ctx[0] == "entity-out":
+            link.ctx[1].store.attach(link.ctx[1], time.time())
+
+    def _on_detach(self, link: Link) -> None:
+        ctx = getattr(link, "ctx", None)
+        if ctx and ctx[0] == "entity-out":
+            sender: EntitySender = ctx[1]
+            sender.closed()
+            if sender in self.senders:
+                self.senders.remove(sender)
+        if link.state & Endpoint.LOCAL_ACTIVE:
+            link.close()
+
+    def detach_links_to(self, path_prefix: str, exc: EmulatorError) -> None:
+        """An entity was deleted: detach the links reading from it, as Service Bus does."""
+        prefix = path_prefix.lower()
+        for sender in list(self.senders):
+            if sender.store.path.lower().startswith(prefix):
+                sender.closed()
+                self.senders.remove(sender)
+                sender.link.condition = _condition(exc)
+                sender.link.close()
+        self.schedule_flush()
+
+    def _authorize(self, parts: list[str], right: str | None) -> None:
+        if right is None:
+            return
+        now = time.time()
+        if any(grant.covers(parts, right, now) for grant in self.grants):
+            return
+        if any(grant.covers(parts, r, now) for grant in self.grants for r in ("Listen", "Send", "Manage")):
+            raise Unauthorized(f"Unauthorized access. '{right}' claim(s) are required to perform this operation on '/{'/'.join(parts)}'.")
+        raise Unauthorized(f"Unauthorized access: no valid token for '/{'/'.join(parts)}'; send a put-token on $cbs first.")
+
+    # -- transfers and dispositions --------------------------------------------------------
+    def _on_delivery(self, delivery: Delivery) -> None:
+        link = delivery.link
+        ctx = getattr(link, "ctx", None)
+        if link.is_sender:
+            if delivery.updated:
+                self._on_disposition(delivery)
+            return
+        if not delivery.readable or delivery.partial:
+            return
+        payload = link.recv(delivery.pending)
+        link.advance()
+        if ctx is None or ctx[0] == "refused":
+            delivery.settle()
+            return
+        try:
+            if ctx[0] == "cbs":
+                self._on_cbs(payload)
+            elif ctx[0] == "mgmt":
+                self._on_management(ctx[1], payload)
+            else:
+                self._on_publish(ctx[1], payload)
+            delivery.update(Disposition.ACCEPTED)
+        except EmulatorError as exc:
+            delivery.local.condition = _condition(exc)
+            delivery.update(Disposition.REJECTED)
+        delivery.settle()
+        if link.credit < INCOMING_CREDIT // 2:
+            link.flow(INCOMING_CREDIT - link.credit)
+
+    def _on_publish(self, entity: Any, payload: bytes) -> None:
+        messages = parse_transfer(payload)
+        now = time.time()
+        stored = [self.runtime.to_stored(m) for m in messages]
+        entity.check_quota(sum(m.size for m in stored))
+        for msg in stored:
+            entity.accept(msg, now)
+
+    def _on_disposition(self, delivery: Delivery) -> None:
+        ctx = getattr(delivery, "ctx", None)
+        if ctx is None or ctx[0] != "entity":
+            delivery.settle()
+            return
+        sender: EntitySender = ctx[1]
+        token: uuid.UUID = ctx[2]
+        state = delivery.remote_state
+        sender.unsettled.pop(token, None)
+        now = time.time()
+        store = sender.store
+        try:
+            if state == Disposition.ACCEPTED:
+                store.complete(token, now)
+            elif state == Disposition.RELEASED:
+                store.release(token, now)
+            elif state == Disposition.MODIFIED:
+                remote = delivery.remote
+                props = {str(k): v for k, v in (remote.annotations or {}).items()}
+                if remote.undeliverable:
+                    store.defer(token, now)
+                else:
+                    store.abandon(token, now, props or None)
+            elif state == Disposition.REJECTED:
+                condition = delivery.remote.condition
+                info = (condition.info if condition else None) or {}
+                reason = str(info.get(symbol("DeadLetterReason"), info.get("DeadLetterReason", "")) or "")
+                description = str(
+                    info.get(symbol("DeadLetterErrorDescription"), info.get("DeadLetterErrorDescription", "")) or ""
+                )
+                store.dead_letter_locked(token, now, reason, description)
+            else:
+                delivery.settle()
+                return
+            delivery.update(state)
+        except LockLost as exc:
+            delivery.local.condition = _condition(exc)
+            delivery.update(Disposition.REJECTED)
+        delivery.settle()
+        self.schedule_flush()
+
+    # -- $cbs ------------------------------------------------------------------------------
+    def _reply_link(self, address: str) -> Link | None:
+        wanted = [p.lower() for p in split_path(address)]
+        link = self.connection.link_head(Endpoint.LOCAL_ACTIVE | Endpoint.REMOTE_ACTIVE)
+        found = None
+        while link is not None:
+            if link.is_sender and [p.lower() for p in split_path(link.source.address or "")] == wanted:
+                found = link
+            link = link.next(Endpoint.LOCAL_ACTIVE | Endpoint.REMOTE_ACTIVE)
+        return found
+
+    def _send_reply(self, link: Link | None, reply: Message) -> None:
+        if link is None:
+            log.warning("no reply link for %s", reply.correlation_id)
+            return
+        delivery = link.delivery(uuid.uuid4().bytes)
+        delivery.ctx = ("reply",)
+        link.send(reply.encode())
+        link.advance()
+        delivery.settle()
+        self.schedule_flush()
+
+    def _on_cbs(self, payload: bytes) -> None:
+        request = Message()
+        request.decode(payload)
+        props = request.properties or {}
+        status, description = 200, "OK"
+        try:
+            if props.get("operation") != "put-token":
+                raise BadRequest(f"unsupported $cbs operation {props.get('operation')!r}")
+            grant = verify_token(
+                str(request.body), self.namespace.config.policies, self.runtime.entity_policies()
+            )
+            self.grants = [g for g in self.grants if g.expires_at > time.time()]
+            self.grants.append(grant)
+        except EmulatorError as exc:
+            status, description = exc.status, str(exc)
+        reply = Message(
+            correlation_id=request.id,
+            properties={"status-code": status, "status-description": description},
+        )
+        self._send_reply(self._reply_link("$cbs"), reply)
+
+    # -- $management -----------------------------------------------------------------------
+    def _on_management(self, entity_parts: list[str], payload: bytes) -> None:
+        request = Message()
+        request.decode(payload)
+        props = request.properties or {}
+        operation = str(props.get("operation", ""))
+        body = request.body if isinstance(request.body, dict) else {}
+        app_props: dict[str, Any] = {}
+        value: Any = None
+        try:
+            value, status = self._management_op(entity_parts, operation, body)
+            app_props = {"statusCode": status, "statusDescription": "OK" if status == 200 else "No Content"}
+        except EmulatorError as exc:
+            app_props = {
+                "statusCode": exc.status,
+                "statusDescription": str(exc),
+                "errorCondition": symbol(exc.condition),
+            }
+        reply = Message(correlation_id=request.id, properties=app_props, body=value)
+        address = request.reply_to or "/".join(entity_parts + ["$management"])
+        self._send_reply(self._reply_link(address) or self._reply_link("/".join(entity_parts + ["$management"])), reply)
+
+    def _management_op(self, parts: list[str], operation: str, body: dict[Any, Any]) -> tuple[Any, int]:
+        path = "/".join(parts)
+        now = time.time()
+        get = {str(k): v for k, v in body.items()}
+        if operation == VENDOR + "renew-lock":
+            self._authorize(parts, "Listen")
+            store = self.namespace.store_for(path)
+            tokens = [uuid.UUID(str(t)) for t in _array_values(get.get("lock-tokens"))]
+            expirations = [timestamp(int(store.renew(t, now) * 1000)) for t in tokens]
+            return {symbol("expirations"): Array(Data.UNDESCRIBED, Data.TIMESTAMP, *expirations)}, 200
+        if operation == VENDOR + "peek-message":
+            self._authorize(parts, "Listen")
+            store = self.namespace.store_for(path)
+            entries = store.peek(int(get.get("from-sequence-number", 0)), int(get.get("message-count", 1)))
+            if not entries:
+                return None, 204
+            return {symbol("messages"): [{symbol("message"): self.runtime.encode_entry(e, peek=True)} for e in entries]}, 200
+        if operation == VENDOR + "receive-by-sequence-number":
+            self._authorize(parts, "Listen")
+            store = self.namespace.store_for(path)
+            seqs = [int(s) for s in _array_values(get.get("sequence-numbers"))]
+            lock = int(get.get("receiver-settle-mode", 1)) != 0
+            entries = store.receive_deferred(seqs, now, lock)
+            out = []
+            for entry in entries:
+                item: dict[Any, Any] = {symbol("message"): self.runtime.encode_entry(entry)}
+                if lock and entry.lock_token is not None:
+                    item[symbol("lock-token")] = entry.lock_token
+                out.append(item)
+            return {symbol("messages"): out}, 200
+        if operation == VENDOR + "update-disposition":
+            self._authorize(parts, "Listen")
+            store = self.namespace.store_for(path)
+            status = str(get.get("disposition-status", ""))
+            for raw in _array_values(get.get("lock-tokens")):
+                token = uuid.UUID(str(raw))
+                if status == "completed":
+                    store.complete(token, now)
+                elif status == "abandoned":
+                    store.abandon(token, now)
+                elif status == "defered":
+                    store.defer(token, now)
+                elif status == "suspended":
+                    store.dead_letter_locked(
+                        token, now, str(get.get("deadletter-reason", "")), str(get.get("deadletter-description", ""))
+                    )
+                else:
+                    raise BadRequest(f"unknown disposition-status {status!r}")
+            return {}, 200
+        if operation == VENDOR + "schedule-message":
+            self._authorize(parts, "Send")
+            entity = self.namespace.sender_for(path)
+            seqs = []
+            for item in _array_values(get.get("messages")):
+                fields = {str(k): v for k, v in item.items()}
+                for parsed in parse_transfer(bytes(fields["message"])):
+                    msg = self.runtime.to_stored(parsed)
+                    entity.check_quota(msg.size)
+                    seqs.append(entity.accept(msg, now))
+            return {symbol("sequence-numbers"): Array(Data.UNDESCRIBED, Data.LONG, *seqs)}, 200
+        if operation == VENDOR + "cancel-scheduled-message":
+            self._authorize(parts, "Send")
+            entity = self.namespace.sender_for(path)
+            for seq in _array_values(get.get("sequence-numbers")):
+                entity.cancel_scheduled(int(seq))
+            return {}, 200
+        raise NotImplementedOperation(f"management operation {operation!r} is not supported by the emulator")
+
+
+def to_stored(sections: Sections) -> StoredMessage:
+    system = sections.system_properties()
+    return StoredMessage(
+        message_id=sections.message_id,
+        system=system,
+        user=sections.app_props,
+        payload=sections,
+        size=sections.size,
+        ttl=sections.ttl_seconds,
+        scheduled_at=sections.scheduled_at,
+    )
+
+
+def encode_entry(entry: Entry, peek: bool = False) -> bytes:
+    overrides = dict(entry.user_overrides or {})
+    if entry.dead_letter is not None:
+        overrides["DeadLetterReason"] = entry.dead_letter[0]
+        overrides["DeadLetterErrorDescription"] = entry.dead_letter[1]
+    return encode_delivery(
+        entry.msg.payload,
+        seq=entry.seq,
+        enqueued_at=entry.msg.enqueued_at,
+        delivery_count=entry.delivery_count,
+        locked_until=None if peek or entry.lock_token is None else entry.locked_until,
+        app_overrides=overrides or None,
+        dead_letter_source=entry.dead_letter_source,
+    )
+
+
+__all__ = ["AmqpConnection", "encode_entry", "to_stored", "ulong"]

@@ -1,0 +1,220 @@
+"""AMQP message sections: split what a sender transferred, rebuild what a receiver gets.
+
+The emulator keeps the bare message (properties, application-properties, body, footer) as the
+sender encoded it, byte for byte, and on each delivery writes a fresh header (delivery count)
+and message-annotations section (sequence number, enqueued time, lock expiry) in front of it.
+Bodies are never decoded, so whatever the client sent is what the receiver gets.
+
+A Service Bus batch (message-format 0x80013700) arrives as one transfer whose data sections are
+each a complete encoded message; the proton binding does not expose the message-format, so a
+payload made only of data sections that each hold a valid encoded message is a batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from proton import Data, Described, symbol, timestamp, ubyte, uint, ulong
+
+from .errors import BadRequest
+
+HEADER, DELIVERY_ANN, MESSAGE_ANN, PROPERTIES, APP_PROPS, DATA, SEQUENCE, VALUE, FOOTER = range(0x70, 0x79)
+_SECTION_CODES = set(range(0x70, 0x79))
+_BATCH_ENVELOPE = {HEADER, DELIVERY_ANN, MESSAGE_ANN, PROPERTIES}
+
+SEQUENCE_NUMBER = symbol("x-opt-sequence-number")
+ENQUEUED_TIME = symbol("x-opt-enqueued-time")
+LOCKED_UNTIL = symbol("x-opt-locked-until")
+LOCK_TOKEN = symbol("x-opt-lock-token")
+SCHEDULED_TIME = symbol("x-opt-scheduled-enqueue-time")
+DEAD_LETTER_SOURCE = symbol("x-opt-deadletter-source")
+_BROKER_ANNOTATIONS = {SEQUENCE_NUMBER, ENQUEUED_TIME, LOCKED_UNTIL, LOCK_TOKEN, DEAD_LETTER_SOURCE}
+
+
+@dataclass(slots=True)
+class Sections:
+    """One message, split: decoded header/annotations/properties, raw bare bytes."""
+
+    header: list[Any]
+    annotations: dict[Any, Any]
+    properties: list[Any]
+    app_props: dict[str, Any]
+    properties_raw: bytes
+    body_raw: bytes  # body + footer sections, as sent
+    size: int
+    app_props_raw: bytes = b""
+
+    # -- fields filters and the engine need -------------------------------------------------
+    def prop(self, index: int) -> Any:
+        return self.properties[index] if len(self.properties) > index else None
+
+    @property
+    def message_id(self) -> str | None:
+        value = self.prop(0)
+        return None if value is None else str(value)
+
+    @property
+    def ttl_seconds(self) -> float | None:
+        ttl = self.header[2] if len(self.header) > 2 else None
+        return None if ttl is None else int(ttl) / 1000.0
+
+    @property
+    def scheduled_at(self) -> float | None:
+        value = self.annotations.get(SCHEDULED_TIME)
+        if value is None:
+            return None
+        if isinstance(value, dt.datetime):
+            return value.timestamp()
+        return int(value) / 1000.0
+
+    def system_properties(self) -> dict[str, Any]:
+        def text(value: Any) -> Any:
+            if isinstance(value, (bytes, memoryview)):
+                return bytes(value).decode("utf-8", "replace")
+            return None if value is None else str(value)
+
+        return {
+            "messageid": text(self.prop(0)),
+            "to": text(self.prop(2)),
+            "label": text(self.prop(3)),
+            "replyto": text(self.prop(4)),
+            "correlationid": text(self.prop(5)),
+            "contenttype": text(self.prop(6)),
+            "sessionid": text(self.prop(10)),
+            "replytosessionid": text(self.prop(12)),
+            "size": self.size,
+            "timetolive": self.ttl_seconds,
+        }
+
+
+def _decode_sections(raw: bytes | memoryview) -> list[tuple[int, Any, bytes]]:
+    view = memoryview(raw)
+    data = Data()
+    out = []
+    offset = 0
+    while offset < len(view):
+        data.clear()
+        try:
+            used = data.decode(bytes(view[offset:]))
+        except Exception as exc:  # proton raises DataException subclasses
+            raise BadRequest(f"malformed AMQP message at byte {offset}: {exc}") from exc
+        if used <= 0:
+            raise BadRequest(f"malformed AMQP message at byte {offset}")
+        data.rewind()
+        data.next()
+        obj = data.get_object()
+        if not isinstance(obj, Described) or int(obj.descriptor) not in _SECTION_CODES:
+            raise BadRequest(f"malformed AMQP message: byte {offset} does not start a message section")
+        value = obj.value
+        if isinstance(value, memoryview):
+            value = bytes(value)
+        out.append((int(obj.descriptor), value, bytes(view[offset : offset + used])))
+        offset += used
+    return out
+
+
+def parse_message(raw: bytes | memoryview) -> Sections:
+    sections = _decode_sections(raw)
+    header: list[Any] = []
+    annotations: dict[Any, Any] = {}
+    properties: list[Any] = []
+    app_props: dict[str, Any] = {}
+    properties_raw = b""
+    app_props_raw = b""
+    body = bytearray()
+    for code, value, chunk in sections:
+        if code == HEADER:
+            header = list(value or [])
+        elif code == MESSAGE_ANN:
+            annotations = dict(value or {})
+        elif code == PROPERTIES:
+            properties = list(value or [])
+            properties_raw = chunk
+        elif code == APP_PROPS:
+            app_props = {str(k): _plain(v) for k, v in (value or {}).items()}
+            app_props_raw = chunk
+        elif code in (DATA, SEQUENCE, VALUE, FOOTER):
+            body += chunk
+    return Sections(
+        header, annotations, properties, app_props, properties_raw, bytes(body), len(raw), app_props_raw
+    )
+
+
+def _plain(value: Any) -> Any:
+    return bytes(value) if isinstance(value, memoryview) else value
+
+
+def parse_transfer(raw: bytes) -> list[Sections]:
+    """One transfer's payload as a list of messages (more than one for a batch)."""
+    sections = _decode_sections(raw)
+    bodies = [value for code, value, _ in sections if code == DATA]
+    envelope_only = all(code in _BATCH_ENVELOPE for code, _, _ in sections if code != DATA)
+    if bodies and envelope_only:
+        inner = []
+        for value in bodies:
+            if not (isinstance(value, bytes) and value[:2] == b"\x00S"):
+                inner = []
+                break
+            try:
+                inner.append(parse_message(value))
+            except BadRequest:
+                inner = []
+                break
+        if inner:
+            return inner
+    return [parse_message(raw)]
+
+
+def _section(code: int, value: Any) -> bytes:
+    data = Data()
+    data.put_object(Described(ulong(code), value))
+    return bytes(data.encode())
+
+
+def to_timestamp(seconds: float) -> timestamp:
+    return timestamp(int(seconds * 1000))
+
+
+def encode_delivery(
+    msg: Sections,
+    *,
+    seq: int,
+    enqueued_at: float,
+    delivery_count: int,
+    locked_until: float | None = None,
+    lock_token: uuid.UUID | None = None,
+    app_overrides: dict[str, Any] | None = None,
+    dead_letter_source: str | None = None,
+) -> bytes:
+    """The message as a receiver gets it: fresh header and broker annotations, bare message as sent."""
+    old = msg.header
+    header = [
+        old[0] if len(old) > 0 else None,
+        old[1] if len(old) > 1 else None,
+        old[2] if len(old) > 2 else None,
+        bool(delivery_count == 0),
+        uint(delivery_count),
+    ]
+    if header[1] is not None:
+        header[1] = ubyte(int(header[1]))
+    if header[2] is not None:
+        header[2] = uint(int(header[2]))
+    annotations = {k: v for k, v in msg.annotations.items() if k not in _BROKER_ANNOTATIONS}
+    annotations[SEQUENCE_NUMBER] = int(seq)
+    annotations[ENQUEUED_TIME] = to_timestamp(enqueued_at)
+    if locked_until is not None:
+        annotations[LOCKED_UNTIL] = to_timestamp(locked_until)
+    if lock_token is not None:
+        annotations[LOCK_TOKEN] = lock_token
+    if dead_letter_source:
+        annotations[DEAD_LETTER_SOURCE] = dead_letter_source
+    parts = [_section(HEADER, header), _section(MESSAGE_ANN, annotations), msg.properties_raw]
+    if app_overrides:
+        parts.append(_section(APP_PROPS, {**msg.app_props, **app_overrides}))
+    else:
+        parts.append(msg.app_props_raw)
+    parts.append(msg.body_raw)
+    return b"".join(parts)

@@ -1,0 +1,412 @@
+"""Namespaces, topics, subscriptions, queues and rules. No I/O.
+
+A namespace resolves entity paths (``topic``, ``topic/Subscriptions/sub``,
+``topic/Subscriptions/sub/$DeadLetterQueue``, ``queue``, ``queue/$DeadLetterQueue``) to the
+object that sends or the store that receives, fans a published message out to every
+subscription whose rules match, and runs the clocks: scheduled messages, duplicate detection
+windows and AutoDeleteOnIdle.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from .config import (
+    NEVER,
+    NamespaceConfig,
+    PolicyConfig,
+    QueueConfig,
+    RuleConfig,
+    SubscriptionConfig,
+    TopicConfig,
+)
+from .errors import BadRequest, EntityExists, EntityNotFound, MessageNotFound, MessageTooLarge
+from .filters import Filter, FilterError, correlation_filter, sql_action, sql_filter
+from .store import Message, MessageStore, StoreSettings, new_entry
+
+DLQ = "$deadletterqueue"
+DEFAULT_RULE = "$Default"
+
+_CORRELATION_KEYS = {
+    "CorrelationId": "correlation_id",
+    "MessageId": "message_id",
+    "To": "to",
+    "ReplyTo": "reply_to",
+    "Label": "label",
+    "Subject": "label",
+    "SessionId": "session_id",
+    "ReplyToSessionId": "reply_to_session_id",
+    "ContentType": "content_type",
+}
+
+
+@dataclass
+class Rule:
+    config: RuleConfig
+    filter: Filter
+    action: Any = None
+
+    @classmethod
+    def build(cls, config: RuleConfig) -> Rule:
+        try:
+            if config.filter_type == "Correlation":
+                kwargs = {
+                    _CORRELATION_KEYS[k]: v
+                    for k, v in config.correlation.items()
+                    if k in _CORRELATION_KEYS and v not in (None, "")
+                }
+                props = config.correlation.get("Properties") or {}
+                flt = correlation_filter(properties=props, **kwargs)
+            else:
+                flt = sql_filter(config.sql)
+            action = sql_action(config.action) if config.action else None
+        except FilterError as exc:
+            raise BadRequest(f"Rule {config.name!r}: {exc}") from exc
+        return cls(config, flt, action)
+
+
+class Subscription:
+    def __init__(self, topic: Topic, config: SubscriptionConfig, now: float):
+        self.topic = topic
+        self.config = config
+        self.created_at = now
+        self.updated_at = now
+        path = f"{topic.name}/Subscriptions/{config.name}"
+        self.dlq = MessageStore(path + "/$DeadLetterQueue", self._settings())
+        self.store = MessageStore(path, self._settings(), self.dlq)
+        self.store.last_activity = now
+        rules = config.rules or [RuleConfig(DEFAULT_RULE)]
+        self.rules: dict[str, Rule] = {}
+        for rule in rules:
+            self.add_rule(rule)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def _settings(self) -> StoreSettings:
+        return StoreSettings(
+            lock_duration=self.config.lock_duration,
+            max_delivery_count=self.config.max_delivery_count,
+            dead_lettering_on_expiration=self.config.dead_lettering_on_expiration,
+            max_bytes=self.topic.namespace.config.max_entity_bytes,
+        )
+
+    def update(self, config: SubscriptionConfig, now: float) -> None:
+        config.rules = self.config.rules
+        self.config = config
+        self.store.settings = self._settings()
+        self.dlq.settings = self._settings()
+        self.updated_at = now
+
+    def add_rule(self, config: RuleConfig) -> Rule:
+        key = config.name.lower()
+        if key in self.rules:
+            raise EntityExists(f"Rule {config.name!r} already exists on {self.store.path}.")
+        rule = Rule.build(config)
+        self.rules[key] = rule
+        return rule
+
+    def remove_rule(self, name: str) -> None:
+        if self.rules.pop(name.lower(), None) is None:
+            raise EntityNotFound(f"Rule {name!r} does not exist on {self.store.path}.")
+
+    def matching_overrides(self, msg: Message) -> tuple[bool, dict[str, Any] | None]:
+        """Whether any rule admits the message, and the user properties its action sets."""
+        for rule in self.rules.values():
+            if rule.filter.matches(msg.system, msg.user):
+                if rule.action is None:
+                    return True, None
+                system, user = dict(msg.system), dict(msg.user)
+                rule.action.apply(system, user)
+                return True, user
+        return False, None
+
+
+class Topic:
+    def __init__(self, namespace: Namespace, config: TopicConfig, now: float):
+        self.namespace = namespace
+        self.config = config
+        self.name = config.name
+        self.created_at = now
+        self.updated_at = now
+        self.subscriptions: dict[str, Subscription] = {}
+        for sub in config.subscriptions:
+            self.subscriptions[sub.name.lower()] = Subscription(self, sub, now)
+        config.subscriptions = []
+        self._dedupe: dict[str, float] = {}
+        self._dedupe_heap: list[tuple[float, str]] = []
+        self.scheduled: dict[int, Message] = {}
+        self._scheduled_heap: list[tuple[float, int]] = []
+        self.last_activity = now
+
+    @property
+    def policies(self) -> list[PolicyConfig]:
+        return self.config.policies
+
+    def size_bytes(self) -> int:
+        return sum(s.store.size_bytes + s.dlq.size_bytes for s in self.subscriptions.values())
+
+    def accept(self, msg: Message, now: float) -> int:
+        """Take one message: dedupe, schedule or fan out. Returns its sequence number."""
+        ns = self.namespace
+        if msg.size > ns.config.max_message_bytes:
+            raise MessageTooLarge(
+                f"The received message (size {msg.size} bytes) exceeds the limit "
+                f"({ns.config.max_message_bytes} bytes) currently allowed on the link."
+            )
+        if self.config.requires_duplicate_detection and msg.message_id is not None:
+            self._expire_dedupe(now)
+            if msg.message_id in self._dedupe:
+                return 0
+            self._dedupe[msg.message_id] = now + self.config.duplicate_window
+            heapq.heappush(self._dedupe_heap, (now + self.config.duplicate_window, msg.message_id))
+        msg.seq = ns.next_seq()
+        msg.enqueued_at = now
+        msg.system["sequencenumber"] = msg.seq
+        self.last_activity = now
+        if msg.scheduled_at is not None and msg.scheduled_at > now:
+            self.scheduled[msg.seq] = msg
+            heapq.heappush(self._scheduled_heap, (msg.scheduled_at, msg.seq))
+            return msg.seq
+        self._fan_out(msg, now)
+        return msg.seq
+
+    def check_quota(self, size: int) -> None:
+        for sub in self.subscriptions.values():
+            sub.store.check_quota(size)
+
+    def _fan_out(self, msg: Message, now: float) -> None:
+        ttl = min(self.config.default_ttl, NEVER)
+        for sub in list(self.subscriptions.values()):
+            matched, overrides = sub.matching_overrides(msg)
+            if not matched:
+                continue
+            entry = new_entry(msg, min(ttl, sub.config.default_ttl), now)
+            entry.user_overrides = overrides
+            sub.store.add(entry, now)
+
+    def cancel_scheduled(self, seq: int) -> None:
+        if self.scheduled.pop(int(seq), None) is None:
+            raise MessageNotFound(f"Scheduled message {seq} was not found on {self.name}.")
+
+    def _expire_dedupe(self, now: float) -> None:
+        while self._dedupe_heap and self._dedupe_heap[0][0] <= now:
+            until, mid = heapq.heappop(self._dedupe_heap)
+            if self._dedupe.get(mid) == until:
+                del self._dedupe[mid]
+
+    def delete_subscription(self, name: str) -> None:
+        sub = self.subscriptions.pop(name.lower(), None)
+        if sub is None:
+            raise EntityNotFound(
+                f"The messaging entity '{self.namespace.name}:topic:{self.name}|{name}' could not be found."
+            )
+        sub.store.purge()
+        sub.dlq.purge()
+        self.namespace._notify_delete(sub.store.path)
+
+    def tick(self, now: float) -> None:
+        while self._scheduled_heap and self._scheduled_heap[0][0] <= now:
+            _, seq = heapq.heappop(self._scheduled_heap)
+            msg = self.scheduled.pop(seq, None)
+            if msg is not None:
+                msg.enqueued_at = now
+                self._fan_out(msg, now)
+        for key, sub in list(self.subscriptions.items()):
+            sub.store.tick(now)
+            sub.dlq.tick(now)
+            idle = sub.config.auto_delete_on_idle
+            if (
+                idle < NEVER
+                and not sub.store.consumers
+                and not sub.dlq.consumers
+                and now - max(sub.store.last_activity, sub.dlq.last_activity) >= idle
+            ):
+                self.delete_subscription(sub.name)
+
+
+class Queue:
+    """A queue: a store that also accepts sends."""
+
+    def __init__(self, namespace: Namespace, config: QueueConfig, now: float):
+        self.namespace = namespace
+        self.config = config
+        self.name = config.name
+        self.created_at = now
+        self.updated_at = now
+        settings = StoreSettings(
+            lock_duration=config.lock_duration,
+            max_delivery_count=config.max_delivery_count,
+            dead_lettering_on_expiration=config.dead_lettering_on_expiration,
+            max_bytes=namespace.config.max_entity_bytes,
+        )
+        self.dlq = MessageStore(f"{config.name}/$DeadLetterQueue", settings)
+        self.store = MessageStore(config.name, settings, self.dlq)
+        self.store.last_activity = now
+        self._topic_like = Topic(namespace, TopicConfig(config.name, config.default_ttl,
+                                                        config.requires_duplicate_detection,
+                                                        config.duplicate_window), now)
+        self.policies: list[PolicyConfig] = []
+
+    def check_quota(self, size: int) -> None:
+        self.store.check_quota(size)
+
+    def accept(self, msg: Message, now: float) -> int:
+        helper = self._topic_like
+        helper.subscriptions = {}
+        seq = helper.accept(msg, now)
+        if seq and msg.seq not in helper.scheduled:
+            self.store.add(new_entry(msg, self.config.default_ttl, now), now)
+        return seq
+
+    def cancel_scheduled(self, seq: int) -> None:
+        self._topic_like.cancel_scheduled(seq)
+
+    def tick(self, now: float) -> None:
+        helper = self._topic_like
+        while helper._scheduled_heap and helper._scheduled_heap[0][0] <= now:
+            _, seq = heapq.heappop(helper._scheduled_heap)
+            msg = helper.scheduled.pop(seq, None)
+            if msg is not None:
+                msg.enqueued_at = now
+                self.store.add(new_entry(msg, self.config.default_ttl, now), now)
+        self.store.tick(now)
+        self.dlq.tick(now)
+
+
+class Namespace:
+    """All entities of one namespace; ``clock`` gives the time in epoch seconds."""
+
+    def __init__(self, config: NamespaceConfig, clock: Callable[[], float]):
+        self.config = config
+        self.name = config.name
+        self.clock = clock
+        self._seq = 0
+        now = clock()
+        self.topics: dict[str, Topic] = {}
+        self.queues: dict[str, Queue] = {}
+        for topic in config.topics:
+            self.topics[topic.name.lower()] = Topic(self, replace(topic), now)
+        for queue in config.queues:
+            self.queues[queue.name.lower()] = Queue(self, queue, now)
+        self.on_delete: list[Callable[[str], None]] = []
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    # -- lookup ---------------------------------------------------------------------------
+    def topic(self, name: str) -> Topic:
+        topic = self.topics.get(name.lower())
+        if topic is None:
+            raise EntityNotFound(
+                f"The messaging entity '{self.name}:topic:{name}' could not be found."
+            )
+        return topic
+
+    def subscription(self, topic: str, name: str) -> Subscription:
+        sub = self.topic(topic).subscriptions.get(name.lower())
+        if sub is None:
+            raise EntityNotFound(
+                f"The messaging entity '{self.name}:topic:{topic}|{name}' could not be found."
+            )
+        return sub
+
+    def sender_for(self, path: str) -> Topic | Queue:
+        parts = split_path(path)
+        if len(parts) != 1:
+            raise BadRequest(f"Cannot send to {path!r}: send to a topic or a queue.")
+        key = parts[0].lower()
+        if key in self.queues:
+            return self.queues[key]
+        return self.topic(parts[0])
+
+    def store_for(self, path: str) -> MessageStore:
+        parts = split_path(path)
+        dead = bool(parts) and parts[-1].lower() == DLQ
+        if dead:
+            parts = parts[:-1]
+        if len(parts) == 1 and parts[0].lower() in self.queues:
+            queue = self.queues[parts[0].lower()]
+            return queue.dlq if dead else queue.store
+        if len(parts) == 3 and parts[1].lower() == "subscriptions":
+            sub = self.subscription(parts[0], parts[2])
+            return sub.dlq if dead else sub.store
+        if len(parts) == 1:
+            self.topic(parts[0])
+            raise BadRequest(f"Cannot receive from topic {path!r}: receive from a subscription.")
+        raise EntityNotFound(f"The messaging entity '{self.name}:{path}' could not be found.")
+
+    # -- admin ----------------------------------------------------------------------------
+    def create_topic(self, config: TopicConfig) -> Topic:
+        if config.name.lower() in self.topics or config.name.lower() in self.queues:
+            raise EntityExists(f"The messaging entity '{self.name}:topic:{config.name}' already exists.")
+        topic = Topic(self, config, self.clock())
+        self.topics[config.name.lower()] = topic
+        return topic
+
+    def delete_topic(self, name: str) -> None:
+        topic = self.topic(name)
+        for sub in list(topic.subscriptions.values()):
+            topic.delete_subscription(sub.name)
+        del self.topics[name.lower()]
+        self._notify_delete(topic.name)
+
+    def create_queue(self, config: QueueConfig) -> Queue:
+        if config.name.lower() in self.topics or config.name.lower() in self.queues:
+            raise EntityExists(f"The messaging entity '{self.name}:queue:{config.name}' already exists.")
+        queue = Queue(self, config, self.clock())
+        self.queues[config.name.lower()] = queue
+        return queue
+
+    def delete_queue(self, name: str) -> None:
+        queue = self.queues.pop(name.lower(), None)
+        if queue is None:
+            raise EntityNotFound(f"The messaging entity '{self.name}:queue:{name}' could not be found.")
+        queue.store.purge()
+        queue.dlq.purge()
+        self._notify_delete(queue.name)
+
+    def create_subscription(self, topic: str, config: SubscriptionConfig) -> Subscription:
+        owner = self.topic(topic)
+        if config.name.lower() in owner.subscriptions:
+            raise EntityExists(
+                f"The messaging entity '{self.name}:topic:{topic}|{config.name}' already exists."
+            )
+        sub = Subscription(owner, config, self.clock())
+        owner.subscriptions[config.name.lower()] = sub
+        return sub
+
+    def _notify_delete(self, path: str) -> None:
+        for callback in list(self.on_delete):
+            callback(path)
+
+    def tick(self) -> None:
+        now = self.clock()
+        for topic in list(self.topics.values()):
+            topic.tick(now)
+        for queue in list(self.queues.values()):
+            queue.tick(now)
+
+
+def split_path(path: str) -> list[str]:
+    """Entity path parts from a bare path or a full ``amqps://host:port/...`` URI."""
+    text = path.strip()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+        text = text.split("/", 1)[1] if "/" in text else ""
+    return [p for p in text.split("/") if p]
+
+
+__all__ = [
+    "DEFAULT_RULE",
+    "Namespace",
+    "Queue",
+    "Rule",
+    "Subscription",
+    "Topic",
+    "split_path",
+]
