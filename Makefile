@@ -22,7 +22,7 @@ venv: $(STAMP)
 npm: $(NPM_STAMP)
 
 run: $(STAMP) $(NPM_STAMP)
-	$(PY) -m relay_node.stack
+	$(PY) -m servicebus_emulator
 
 emulator: $(STAMP)
 	$(PY) -m servicebus_emulator

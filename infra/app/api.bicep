@@ -1,0 +1,131 @@
+metadata description = '''
+The socketio-servicebus Function App (router, persist, webpubsub, HTTP emit/history) and its
+identity-based app settings. Setting names come from shared/topology.json (appSettings,
+regionConnectionTemplate); infra/README.md lists every one of them.
+'''
+
+@description('Function App name.')
+param name string
+
+@description('Flex Consumption plan name.')
+param planName string
+
+@description('Azure location.')
+param location string
+
+@description('Tags for the plan.')
+param tags object = {}
+
+@description('azd service name (tag azd-service-name).')
+param serviceName string = 'api'
+
+@description('User-assigned identity resource id.')
+param identityId string
+
+@description('User-assigned identity client id.')
+param identityClientId string
+
+@description('Host storage account name (AzureWebJobsStorage, deployment container).')
+param storageAccountName string
+
+@description('Deployment package container in the host storage account.')
+param deploymentContainerName string
+
+@description('Application Insights connection string.')
+param applicationInsightsConnectionString string
+
+@description('Home region: the region whose namespace the default ServiceBusConnection points at (SIO_REGION).')
+param homeRegion string
+
+@description('Region map (regionName -> { fullyQualifiedNamespace, neighbors? }); becomes SIO_REGION_MAP as JSON.')
+param regionMap object
+
+@description('Table service endpoint of the events storage account, e.g. https://<account>.table.core.windows.net/.')
+param tableServiceUri string
+
+@description('Table holding persisted events.')
+param historyTable string
+
+@description('Web PubSub endpoint, e.g. https://<name>.webpubsub.azure.com.')
+param webPubSubEndpoint string
+
+@description('Web PubSub hub.')
+param webPubSubHub string
+
+@description('Optional Python module with hooks (SIO_HOOKS_MODULE); empty leaves the setting out.')
+param hooksModule string = ''
+
+@description('Upper bound of instances.')
+param maximumInstanceCount int = 100
+
+@description('Instance memory size in MB.')
+param instanceMemoryMB int = 2048
+
+var topology = loadJsonContent('../../shared/topology.json')
+var names = topology.appSettings
+var sbConnection = names.serviceBusConnection
+var tablesConnection = names.tablesConnection
+var webPubSubConnection = names.webPubSubConnection
+
+// Identity-based connection: <prefix>__credential + <prefix>__clientId select the user-assigned identity.
+var coreSettings = {
+  // Default Service Bus connection = home region namespace.
+  '${sbConnection}__fullyQualifiedNamespace': regionMap[homeRegion].fullyQualifiedNamespace
+  '${sbConnection}__credential': 'managedidentity'
+  '${sbConnection}__clientId': identityClientId
+
+  '${tablesConnection}__tableServiceUri': tableServiceUri
+  '${tablesConnection}__credential': 'managedidentity'
+  '${tablesConnection}__clientId': identityClientId
+
+  // __serviceUri is what the Functions Web PubSub extension reads; __endpoint is the same URL for the
+  // azure-messaging-webpubsubservice SDK path.
+  '${webPubSubConnection}__serviceUri': webPubSubEndpoint
+  '${webPubSubConnection}__endpoint': webPubSubEndpoint
+  '${webPubSubConnection}__credential': 'managedidentity'
+  '${webPubSubConnection}__clientId': identityClientId
+
+  '${names.region}': homeRegion
+  '${names.regionMap}': string(regionMap)
+  '${names.topic}': topology.topic
+  '${names.historyTable}': historyTable
+  '${names.webPubSubHub}': webPubSubHub
+
+  // SDK clients created in code (DefaultAzureCredential) use the same identity.
+  AZURE_CLIENT_ID: identityClientId
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+}
+
+var hookSettings = empty(hooksModule) ? {} : { '${names.hooksModule}': hooksModule }
+
+// One connection per region: ServiceBusConnection_<region>__fullyQualifiedNamespace / __credential / __clientId.
+var regionSettings = reduce(items(regionMap), {}, (acc, region) => union(acc, {
+  '${replace(topology.regionConnectionTemplate, '{region}', region.key)}__fullyQualifiedNamespace': region.value.fullyQualifiedNamespace
+  '${replace(topology.regionConnectionTemplate, '{region}', region.key)}__credential': 'managedidentity'
+  '${replace(topology.regionConnectionTemplate, '{region}', region.key)}__clientId': identityClientId
+}))
+
+module functionApp '../core/host/functions-flex.bicep' = {
+  name: 'functionapp-flex'
+  params: {
+    name: name
+    planName: planName
+    location: location
+    tags: tags
+    siteTags: union(tags, { 'azd-service-name': serviceName })
+    identityId: identityId
+    identityClientId: identityClientId
+    storageAccountName: storageAccountName
+    deploymentContainerName: deploymentContainerName
+    runtimeName: 'python'
+    runtimeVersion: '3.11'
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    appSettings: union(coreSettings, hookSettings, regionSettings)
+  }
+}
+
+output name string = functionApp.outputs.name
+output uri string = functionApp.outputs.uri
+output appSettingNames string[] = map(items(union(coreSettings, hookSettings, regionSettings)), s => s.key)

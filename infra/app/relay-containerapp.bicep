@@ -1,0 +1,202 @@
+metadata description = '''
+Optional cloud relay node: one Azure Container App running the python-socketio relay image,
+with sticky sessions (Socket.IO long-polling needs every request of a session on the same replica),
+its own user-assigned identity and Service Bus data-plane roles on its region's namespace.
+'''
+
+@description('Container App name (2-32 lowercase letters, digits, hyphens).')
+@maxLength(32)
+param name string
+
+@description('Azure location (the region of its namespace).')
+param location string
+
+@description('Resource tags.')
+param tags object = {}
+
+@description('Existing Container Apps environment in this resource group (same location).')
+param containerAppsEnvironmentName string
+
+@description('Relay node image, e.g. myregistry.azurecr.io/socketio-relay:1.0.')
+param image string
+
+@description('Registry login server to pull from with the node identity (needs AcrPull, granted outside this template). Empty for public images.')
+param registryServer string = ''
+
+@description('Port the relay listens on inside the container.')
+param targetPort int = 8000
+
+@description('Logical region name (RELAY_REGION and key in SIO_REGION_MAP).')
+param regionName string
+
+@description('Node id; with subscriptionAccess preProvisioned it must match the pre-provisioned subscription node-<nodeId>.')
+param nodeId string
+
+@description('Existing Service Bus namespace of the region (same resource group).')
+param serviceBusNamespaceName string
+
+@description('''
+dataOwner: the node creates (and auto-deletes) its own subscription, so it gets Azure Service Bus Data Owner on the namespace;
+the app may scale out and every replica is its own node (RELAY_NODE_ID unset: the node derives a unique id).
+preProvisioned: the subscription node-<nodeId> already exists; the node gets Data Sender on the topic and Data Receiver
+on that subscription only; exactly one replica and RELAY_NODE_ID=<nodeId>.
+''')
+@allowed([
+  'dataOwner'
+  'preProvisioned'
+])
+param subscriptionAccess string = 'dataOwner'
+
+@description('Replica upper bound in dataOwner mode (preProvisioned is always exactly 1).')
+@minValue(1)
+@maxValue(30)
+param maxReplicas int = 3
+
+@description('CPU cores per replica.')
+param cpu string = '0.5'
+
+@description('Memory per replica.')
+param memory string = '1Gi'
+
+var topology = loadJsonContent('../../shared/topology.json')
+var preProvisioned = subscriptionAccess == 'preProvisioned'
+var receiverRoleId = topology.roles.serviceBusDataReceiver
+var senderRoleId = topology.roles.serviceBusDataSender
+var ownerRoleId = topology.roles.serviceBusDataOwner
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${name}'
+  location: location
+  tags: tags
+}
+
+resource managedEnvironment 'Microsoft.App/managedEnvironments@2024-03-01' existing = {
+  name: containerAppsEnvironmentName
+}
+
+resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' existing = {
+  name: serviceBusNamespaceName
+
+  resource topic 'topics' existing = {
+    name: topology.topic
+
+    resource nodeSubscription 'subscriptions' existing = {
+      name: '${topology.nodeSubscription.prefix}${nodeId}'
+    }
+  }
+}
+
+resource ownerRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!preProvisioned) {
+  name: guid(namespace.id, identity.id, ownerRoleId)
+  scope: namespace
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', ownerRoleId)
+  }
+}
+
+resource senderRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (preProvisioned) {
+  name: guid(namespace::topic.id, identity.id, senderRoleId)
+  scope: namespace::topic
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', senderRoleId)
+  }
+}
+
+resource receiverRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (preProvisioned) {
+  name: guid(namespace::topic::nodeSubscription.id, identity.id, receiverRoleId)
+  scope: namespace::topic::nodeSubscription
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', receiverRoleId)
+  }
+}
+
+var baseEnv = [
+  {
+    name: 'SERVICEBUS_FULLY_QUALIFIED_NAMESPACE'
+    value: split(split(namespace.properties.serviceBusEndpoint, '/')[2], ':')[0]
+  }
+  {
+    name: 'SERVICEBUS_TOPIC'
+    value: topology.topic
+  }
+  {
+    name: 'RELAY_REGION'
+    value: regionName
+  }
+  {
+    name: 'RELAY_SUBSCRIPTION_MODE'
+    value: preProvisioned ? 'preProvisioned' : 'create'
+  }
+  {
+    // DefaultAzureCredential / ManagedIdentityCredential pick the user-assigned identity from this.
+    name: 'AZURE_CLIENT_ID'
+    value: identity.properties.clientId
+  }
+  {
+    name: 'PORT'
+    value: string(targetPort)
+  }
+]
+
+resource relay 'Microsoft.App/containerApps@2024-03-01' = {
+  name: name
+  location: location
+  tags: union(tags, { 'sio-region': regionName, 'sio-node': nodeId })
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identity.id}': {}
+    }
+  }
+  properties: {
+    managedEnvironmentId: managedEnvironment.id
+    workloadProfileName: 'Consumption'
+    configuration: {
+      // Sticky sessions require single revision mode.
+      activeRevisionsMode: 'Single'
+      ingress: {
+        external: true
+        targetPort: targetPort
+        transport: 'auto'
+        allowInsecure: false
+        stickySessions: {
+          affinity: 'sticky'
+        }
+      }
+      registries: empty(registryServer) ? [] : [{ server: registryServer, identity: identity.id }]
+    }
+    template: {
+      containers: [
+        {
+          name: 'relay'
+          image: image
+          resources: {
+            cpu: json(cpu)
+            memory: memory
+          }
+          env: preProvisioned ? concat(baseEnv, [{ name: 'RELAY_NODE_ID', value: nodeId }]) : baseEnv
+        }
+      ]
+      scale: {
+        minReplicas: 1
+        maxReplicas: preProvisioned ? 1 : maxReplicas
+      }
+    }
+  }
+  dependsOn: [
+    ownerRole
+    senderRole
+    receiverRole
+  ]
+}
+
+output name string = relay.name
+output uri string = 'https://${relay.properties.configuration.ingress.fqdn}'
+output identityPrincipalId string = identity.properties.principalId
+output identityClientId string = identity.properties.clientId
