@@ -62,7 +62,17 @@ async def serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(serve(args))
+    profile_to = os.environ.get("SERVICEBUS_EMULATOR_PROFILE")
+    if not profile_to:
+        return asyncio.run(serve(args))
+    # development aid: SERVICEBUS_EMULATOR_PROFILE=out.prof profiles the whole run with cProfile
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(asyncio.run, serve(args))
+    finally:
+        profiler.dump_stats(profile_to)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from proton import (
+    UNDESCRIBED,
     Array,
     Collector,
     Condition,
@@ -27,6 +28,7 @@ from proton import (
     Event,
     Link,
     Message,
+    Terminus,
     Transport,
     symbol,
     timestamp,
@@ -35,9 +37,17 @@ from proton import (
 
 from .codec import Sections, encode_delivery, parse_transfer
 from .entities import Namespace, split_path
-from .errors import BadRequest, EmulatorError, LockLost, NotImplementedOperation, Unauthorized
+from .errors import (
+    BadRequest,
+    EmulatorError,
+    LockLost,
+    MessageTooLarge,
+    NotImplementedOperation,
+    Unauthorized,
+)
 from .sas import Grant, verify_token
-from .store import Entry, Message as StoredMessage, MessageStore
+from .store import Entry, MessageStore
+from .store import Message as StoredMessage
 
 if TYPE_CHECKING:
     from .server import NamespaceRuntime
@@ -51,7 +61,15 @@ DEAD_LETTER_CONDITION = "com.microsoft:dead-letter"
 
 
 def _condition(exc: EmulatorError) -> Condition:
-    return Condition(exc.condition, str(exc))
+    # Always with an info map: the SDK reads an error as ``[condition, description, info]`` by
+    # index, and proton leaves out a trailing null info, which made the SDK's send callback fail
+    # with IndexError and the send hang forever.
+    tracking = str(uuid.uuid4())
+    return Condition(
+        exc.condition,
+        f"{exc} TrackingId:{tracking}",
+        {symbol("com.microsoft:tracking-id"): tracking},
+    )
 
 
 def _array_values(value: Any) -> list[Any]:
@@ -246,11 +264,22 @@ class AmqpConnection(asyncio.Protocol):
                 self.senders.append(sender)
                 link.ctx = ("entity-out", sender)
         except EmulatorError as exc:
+            # As Service Bus does: answer the attach with a null terminus on our side, then
+            # detach with the error. The SDK turns that into the matching exception
+            # (MessagingEntityNotFoundError, ServiceBusAuthorizationError ...) instead of a
+            # retryable "link detached" connection error.
             link.ctx = ("refused",)
+            if link.is_receiver:
+                link.target.type = Terminus.UNSPECIFIED
+            else:
+                link.source.type = Terminus.UNSPECIFIED
             link.open()
             link.condition = _condition(exc)
             link.close()
             return
+        if link.is_receiver and link.ctx[0] == "entity-in":
+            # the SDK sizes a ServiceBusMessageBatch by this vendor property
+            link.properties = {symbol(VENDOR + "max-message-batch-size"): self.namespace.config.max_message_bytes}
         link.open()
         if link.is_receiver:
             link.flow(INCOMING_CREDIT)
@@ -319,6 +348,12 @@ class AmqpConnection(asyncio.Protocol):
             link.flow(INCOMING_CREDIT - link.credit)
 
     def _on_publish(self, entity: Any, payload: bytes) -> None:
+        limit = self.namespace.config.max_message_bytes
+        if len(payload) > limit:
+            raise MessageTooLarge(
+                f"The received message (size {len(payload)} bytes) exceeds the limit ({limit} bytes) "
+                "currently allowed on the link."
+            )
         messages = parse_transfer(payload)
         now = time.time()
         stored = [self.runtime.to_stored(m) for m in messages]
@@ -428,6 +463,13 @@ class AmqpConnection(asyncio.Protocol):
                 "statusDescription": str(exc),
                 "errorCondition": symbol(exc.condition),
             }
+        except Exception as exc:  # noqa: BLE001 - a request must always get an answer
+            log.exception("management operation %s failed", operation)
+            app_props = {
+                "statusCode": 500,
+                "statusDescription": f"internal error in the emulator: {exc!r}",
+                "errorCondition": symbol("amqp:internal-error"),
+            }
         reply = Message(correlation_id=request.id, properties=app_props, body=value)
         address = request.reply_to or "/".join(entity_parts + ["$management"])
         self._send_reply(self._reply_link(address) or self._reply_link("/".join(entity_parts + ["$management"])), reply)
@@ -441,7 +483,7 @@ class AmqpConnection(asyncio.Protocol):
             store = self.namespace.store_for(path)
             tokens = [uuid.UUID(str(t)) for t in _array_values(get.get("lock-tokens"))]
             expirations = [timestamp(int(store.renew(t, now) * 1000)) for t in tokens]
-            return {symbol("expirations"): Array(Data.UNDESCRIBED, Data.TIMESTAMP, *expirations)}, 200
+            return {symbol("expirations"): Array(UNDESCRIBED, Data.TIMESTAMP, *expirations)}, 200
         if operation == VENDOR + "peek-message":
             self._authorize(parts, "Listen")
             store = self.namespace.store_for(path)
@@ -491,7 +533,7 @@ class AmqpConnection(asyncio.Protocol):
                     msg = self.runtime.to_stored(parsed)
                     entity.check_quota(msg.size)
                     seqs.append(entity.accept(msg, now))
-            return {symbol("sequence-numbers"): Array(Data.UNDESCRIBED, Data.LONG, *seqs)}, 200
+            return {symbol("sequence-numbers"): Array(UNDESCRIBED, Data.LONG, *seqs)}, 200
         if operation == VENDOR + "cancel-scheduled-message":
             self._authorize(parts, "Send")
             entity = self.namespace.sender_for(path)

@@ -265,6 +265,26 @@ class Queue:
     def cancel_scheduled(self, seq: int) -> None:
         self._topic_like.cancel_scheduled(seq)
 
+    @property
+    def scheduled_count(self) -> int:
+        """Messages waiting for their scheduled enqueue time (admin runtime properties)."""
+        return len(self._topic_like.scheduled)
+
+    def update(self, config: QueueConfig, now: float) -> None:
+        """Apply new settings (admin update); stored messages keep their expiry and locks."""
+        self.config = config
+        settings = StoreSettings(
+            lock_duration=config.lock_duration,
+            max_delivery_count=config.max_delivery_count,
+            dead_lettering_on_expiration=config.dead_lettering_on_expiration,
+            max_bytes=self.namespace.config.max_entity_bytes,
+        )
+        self.store.settings = settings
+        self.dlq.settings = settings
+        self._topic_like.config.default_ttl = config.default_ttl
+        self._topic_like.config.duplicate_window = config.duplicate_window
+        self.updated_at = now
+
     def tick(self, now: float) -> None:
         helper = self._topic_like
         while helper._scheduled_heap and helper._scheduled_heap[0][0] <= now:

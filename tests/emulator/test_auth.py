@@ -1,0 +1,237 @@
+"""Shared access signatures: the emulator checks every token the SDK puts on ``$cbs``.
+
+Namespace-level policies (Manage, Listen-only, Send-only), a topic-level policy, wrong and
+expired keys, and a client that never puts a token at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import pytest
+from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
+from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
+from azure.servicebus.aio import ServiceBusClient
+from azure.servicebus.exceptions import (
+    ServiceBusAuthenticationError,
+    ServiceBusAuthorizationError,
+    ServiceBusError,
+)
+from proton import Collector, Connection, Endpoint, Transport
+
+from servicebus_emulator.config import PolicyConfig
+from servicebus_emulator.errors import Unauthorized
+from servicebus_emulator.sas import verify_token
+from shared.sbadmin import servicebus_client
+from tests.support.emulator_process import EmulatorProcess
+
+ROOT_KEY = "root-key-value"
+LISTEN_KEY = "listen-key-value"
+SEND_KEY = "send-key-value"
+TOPIC_KEY = "topic-key-value"
+
+CONFIG = {
+    "UserConfig": {
+        "Namespaces": [
+            {
+                "Name": "authns",
+                "SharedAccessPolicies": [
+                    {"Name": "RootManageSharedAccessKey", "Key": ROOT_KEY, "Rights": ["Manage"]},
+                    {"Name": "listener", "Key": LISTEN_KEY, "Rights": ["Listen"]},
+                    {"Name": "sender", "Key": SEND_KEY, "Rights": ["Send"]},
+                ],
+                "Topics": [
+                    {
+                        "Name": "mine",
+                        "SharedAccessPolicies": [
+                            {"Name": "mine-key", "Key": TOPIC_KEY, "Rights": ["Send", "Listen"]}
+                        ],
+                        "Subscriptions": [{"Name": "s"}],
+                    },
+                    {"Name": "other", "Subscriptions": [{"Name": "s"}]},
+                ],
+            }
+        ]
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def auth_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    path: Path = tmp_path_factory.mktemp("auth") / "Config.json"
+    path.write_text(json.dumps(CONFIG))
+    proc = EmulatorProcess(path)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def port(auth_emulator: EmulatorProcess) -> int:
+    return auth_emulator.port_of("authns")
+
+
+def conn_str(port: int, name: str, key: str) -> str:
+    return (
+        f"Endpoint=sb://localhost:{port};SharedAccessKeyName={name};SharedAccessKey={key};"
+        "UseDevelopmentEmulator=true"
+    )
+
+
+def sas_token(uri: str, name: str, key: str, expiry: int) -> str:
+    signed = f"{quote_plus(uri)}\n{expiry}".encode()
+    sig = base64.b64encode(hmac.new(key.encode(), signed, hashlib.sha256).digest()).decode()
+    return f"SharedAccessSignature sr={quote_plus(uri)}&sig={quote_plus(sig)}&se={expiry}&skn={name}"
+
+
+# -- unit level: the token check itself ----------------------------------------------------------
+
+POLICIES = [PolicyConfig("root", "k", frozenset({"Listen", "Send", "Manage"}))]
+
+
+def test_verify_token_accepts_and_rejects() -> None:
+    uri = "sb://localhost:5672/topic"
+    grant = verify_token(sas_token(uri, "root", "k", int(time.time()) + 60), POLICIES, {})
+    assert grant.scope == ("topic",) and "Send" in grant.rights
+    with pytest.raises(Unauthorized, match="ExpiredToken"):
+        verify_token(sas_token(uri, "root", "k", int(time.time()) - 1), POLICIES, {})
+    with pytest.raises(Unauthorized, match="does not match"):
+        verify_token(sas_token(uri, "root", "wrong", int(time.time()) + 60), POLICIES, {})
+    with pytest.raises(Unauthorized, match="not known"):
+        verify_token(sas_token(uri, "nobody", "k", int(time.time()) + 60), POLICIES, {})
+    with pytest.raises(Unauthorized, match="not a SharedAccessSignature"):
+        verify_token("Bearer abc", POLICIES, {})
+
+
+# -- over the wire with the SDK --------------------------------------------------------------------
+
+
+async def test_root_key_works(port: int) -> None:
+    async with servicebus_client(connection_string=conn_str(port, "RootManageSharedAccessKey", ROOT_KEY)) as client:
+        async with client.get_topic_sender("other") as sender:
+            await sender.send_messages(ServiceBusMessage("ok"))
+        async with client.get_subscription_receiver(
+            "other", "s", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE
+        ) as receiver:
+            msgs = await receiver.receive_messages(max_message_count=1, max_wait_time=3)
+            assert [str(m) for m in msgs] == ["ok"]
+
+
+async def test_wrong_key_is_an_authentication_error(port: int) -> None:
+    async with servicebus_client(
+        connection_string=conn_str(port, "RootManageSharedAccessKey", "not-the-key"), retry_total=0
+    ) as client:
+        with pytest.raises(ServiceBusAuthenticationError) as info:
+            async with client.get_topic_sender("other") as sender:
+                await sender.send_messages(ServiceBusMessage("x"))
+    # the SDK keeps the broker's put-token answer on the inner exception
+    detail = str(info.value.inner_exception)
+    assert "Status code: 401" in detail
+    assert "InvalidSignature" in detail and "does not match" in detail
+
+
+async def test_expired_sas_is_refused(port: int) -> None:
+    uri = f"sb://localhost:{port}/other"
+    token = sas_token(uri, "RootManageSharedAccessKey", ROOT_KEY, int(time.time()) - 30)
+    client = ServiceBusClient(f"localhost:{port}", AzureSasCredential(token), use_tls=False, retry_total=0)
+    async with client:
+        with pytest.raises(ServiceBusAuthenticationError):
+            async with client.get_topic_sender("other") as sender:
+                await sender.send_messages(ServiceBusMessage("x"))
+
+
+async def test_valid_sas_credential_and_named_key_credential(port: int) -> None:
+    uri = f"sb://localhost:{port}/other"
+    token = sas_token(uri, "sender", SEND_KEY, int(time.time()) + 300)
+    async with ServiceBusClient(f"localhost:{port}", AzureSasCredential(token), use_tls=False) as client:
+        async with client.get_topic_sender("other") as sender:
+            await sender.send_messages(ServiceBusMessage("via sas"))
+    named = AzureNamedKeyCredential("listener", LISTEN_KEY)
+    async with ServiceBusClient(f"localhost:{port}", named, use_tls=False) as client:
+        async with client.get_subscription_receiver(
+            "other", "s", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE
+        ) as receiver:
+            msgs = await receiver.receive_messages(max_message_count=1, max_wait_time=3)
+            assert [str(m) for m in msgs] == ["via sas"]
+
+
+async def test_listen_only_cannot_send_and_send_only_cannot_receive(port: int) -> None:
+    async with servicebus_client(connection_string=conn_str(port, "listener", LISTEN_KEY), retry_total=0) as client:
+        with pytest.raises(ServiceBusAuthorizationError, match="'Send' claim"):
+            async with client.get_topic_sender("other") as sender:
+                await sender.send_messages(ServiceBusMessage("x"))
+    async with servicebus_client(connection_string=conn_str(port, "sender", SEND_KEY), retry_total=0) as client:
+        with pytest.raises(ServiceBusAuthorizationError, match="'Listen' claim"):
+            async with client.get_subscription_receiver("other", "s") as receiver:
+                await receiver.receive_messages(max_message_count=1, max_wait_time=1)
+
+
+async def test_topic_scoped_key_works_on_its_topic_only(port: int) -> None:
+    async with servicebus_client(connection_string=conn_str(port, "mine-key", TOPIC_KEY), retry_total=0) as client:
+        async with client.get_topic_sender("mine") as sender:
+            await sender.send_messages(ServiceBusMessage("scoped"))
+        async with client.get_subscription_receiver(
+            "mine", "s", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE
+        ) as receiver:
+            msgs = await receiver.receive_messages(max_message_count=1, max_wait_time=3)
+            assert [str(m) for m in msgs] == ["scoped"]
+        with pytest.raises(ServiceBusError):  # the key is unknown for another topic: 401 on put-token
+            async with client.get_topic_sender("other") as sender:
+                await sender.send_messages(ServiceBusMessage("x"))
+
+
+def _pump(sock: socket.socket, transport: Transport, until, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    sock.settimeout(0.05)
+    while time.monotonic() < deadline:
+        while (pending := transport.pending()) > 0:
+            sock.sendall(transport.peek(pending))
+            transport.pop(pending)
+        if until():
+            return True
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not data:
+            transport.close_tail()
+            return until()
+        transport.push(data)
+    return until()
+
+
+def test_no_token_no_attach(port: int) -> None:
+    """A client that skips put-token on $cbs gets its attaches refused (nothing anonymous)."""
+    conn = Connection()
+    conn.hostname = "localhost"
+    transport = Transport()
+    transport.sasl().allowed_mechs("ANONYMOUS")
+    transport.bind(conn)
+    conn.collect(Collector())
+    conn.open()
+    session = conn.session()
+    session.open()
+    sender = session.sender("anon-sender")
+    sender.target.address = f"amqps://localhost:{port}/other"
+    sender.open()
+    receiver = session.receiver("anon-receiver")
+    receiver.source.address = f"amqps://localhost:{port}/other/Subscriptions/s"
+    receiver.open()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        closed = _pump(
+            sock, transport,
+            lambda: bool(sender.state & Endpoint.REMOTE_CLOSED and receiver.state & Endpoint.REMOTE_CLOSED),
+        )
+    assert closed, "the emulator kept an unauthenticated link open"
+    for link in (sender, receiver):
+        assert link.remote_condition is not None
+        assert link.remote_condition.name == "amqp:unauthorized-access"
+        assert "put-token" in link.remote_condition.description
