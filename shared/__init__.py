@@ -1,6 +1,7 @@
 """socketio-servicebus shared code: wire format and topology names.
 
-Pure modules (no I/O apart from reading ``topology.json`` once).
+Pure modules (no I/O apart from reading ``topology.json`` once), plus
+:class:`ServiceBusManager` (``shared.manager``), the python-socketio client manager.
 """
 
 from .envelope import (
@@ -31,6 +32,8 @@ from .envelope import (
     envelope_size,
     pack_batches,
 )
+from .manager import ServiceBusManager
+from .metrics import ManagerMetrics
 
 __all__ = [
     "BATCH_OVERHEAD",
@@ -59,4 +62,6 @@ __all__ = [
     "encode_envelope",
     "envelope_size",
     "pack_batches",
+    "ServiceBusManager",
+    "ManagerMetrics",
 ]

@@ -1,0 +1,229 @@
+"""Function App settings (read once, from the environment) and the clients built from them.
+
+``function_app.py`` builds one :class:`AppContext` at import time with :meth:`AppContext.from_env`;
+handlers receive it as an argument, so tests can build their own from a dict.
+
+Clients (Service Bus per region, the events table, Web PubSub per hub) are created lazily on first
+use and cached **per running event loop**: the Python worker runs every async function on one loop,
+so in production each client is created once; tests that use a fresh loop per test get fresh clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .connections import Connection, credential_for, resolve
+from .routing import RegionMap
+from .topology import load_topology
+
+__all__ = ["AppSettings", "AppContext", "EXTRA_SETTINGS"]
+
+log = logging.getLogger("socketio_servicebus.functions")
+
+_TOPO = load_topology()
+_NAMES = _TOPO["appSettings"]
+
+#: Settings this code reads that topology.json does not (yet) name.
+EXTRA_SETTINGS = {
+    # Max accepted body of POST /api/emit in bytes (default: the Service Bus Standard limit).
+    "emitMaxBytes": "SIO_EMIT_MAX_BYTES",
+}
+
+
+def region_connection_name(region: str) -> str:
+    """``ServiceBusConnection_<region>`` (``topology.json`` -> ``regionConnectionTemplate``)."""
+    return str(_TOPO["regionConnectionTemplate"]).replace("{region}", region)
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    region: str | None
+    region_map: RegionMap
+    topic: str
+    history_table: str
+    webpubsub_hub: str
+    hooks_module: str | None
+    emit_max_bytes: int
+    service_bus_connection: str = _NAMES["serviceBusConnection"]
+    tables_connection: str = _NAMES["tablesConnection"]
+    webpubsub_connection: str = _NAMES["webPubSubConnection"]
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AppSettings:
+        env = dict(os.environ if env is None else env)
+        region = env.get(_NAMES["region"]) or None
+        rmap = RegionMap.parse(env.get(_NAMES["regionMap"]))
+        if not len(rmap) and region:
+            # A single-region deployment may leave the map out.
+            rmap = RegionMap.parse({region: {}})
+        if region and region not in rmap:
+            from .routing import RegionMapError
+
+            raise RegionMapError(f"{_NAMES['region']}={region!r} is not a key of {_NAMES['regionMap']}")
+        from .envelope import SERVICEBUS_MAX_MESSAGE_BYTES
+
+        return cls(
+            region=region or (rmap.names[0] if len(rmap) else None),
+            region_map=rmap,
+            topic=env.get(_NAMES["topic"]) or _TOPO["topic"],
+            history_table=env.get(_NAMES["historyTable"]) or _TOPO["defaults"]["historyTable"],
+            webpubsub_hub=env.get(_NAMES["webPubSubHub"]) or _TOPO["defaults"]["webPubSubHub"],
+            hooks_module=env.get(_NAMES["hooksModule"]) or None,
+            emit_max_bytes=int(env.get(EXTRA_SETTINGS["emitMaxBytes"]) or SERVICEBUS_MAX_MESSAGE_BYTES),
+            env=env,
+        )
+
+    def region_connection(self, region: str) -> Connection:
+        """How to reach ``region``'s namespace: ``ServiceBusConnection_<region>`` (string or identity),
+        else the region map's ``fullyQualifiedNamespace`` with the default identity."""
+        name = region_connection_name(region)
+        try:
+            return resolve(name, "servicebus", self.env)
+        except LookupError:
+            spec = self.region_map.regions.get(region)
+            if spec is not None and spec.fully_qualified_namespace:
+                return Connection(name, endpoint=spec.fully_qualified_namespace)
+            raise
+
+    def home_connection(self) -> Connection:
+        """The emit API's namespace: ``ServiceBusConnection``, else the home region's connection."""
+        try:
+            return resolve(self.service_bus_connection, "servicebus", self.env)
+        except LookupError:
+            if self.region:
+                return self.region_connection(self.region)
+            raise
+
+
+class _PerLoop:
+    """Objects cached per running event loop."""
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def cache(self) -> dict[Any, Any]:
+        loop = asyncio.get_running_loop()
+        return self._by_loop.setdefault(loop, {})
+
+
+class AppContext:
+    """Settings + lazily created clients. One per Function App process."""
+
+    #: Service Bus client retry settings for sends from the router and the emit API: fail fast so
+    #: the invocation fails and Service Bus redelivers (the retry that matters is MaxDeliveryCount).
+    SB_CLIENT_KWARGS: dict[str, Any] = {"retry_total": 2, "retry_backoff_factor": 0.5, "retry_backoff_max": 4}
+
+    def __init__(self, settings: AppSettings, *, hooks: Any = None) -> None:
+        self.settings = settings
+        self.hooks = hooks
+        self._clients = _PerLoop()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AppContext:
+        return cls(AppSettings.from_env(env))
+
+    # ------------------------------------------------------------ Service Bus
+    def _sb_client(self, conn: Connection) -> Any:
+        cache = self._clients.cache()
+        key = ("sb", conn)
+        client = cache.get(key)
+        if client is None:
+            from .sbadmin import servicebus_client
+
+            if conn.connection_string is not None:
+                client = servicebus_client(connection_string=conn.connection_string, **self.SB_CLIENT_KWARGS)
+            else:
+                client = servicebus_client(
+                    fully_qualified_namespace=conn.endpoint,
+                    credential=credential_for(conn),
+                    **self.SB_CLIENT_KWARGS,
+                )
+            cache[key] = client
+        return client
+
+    async def topic_sender(self, conn: Connection) -> Any:
+        """A cached, open aio topic sender for the namespace of ``conn``.
+
+        Opened once under a lock: the SDK's sender is not safe to open from several concurrent
+        first sends (concurrent invocations race in ``_open`` and fail with AttributeError).
+        """
+        cache = self._clients.cache()
+        key = ("sender", conn, self.settings.topic)
+        sender = cache.get(key)
+        if sender is not None:
+            return sender
+        lock = cache.setdefault(("sender-lock", key), asyncio.Lock())
+        async with lock:
+            sender = cache.get(key)
+            if sender is None:
+                sender = self._sb_client(conn).get_topic_sender(self.settings.topic)
+                await sender.__aenter__()
+                cache[key] = sender
+        return sender
+
+    async def region_sender(self, region: str) -> Any:
+        return await self.topic_sender(self.settings.region_connection(region))
+
+    async def home_sender(self) -> Any:
+        return await self.topic_sender(self.settings.home_connection())
+
+    async def drop_sender(self, sender: Any) -> None:
+        """Forget (and close) a sender after a failure, so the next attempt reconnects."""
+        cache = self._clients.cache()
+        for key, value in list(cache.items()):
+            if value is sender:
+                del cache[key]
+        try:
+            await sender.close()
+        except Exception:  # noqa: BLE001 - best effort
+            log.debug("closing a failed sender raised", exc_info=True)
+
+    # ------------------------------------------------------------ Tables
+    def table_client(self) -> Any:
+        cache = self._clients.cache()
+        client = cache.get("table")
+        if client is None:
+            from azure.data.tables.aio import TableClient
+
+            conn = resolve(self.settings.tables_connection, "tables", self.settings.env)
+            if conn.connection_string is not None:
+                client = TableClient.from_connection_string(conn.connection_string, self.settings.history_table)
+            else:
+                client = TableClient(str(conn.endpoint), self.settings.history_table, credential=credential_for(conn))
+            cache["table"] = client
+        return client
+
+    # ------------------------------------------------------------ Web PubSub
+    def webpubsub_client(self, hub: str) -> Any:
+        cache = self._clients.cache()
+        key = ("wps", hub)
+        client = cache.get(key)
+        if client is None:
+            from azure.messaging.webpubsubservice.aio import WebPubSubServiceClient
+
+            conn = resolve(self.settings.webpubsub_connection, "webpubsub", self.settings.env)
+            if conn.connection_string is not None:
+                client = WebPubSubServiceClient.from_connection_string(conn.connection_string, hub=hub)
+            else:
+                client = WebPubSubServiceClient(str(conn.endpoint), hub, credential=credential_for(conn))
+            cache[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the clients of the current loop (the runner and tests call this)."""
+        cache = self._clients.cache()
+        for value in list(cache.values()):
+            try:
+                await value.close()
+            except Exception:  # noqa: BLE001
+                log.debug("close failed", exc_info=True)
+        cache.clear()

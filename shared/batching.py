@@ -1,0 +1,221 @@
+"""Adaptive outbound batching over a bounded buffer.
+
+:class:`Outbox` takes envelopes one by one (:meth:`Outbox.put`, synchronous, raises
+:class:`~shared.envelope.EnvelopeTooLarge` at once) and one sender task drains it:
+
+* idle: the first envelope leaves immediately (no timer, no added latency);
+* busy: while a send is in flight, new envelopes accumulate and leave together in the next
+  message(s), each at most ``body_limit`` bytes and homogeneous in
+  :func:`~shared.envelope.batch_key` (consecutive runs only, so the send order is kept);
+* outage: a failed send leaves its envelopes at the head; the task retries with backoff while
+  the buffer keeps at most ``max_items`` envelopes, dropping the oldest waiting one on overflow
+  (counted, and logged at most once per ``drop_log_interval`` seconds).
+
+The transport is a coroutine ``send(messages)`` taking ``[(Batch, body_bytes), ...]`` that
+either sends all of them or raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+from .envelope import (
+    ENVELOPE_SEPARATOR_BYTES,
+    MAX_ENVELOPES,
+    Batch,
+    BatchKey,
+    Envelope,
+    EnvelopeTooLarge,
+    assemble_batch,
+    batch_key,
+    batch_overhead,
+    encode_envelope,
+)
+from .metrics import ManagerMetrics
+from .retry import backoff
+
+__all__ = ["Outbox", "SendFn"]
+
+SendFn = Callable[[list[tuple[Batch, bytes]]], Awaitable[None]]
+
+#: Bytes of body budget reserved per extra message when several go out in one AMQP transfer.
+_PER_MESSAGE_RESERVE = 512
+
+
+@dataclass(slots=True)
+class _Item:
+    env: Envelope
+    key: BatchKey
+    data: bytes
+
+
+class Outbox:
+    def __init__(
+        self,
+        send: SendFn,
+        *,
+        body_limit: int,
+        max_items: int,
+        metrics: ManagerMetrics,
+        logger: logging.Logger,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+        drop_log_interval: float = 10.0,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_success: Callable[[], None] | None = None,
+    ) -> None:
+        self._send = send
+        self.body_limit = body_limit
+        self.max_items = max(1, max_items)
+        self.metrics = metrics
+        self.logger = logger
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.drop_log_interval = drop_log_interval
+        self._on_error = on_error
+        self._on_success = on_success
+        self._items: deque[_Item] = deque()
+        self._inflight = 0  # items at the head of _items currently being sent
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._dropped_since_log = 0
+        self._last_drop_log = 0.0
+        self._retry_now = asyncio.Event()
+
+    # ------------------------------------------------------------------ producer side
+    def check(self, env: Envelope) -> bytes:
+        """Encode ``env``; raises :class:`EnvelopeTooLarge` if it can never fit in one message."""
+        data = encode_envelope(env)
+        total = batch_overhead(0, (env.origin_region,)) + len(data)
+        if total > self.body_limit:
+            raise EnvelopeTooLarge(
+                f"envelope {env.id} ({env.kind.value}) needs a {total}-byte message > limit {self.body_limit}",
+                total,
+                self.body_limit,
+            )
+        return data
+
+    def put(self, env: Envelope) -> None:
+        """Queue ``env``; raises :class:`EnvelopeTooLarge` if it can never fit in one message."""
+        data = self.check(env)
+        if len(self._items) >= self.max_items and not self._drop_oldest_waiting():
+            return
+        self._items.append(_Item(env, batch_key(env), data))
+        self.metrics.buffer_depth = len(self._items)
+        self._idle.clear()
+        self._wakeup.set()
+
+    def _drop_oldest_waiting(self) -> bool:
+        """Make room; ``False`` when the newcomer itself is the one dropped."""
+        room = self._inflight < len(self._items)
+        if room:
+            del self._items[self._inflight]
+        # else: everything buffered is in flight, so the newcomer is dropped instead
+        self.metrics.buffer_dropped += 1
+        self._dropped_since_log += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= self.drop_log_interval:
+            self.logger.warning(
+                "servicebus outbound buffer full (%d envelopes): dropped %d oldest envelope(s) since last warning",
+                self.max_items, self._dropped_since_log,
+            )
+            self._dropped_since_log = 0
+            self._last_drop_log = now
+        return room
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def retry_now(self) -> None:
+        """Cut a backoff wait short (e.g. the receiver just reconnected)."""
+        self._retry_now.set()
+
+    async def flush(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - public API
+        """Wait until everything queued so far is sent; ``False`` on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ sender task
+    def _take(self) -> list[tuple[Batch, bytes, int]]:
+        """Next message(s) from the head: consecutive same-key runs, size-bounded."""
+        out: list[tuple[Batch, bytes, int]] = []
+        budget = self.body_limit
+        i, n = 0, len(self._items)
+        while i < n:
+            head = self._items[i]
+            region = head.env.origin_region
+            overhead = batch_overhead(0, (region,))
+            size = overhead - ENVELOPE_SEPARATOR_BYTES
+            limit = budget if not out else budget - _PER_MESSAGE_RESERVE
+            if overhead + len(head.data) > limit:
+                break
+            envs: list[Envelope] = []
+            datas: list[bytes] = []
+            while i < n and len(envs) < MAX_ENVELOPES:
+                it = self._items[i]
+                add = len(it.data) + ENVELOPE_SEPARATOR_BYTES
+                if it.key != head.key or size + add > limit:
+                    break
+                envs.append(it.env)
+                datas.append(it.data)
+                size += add
+                i += 1
+            body = assemble_batch(datas, hops=0, visited=(region,))
+            out.append((Batch(tuple(envs), 0, (region,)), body, len(envs)))
+            budget -= len(body) + _PER_MESSAGE_RESERVE
+            if budget <= overhead:
+                break
+        return out
+
+    async def run(self) -> None:
+        delays: Iterator[float] | None = None
+        while True:
+            if not self._items:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            messages = self._take()
+            count = sum(c for _, _, c in messages)
+            self._inflight = count
+            try:
+                await self._send([(b, body) for b, body, _ in messages])
+            except asyncio.CancelledError:
+                self._inflight = 0
+                raise
+            except Exception as exc:  # transport trouble: keep the envelopes, back off, retry
+                self._inflight = 0
+                self.metrics.publish_errors += 1
+                if self._on_error is not None:
+                    self._on_error(exc)
+                if delays is None:
+                    delays = backoff(self.backoff_initial, self.backoff_max)
+                delay = next(delays)
+                self.logger.warning(
+                    "servicebus send failed (%s: %s); %d envelope(s) buffered, retrying in %.1fs",
+                    type(exc).__name__, str(exc)[:200], len(self._items), delay,
+                )
+                self._retry_now.clear()
+                try:
+                    await asyncio.wait_for(self._retry_now.wait(), delay)
+                except TimeoutError:
+                    pass
+                continue
+            delays = None
+            self._inflight = 0
+            for _ in range(count):
+                self._items.popleft()
+            for _, _, c in messages:
+                self.metrics.observe_batch(c)
+            self.metrics.buffer_depth = len(self._items)
+            if self._on_success is not None:
+                self._on_success()

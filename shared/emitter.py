@@ -1,0 +1,133 @@
+"""The HTTP emit API: validate a request, publish one socket.io emit into the home region's topic.
+
+``parse_emit_request`` turns the raw body into an :class:`EmitRequest` or raises
+:class:`EmitRequestError` with a message that says exactly what is wrong (HTTP 400).
+
+``publish_emit`` publishes the same python-socketio message dict that
+``AsyncPubSubManager.emit`` publishes (``method/event/data/binary/namespace/room/skip_sid/
+callback/host_id``) wrapped in an envelope (``shared.envelope``), so relay nodes handle it exactly
+like an emit from another node.
+
+TODO(manager): when ``shared/manager.py`` (``ServiceBusManager(..., write_only=True)``) lands,
+``publish_emit`` becomes ``await mgr.emit(event, data, namespace=..., room=...)`` with the
+persist flag; the validation here stays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from azure.servicebus import ServiceBusMessage as SBMessage
+
+from .envelope import DEFAULT_BATCH_BYTES, Envelope, EnvelopeError, Kind, pack_batches
+
+__all__ = ["EmitRequest", "EmitRequestError", "parse_emit_request", "publish_emit", "NODE_ID"]
+
+#: Origin node id of everything the Function App publishes (never a relay node's id).
+NODE_ID = f"functions-{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+#: socket.io reserves these event names on the client side.
+RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"})
+_FIELDS = ("namespace", "room", "to", "event", "data", "persist")
+
+
+class EmitRequestError(ValueError):
+    """The request is invalid; ``str(exc)`` is the message for the client."""
+
+
+@dataclass(frozen=True)
+class EmitRequest:
+    event: str
+    data: Any
+    namespace: str = "/"
+    room: str | None = None
+    persist: bool = False
+
+
+def _type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number" if isinstance(value, (int, float)) else type(value).__name__
+    )
+
+
+def parse_emit_request(body: bytes, *, max_bytes: int, content_type: str | None = None) -> EmitRequest:
+    if len(body) > max_bytes:
+        raise EmitRequestError(f"body is {len(body)} bytes; the limit is {max_bytes} bytes (Service Bus message size)")
+    if not body.strip():
+        raise EmitRequestError('empty body; send JSON {"event": ..., "data": ..., "room" | "to": ..., "namespace": ...}')
+    if content_type and "json" not in content_type.lower():
+        raise EmitRequestError(f"Content-Type must be application/json, not {content_type!r}")
+    try:
+        doc = json.loads(body.decode("utf-8"), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    except UnicodeDecodeError:
+        raise EmitRequestError("body is not UTF-8") from None
+    except ValueError as exc:
+        raise EmitRequestError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise EmitRequestError(f"body must be a JSON object, got {_type(doc)}")
+    unknown = sorted(set(doc) - set(_FIELDS))
+    if unknown:
+        raise EmitRequestError(f"unknown field(s) {unknown}; allowed: {list(_FIELDS)}")
+    errors: list[str] = []
+    event = doc.get("event")
+    if "event" not in doc:
+        errors.append("missing field 'event' (string)")
+    elif not isinstance(event, str) or not event:
+        errors.append(f"'event' must be a non-empty string, got {_type(event)}")
+    elif event in RESERVED_EVENTS:
+        errors.append(f"'event' {event!r} is reserved by socket.io")
+    elif len(event) > 256:
+        errors.append("'event' is longer than 256 characters")
+    ns = doc.get("namespace", "/")
+    if ns is None:
+        ns = "/"
+    if not isinstance(ns, str) or not ns.startswith("/"):
+        errors.append(f"'namespace' must be a string starting with '/', got {ns!r}"[:200])
+    room, to = doc.get("room"), doc.get("to")
+    if room is not None and to is not None:
+        errors.append("give 'room' or 'to' (a socket id), not both")
+    for name, value in (("room", room), ("to", to)):
+        if value is not None and (not isinstance(value, str) or not value):
+            errors.append(f"'{name}' must be a non-empty string, got {_type(value)}")
+    persist = doc.get("persist", False)
+    if not isinstance(persist, bool):
+        errors.append(f"'persist' must be true or false, got {_type(persist)}")
+    if errors:
+        raise EmitRequestError("; ".join(errors))
+    return EmitRequest(event=event, data=doc.get("data"), namespace=ns, room=to or room, persist=persist)
+
+
+def build_envelope(req: EmitRequest, *, node_id: str, region: str) -> Envelope:
+    message = {
+        "method": "emit",
+        "event": req.event,
+        "data": list(req.data) if isinstance(req.data, tuple) else [req.data],
+        "binary": False,
+        "namespace": req.namespace,
+        "room": req.room,
+        "skip_sid": None,
+        "callback": None,
+        "host_id": node_id,
+    }
+    return Envelope(
+        kind=Kind.EMIT, origin_node=node_id, origin_region=region, ns=req.namespace, persist=req.persist, body=message
+    )
+
+
+async def publish_emit(sender: Any, req: EmitRequest, *, node_id: str = NODE_ID, region: str) -> Envelope:
+    """Publish ``req`` through ``sender`` (an aio topic sender of ``region``'s namespace).
+
+    Raises :class:`EmitRequestError` if the emit does not fit in one Service Bus message.
+    """
+    env = build_envelope(req, node_id=node_id, region=region)
+    try:
+        ((batch, body),) = pack_batches([env], max_bytes=DEFAULT_BATCH_BYTES)
+    except EnvelopeError as exc:
+        raise EmitRequestError(f"the emit does not fit in one Service Bus message: {exc}") from None
+    await sender.send_messages(SBMessage(body, message_id=env.id, application_properties=batch.application_properties()))
+    return env

@@ -1,0 +1,902 @@
+"""``ServiceBusManager``: a python-socketio client manager over one Azure Service Bus topic.
+
+It subclasses :class:`socketio.AsyncPubSubManager`, which owns emit / rooms / callbacks and
+the pub/sub message dicts; this module adds the Service Bus transport (``_publish`` and
+``_listen``) and what python-socketio lacks: a node registry from heartbeats,
+``fetch_sockets``, ``server_side_emit`` with acks, health and metrics.
+
+Pieces, each in its own module:
+
+* :mod:`shared.envelope` - wire format (one Service Bus message = one batch of envelopes);
+* :mod:`shared.batching` - adaptive outbound batching over a bounded buffer;
+* :mod:`shared.subscription` - the per-node subscription (name, SQL rule, admin calls);
+* :mod:`shared.registry`, :mod:`shared.requests`, :mod:`shared.dedupe`, :mod:`shared.metrics`,
+  :mod:`shared.retry` - pure bookkeeping.
+
+Task layout once started (all on the server's event loop):
+
+* ``outbox`` - sends batches; one send in flight at a time (the SDK sender is not safe for
+  concurrent sends);
+* ``_thread`` (python-socketio's) - iterates :meth:`ServiceBusManager._listen`, which
+  reconnects forever with backoff and never raises;
+* ``settler`` - completes / dead-letters received messages off the delivery path;
+* ``heartbeat`` - announces this node and expires silent ones.
+
+See ``docs/manager.md`` for usage and guarantees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
+from azure.servicebus.exceptions import MessageSizeExceededError
+from socketio.async_pubsub_manager import AsyncPubSubManager
+
+from .batching import Outbox
+from .dedupe import SeenIds
+from .envelope import (
+    MAX_BATCH_BYTES,
+    SOCKETIO_KINDS,
+    Batch,
+    Envelope,
+    EnvelopeError,
+    EnvelopeTooLarge,
+    Kind,
+)
+from .metrics import ManagerMetrics
+from .registry import NodeRegistry
+from .requests import Reply, RequestTracker
+from .retry import backoff, is_entity_gone, is_fatal
+from .sbadmin import admin_client, servicebus_client
+from .subscription import (
+    NodeSubscriptionSpec,
+    check_node_subscription,
+    delete_node_subscription,
+    ensure_node_subscription,
+    node_subscription_spec,
+)
+
+__all__ = ["ServiceBusManager", "ServerEventHandler"]
+
+default_logger = logging.getLogger("socketio.servicebus")
+
+#: ``handler(*args)`` -> ack value (or an awaitable of it).
+ServerEventHandler = Callable[..., Any]
+
+_RECEIVE_MODES = {
+    "peek_lock": ServiceBusReceiveMode.PEEK_LOCK,
+    "receive_and_delete": ServiceBusReceiveMode.RECEIVE_AND_DELETE,
+}
+#: Sockets per fetch_sockets reply envelope (halved again while a part is too large).
+_SOCKETS_PER_PART = 500
+#: Seconds close() waits for the outbound buffer to drain.
+_CLOSE_FLUSH_TIMEOUT = 5.0
+
+
+#: max_wait_time of one receive call; also the longest a detached SDK link can stall the loop.
+_RECEIVE_WAIT = 1.0
+
+
+_PERSIST: contextvars.ContextVar[bool] = contextvars.ContextVar("sio_persist", default=False)
+
+class _ReceiverStalled(Exception):
+    """The SDK receiver stopped doing I/O (its link detached without an error)."""
+
+
+def _default_node_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+def _body_bytes(msg: Any) -> bytes:
+    body = msg.body
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body)
+    try:
+        parts = list(body)
+    except TypeError:
+        raise EnvelopeError("not-bytes", f"message body is {type(body).__name__}, not data") from None
+    if not all(isinstance(p, (bytes, bytearray, memoryview)) for p in parts):
+        raise EnvelopeError("not-bytes", "message body is an AMQP value/sequence, not data")
+    return b"".join(bytes(p) for p in parts)
+
+
+class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
+    """Client manager (a :class:`socketio.async_pubsub_manager.AsyncPubSubManager`) sharing one Service Bus topic between python-socketio servers.
+
+    ::
+
+        mgr = ServiceBusManager(connection_string=conn, region="eu")
+        sio = socketio.AsyncServer(async_mode="asgi", client_manager=mgr)
+        await mgr.start()            # optional: joins now instead of at the first connection
+
+    All arguments are keyword-only; nothing is read from the environment.
+
+    :param connection_string: Service Bus (or emulator) connection string.
+    :param fully_qualified_namespace: ``<ns>.servicebus.windows.net``, with ``credential``
+        (an azure-identity async credential), instead of a connection string.
+    :param topic: the shared topic.
+    :param node_id: this node's id (default ``<hostname>-<8 hex>``); also python-socketio's
+        ``host_id``.
+    :param region: this node's region (``origin_region`` of its envelopes).
+    :param subscription: a pre-provisioned subscription to receive from (nodes holding only a
+        Listen+Send key); the admin API is then never called.  ``None``: create, keep and
+        delete ``node-<node_id>`` with the rule from ``topology.json``.
+    :param receive_mode: ``"peek_lock"`` (default; settled in the background, poison messages
+        dead-lettered) or ``"receive_and_delete"`` (cheaper, at-most-once).
+    :param buffer_size: envelopes kept for sending while Service Bus is unreachable; beyond it
+        the oldest waiting one is dropped (``buffer_dropped``).
+    :param max_message_bytes: Service Bus message size limit; batches stay below it and a single
+        envelope that cannot fit raises :class:`~shared.envelope.EnvelopeTooLarge` to the caller.
+    :param heartbeat_interval: seconds between heartbeats.
+    :param node_timeout: a node without heartbeat for this long is considered gone.
+    :param request_timeout: default timeout of ``fetch_sockets`` / ``server_side_emit``.
+    :param subscription_ttl: message TTL of the own subscription (default from topology.json).
+    :param auto_delete_on_idle: AutoDeleteOnIdle of the own subscription, seconds (Azure's
+        minimum is 300).
+    :param write_only: only emit (external emitters, Functions): no subscription, no listener,
+        no heartbeats; ``fetch_sockets`` / ``server_side_emit`` are unavailable.
+    :param logger: logger (default ``socketio.servicebus``).
+    :param json: passed to python-socketio (packet encoding); the wire always uses
+        :mod:`shared.wire`.
+    :param backoff_initial: first reconnect delay (doubles up to ``backoff_max``, with jitter).
+    :param backoff_max: reconnect delay cap.
+    :param dedupe_size: envelope ids remembered for duplicate suppression.
+    :param prefetch_count: messages the receiver link holds ahead.
+    :param subscription_check_interval: seconds between checks that the own subscription still
+        has exactly its node rule (repaired if changed from outside); ``0`` disables.
+    """
+
+    name = "servicebus"
+
+    def __init__(
+        self,
+        *,
+        connection_string: str | None = None,
+        fully_qualified_namespace: str | None = None,
+        credential: Any = None,
+        topic: str = "socketio",
+        node_id: str | None = None,
+        region: str = "local",
+        subscription: str | None = None,
+        receive_mode: str = "peek_lock",
+        buffer_size: int = 10_000,
+        max_message_bytes: int = 256 * 1024,
+        heartbeat_interval: float = 5.0,
+        node_timeout: float = 15.0,
+        request_timeout: float = 5.0,
+        subscription_ttl: float | None = None,
+        auto_delete_on_idle: float = 300.0,
+        write_only: bool = False,
+        logger: logging.Logger | None = None,
+        json: Any = None,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+        dedupe_size: int = 50_000,
+        prefetch_count: int = 256,
+        subscription_check_interval: float = 60.0,
+    ) -> None:
+        if not connection_string and not (fully_qualified_namespace and credential is not None):
+            raise ValueError("give connection_string, or fully_qualified_namespace and credential")
+        if receive_mode not in _RECEIVE_MODES:
+            raise ValueError(f"receive_mode must be one of {sorted(_RECEIVE_MODES)}, not {receive_mode!r}")
+        if max_message_bytes < 4096:
+            raise ValueError("max_message_bytes must be at least 4096")
+        if region and "," in region:
+            raise ValueError("region must not contain ','")
+        super().__init__(channel=topic, write_only=write_only, logger=logger, json=json)
+        self.node_id: str = node_id or _default_node_id()
+        self.host_id = self.node_id  # python-socketio addresses callbacks by host_id
+        self.region = region
+        self.topic = topic
+        self._conn = {
+            "connection_string": connection_string,
+            "fully_qualified_namespace": fully_qualified_namespace,
+            "credential": credential,
+        }
+        self._owns_subscription = subscription is None
+        self._spec: NodeSubscriptionSpec = node_subscription_spec(
+            topic=topic, node_id=self.node_id, ttl=subscription_ttl, auto_delete_on_idle=auto_delete_on_idle
+        )
+        self.subscription_name: str = subscription or self._spec.name
+        self.receive_mode = receive_mode
+        self.buffer_size = buffer_size
+        self.max_message_bytes = max_message_bytes
+        # headroom for AMQP header, properties and application properties
+        self._body_limit = max_message_bytes - min(8192, max_message_bytes // 8)
+        self._decode_limit = max(MAX_BATCH_BYTES, max_message_bytes)
+        self.heartbeat_interval = heartbeat_interval
+        self.node_timeout = node_timeout
+        self.request_timeout = request_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.prefetch_count = prefetch_count
+        self.subscription_check_interval = subscription_check_interval
+
+        self.metrics = ManagerMetrics()
+        self._registry = NodeRegistry(node_timeout)
+        self._requests = RequestTracker()
+        self._seen = SeenIds(dedupe_size)
+        self._server_handlers: dict[tuple[str, str], ServerEventHandler] = {}
+
+        self._client: Any = None
+        self._sender: Any = None
+        self._sender_lock: asyncio.Lock | None = None
+        self._receiver: Any = None
+        self._outbox: Outbox | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._settle_queue: asyncio.Queue[tuple[Any, Any, str, str, str]] | None = None
+        self._ready_event: asyncio.Event | None = None
+        self._started = False
+        self._closing = False
+        self._closed = False
+        self._send_ok = False
+        self._recv_ok = False
+        self._subscription_ready = False
+        self._subscription_created = False
+        self._last_error: str | None = None
+
+    # ================================================================== lifecycle
+    @property
+    def _log(self) -> logging.Logger:
+        return self.logger or default_logger
+
+    def initialize(self) -> None:
+        """Called by python-socketio at the first connection; idempotent."""
+        self._ensure_started()
+
+    async def start(self) -> None:
+        """Connect and join the cluster now (idempotent).  Returns without waiting for Service
+        Bus; use :meth:`wait_ready` for that."""
+        self._ensure_started()
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - public API
+        """Wait until :meth:`health` says ``ready``; ``False`` on timeout."""
+        self._ensure_started()
+        assert self._ready_event is not None
+        try:
+            await asyncio.wait_for(self._ready_event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _ensure_started(self) -> None:
+        if self._started:
+            return
+        if self._closing:
+            raise RuntimeError("ServiceBusManager is closed")
+        if not self.write_only and self.server is None:
+            raise RuntimeError(
+                "attach the manager to a server first: socketio.AsyncServer(client_manager=manager)"
+            )
+        self._started = True
+        self._sender_lock = asyncio.Lock()
+        self._ready_event = asyncio.Event()
+        self._settle_queue = asyncio.Queue()
+        self._client = servicebus_client(**self._conn, retry_total=1, retry_backoff_factor=0.5, retry_backoff_max=2)
+        self._outbox = Outbox(
+            self._send,
+            body_limit=self._body_limit,
+            max_items=self.buffer_size,
+            metrics=self.metrics,
+            logger=self._log,
+            backoff_initial=self.backoff_initial,
+            backoff_max=self.backoff_max,
+            on_error=self._on_send_error,
+            on_success=self._on_send_ok,
+        )
+        self._spawn(self._outbox.run(), "outbox")
+        self._spawn(self._warm_sender(), "warm-sender")
+        if not self.write_only:
+            self.thread = self._spawn(self._thread(), "listener")
+            self._spawn(self._settler(), "settler")
+            self._spawn(self._heartbeat_loop(), "heartbeat")
+            if self._owns_subscription and self.subscription_check_interval > 0:
+                self._spawn(self._subscription_watch(), "subscription-watch")
+        self._log.info(
+            "servicebus manager %s (region %s) started on topic %s%s",
+            self.node_id, self.region, self.topic, " (write-only)" if self.write_only else "",
+        )
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"sbmanager-{self.node_id}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        """Say goodbye, flush the outbound buffer (up to 5 s), delete the own subscription
+        (if this manager created it) and close all links.  Idempotent."""
+        if self._closed or self._closing:
+            return
+        self._closing = True
+        if not self._started:
+            self._closed = True
+            return
+        assert self._outbox is not None
+        if not self.write_only:
+            try:
+                self._put(self._heartbeat_envelope(bye=True))
+            except EnvelopeError:  # pragma: no cover - a heartbeat always fits
+                pass
+        if not await self._outbox.flush(_CLOSE_FLUSH_TIMEOUT):
+            self._log.warning("servicebus manager %s closing with %d unsent envelope(s) lost",
+                              self.node_id, len(self._outbox))
+        current = asyncio.current_task()
+        settler = [t for t in self._tasks if t.get_name().endswith("-settler")]
+        for task in list(self._tasks):
+            if task is not current and task not in settler:
+                task.cancel()
+        if self._settle_queue is not None and settler:
+            try:
+                await asyncio.wait_for(self._settle_queue.join(), 2.0)
+            except TimeoutError:
+                pass
+        for task in settler:
+            task.cancel()
+        pending = {t for t in self._tasks if t is not current}
+        deadline = time.monotonic() + 5.0
+        while pending and time.monotonic() < deadline:
+            # Python 3.11's wait_for (used inside the SDK's socket reads) can swallow a
+            # cancellation that races with a completed read: cancel again until they stop.
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
+        if pending:
+            self._log.warning("close: tasks still running: %s", [t.get_name() for t in pending])
+        # SDK link closes take ~0.5-1 s each (keep-alive task): run them side by side
+        await asyncio.gather(self._close_receiver(), self._close_sender(), self._delete_own_subscription())
+        if self._client is not None:
+            try:
+                await self._client.close()
+            except Exception:  # pragma: no cover - best effort
+                pass
+        self._send_ok = self._recv_ok = self._subscription_ready = False
+        self._closed = True
+
+    shutdown = close
+
+    async def _delete_own_subscription(self) -> None:
+        if not (self._owns_subscription and self._subscription_created and not self.write_only):
+            return
+        try:
+            async with self._admin() as admin:
+                await asyncio.wait_for(delete_node_subscription(admin, self._spec), 10.0)
+        except Exception as exc:
+            self._log.warning("could not delete subscription %s: %s (AutoDeleteOnIdle will)",
+                              self.subscription_name, exc)
+
+    # ================================================================== status
+    def health(self) -> dict[str, Any]:
+        connected = self._send_ok and (self.write_only or self._recv_ok)
+        sub_ready = self._subscription_ready or self.write_only
+        return {
+            "connected": connected,
+            "subscription_ready": self._subscription_ready,
+            "last_error": self._last_error,
+            "ready": connected and sub_ready and not self._closing,
+            "buffered": len(self._outbox) if self._outbox is not None else 0,
+        }
+
+    def _update_ready(self) -> None:
+        if self._ready_event is None:
+            return
+        self.metrics.nodes = self.server_count()
+        if self.health()["ready"]:
+            self._ready_event.set()
+        else:
+            self._ready_event.clear()
+
+    def _set_error(self, exc: BaseException) -> None:
+        self._last_error = f"{type(exc).__name__}: {exc}"[:500]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Live nodes from heartbeats, this one first."""
+        me = {"node_id": self.node_id, "region": self.region, "clients": self._client_count(),
+              "last_seen": time.time()}
+        return [me] + [i.as_dict() for i in self._registry.live(time.monotonic())]
+
+    def server_count(self) -> int:
+        return 1 + len(self._registry.live(time.monotonic()))
+
+    def _client_count(self) -> int:
+        return sum(len(ns.get(None, ())) for ns in self.rooms.values())
+
+    # ================================================================== sending
+    def _put(self, env: Envelope) -> None:
+        self._ensure_started()
+        assert self._outbox is not None
+        self._outbox.put(env)
+
+    def _envelope(
+        self, kind: Kind, body: dict[str, Any], ns: str = "/", target: str | None = None, persist: bool = False
+    ) -> Envelope:
+        return Envelope(kind=kind, origin_node=self.node_id, origin_region=self.region, ns=ns or "/",
+                        target_node=target, body=body, persist=persist)
+
+    async def emit(self, event: str, data: Any, namespace: str | None = None, room: Any = None,
+                   skip_sid: Any = None, callback: Any = None, to: Any = None, persist: bool = False,
+                   **kwargs: Any) -> None:
+        """python-socketio's ``emit``, plus ``persist=True``: the event is also stored for history.
+
+        Persisted emits carry the persist flag on the wire (``sio_persist``), so the Functions'
+        ``persist`` subscription stores them in Table Storage for the history/replay API.
+        """
+        token = _PERSIST.set(bool(persist))
+        try:
+            await super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
+                               callback=callback, to=to, **kwargs)
+        finally:
+            _PERSIST.reset(token)
+
+    async def _publish(self, data: dict[str, Any]) -> None:
+        """Queue a python-socketio pub/sub message; it leaves in the next batch.
+
+        Returns at once (never waits for Service Bus).  Raises
+        :class:`~shared.envelope.EnvelopeTooLarge` if it can never fit in one message.
+        """
+        method = data.get("method")
+        kind = Kind(method)
+        target = data.get("host_id") if kind is Kind.CALLBACK else None
+        persist = kind is Kind.EMIT and _PERSIST.get()
+        self._put(self._envelope(kind, data, data.get("namespace") or "/", target, persist))
+
+    async def flush(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - public API
+        """Wait until every envelope queued so far has been sent; ``False`` on timeout."""
+        if self._outbox is None:
+            return True
+        return await self._outbox.flush(timeout)
+
+    async def _get_sender(self) -> Any:
+        assert self._sender_lock is not None
+        async with self._sender_lock:
+            if self._sender is None:
+                sender = self._client.get_topic_sender(self.topic)
+                try:
+                    await sender.__aenter__()
+                except BaseException:
+                    try:
+                        await sender.close()
+                    except Exception:
+                        pass
+                    raise
+                self._sender = sender
+            return self._sender
+
+    async def _close_sender(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            try:
+                await sender.close()
+            except Exception:
+                pass
+
+    async def _warm_sender(self) -> None:
+        """Open the sender before the first emit (it costs ~0.5 s)."""
+        delays = backoff(self.backoff_initial, self.backoff_max)
+        while not self._closing:
+            try:
+                await self._get_sender()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._on_send_error(exc)
+                await asyncio.sleep(next(delays))
+                continue
+            self._on_send_ok()
+            return
+
+    async def _send(self, messages: list[tuple[Batch, bytes]]) -> None:
+        sender = await self._get_sender()
+        sb = [
+            ServiceBusMessage(body, application_properties=batch.application_properties(),
+                              message_id=batch.envelopes[0].id, content_type="application/json")
+            for batch, body in messages
+        ]
+        try:
+            if len(sb) == 1:
+                await sender.send_messages(sb[0])
+            else:
+                try:
+                    await sender.send_messages(sb)
+                except (MessageSizeExceededError, ValueError):
+                    for m in sb:  # the AMQP batch was over the link limit: one by one
+                        await sender.send_messages(m)
+        except MessageSizeExceededError as exc:
+            # The broker's limit is below max_message_bytes: retrying cannot help.
+            n = sum(len(b.envelopes) for b, _ in messages)
+            self.metrics.publish_errors += 1
+            self._log.error("servicebus refused a message as too large (%s); %d envelope(s) dropped - "
+                            "lower max_message_bytes", exc, n)
+            return
+        except Exception:
+            await self._close_sender()
+            raise
+
+    def _on_send_error(self, exc: BaseException) -> None:
+        self._send_ok = False
+        self._set_error(exc)
+        self._update_ready()
+
+    def _on_send_ok(self) -> None:
+        if not self._send_ok:
+            self._send_ok = True
+            self._update_ready()
+
+    # ================================================================== receiving
+    def _admin(self) -> Any:
+        return admin_client(**self._conn)
+
+    async def _open_receiver(self) -> Any:
+        if self._owns_subscription:
+            async with self._admin() as admin:
+                created = await ensure_node_subscription(admin, self._spec)
+            if created and self._subscription_created:
+                self.metrics.subscription_recreated += 1
+                self._log.warning("subscription %s was gone; recreated it", self.subscription_name)
+            self._subscription_created = True
+        receiver = self._client.get_subscription_receiver(
+            self.topic, self.subscription_name,
+            receive_mode=_RECEIVE_MODES[self.receive_mode], prefetch_count=self.prefetch_count,
+        )
+        try:
+            await receiver.__aenter__()
+        except BaseException:
+            try:
+                await receiver.close()
+            except Exception:
+                pass
+            raise
+        self._receiver = receiver
+        self._recv_ok = True
+        self._subscription_ready = True
+        self._update_ready()
+        if self._outbox is not None:
+            self._outbox.retry_now()
+        # announce ourselves at once; nodes that did not know us answer with their heartbeat
+        self._put(self._heartbeat_envelope(hello=True))
+        return receiver
+
+    async def _close_receiver(self) -> None:
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            try:
+                await receiver.close()
+            except Exception:
+                pass
+
+    async def _listen(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield python-socketio message dicts forever; reconnects with backoff, never raises."""
+        delays = None
+        while not self._closing:
+            try:
+                receiver = await self._open_receiver()
+                if delays is not None:
+                    self._log.info("servicebus receiver for %s reconnected", self.subscription_name)
+                delays = None
+                loop = asyncio.get_running_loop()
+                while True:
+                    # The SDK's receive loop busy-waits without ever suspending when its link
+                    # is no longer attached (pyamqp do_work returns at once); detect a call
+                    # that never yielded to the event loop and reconnect instead of spinning.
+                    ticks = [0]
+                    handle = loop.call_soon(ticks.__setitem__, 0, 1)
+                    msgs = await receiver.receive_messages(max_message_count=1, max_wait_time=_RECEIVE_WAIT)
+                    handle.cancel()
+                    if self._closing:
+                        raise asyncio.CancelledError  # ends python-socketio's _thread quietly
+                    if not msgs and not ticks[0]:
+                        raise _ReceiverStalled("receiver link is no longer attached")
+                    for msg in msgs:
+                        async for data in self._process(receiver, msg):
+                            yield data
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._closing:
+                    return
+                self._recv_ok = False
+                self._set_error(exc)
+                if is_entity_gone(exc):
+                    self._subscription_ready = False
+                self._update_ready()
+                self.metrics.reconnects += 1
+                await self._close_receiver()
+                if delays is None:
+                    delays = backoff(self.backoff_initial, self.backoff_max)
+                delay = next(delays)
+                log = self._log.error if is_fatal(exc) else self._log.warning
+                log("servicebus receiver for %s failed (%s); retrying in %.1fs",
+                    self.subscription_name, self._last_error, delay)
+                await asyncio.sleep(delay)
+
+    async def _process(self, receiver: Any, msg: Any) -> AsyncIterator[dict[str, Any]]:
+        self.metrics.messages_received += 1
+        try:
+            batch = Batch.decode(_body_bytes(msg), max_bytes=self._decode_limit)
+            for env in batch.envelopes:
+                if env.kind in SOCKETIO_KINDS and env.body.get("method") != env.kind.value:
+                    raise EnvelopeError("bad-body", f"envelope {env.id}: body.method does not match kind")
+        except EnvelopeError as exc:
+            self._poison(receiver, msg, exc)
+            return
+        try:
+            now_wall = time.time()
+            for env in batch.envelopes:
+                if not self._seen.add(env.id):
+                    self.metrics.duplicates_dropped += 1
+                    continue
+                if env.origin_node == self.node_id or env.target_node not in (None, self.node_id):
+                    continue  # the rule should have kept it away; defensive
+                self.metrics.envelopes_received += 1
+                self.metrics.observe_lag(now_wall - env.ts)
+                kind = env.kind
+                if kind in SOCKETIO_KINDS:
+                    yield env.body
+                elif kind is Kind.HEARTBEAT:
+                    self._on_heartbeat(env)
+                elif kind is Kind.REQUEST:
+                    self._spawn(self._serve_request(env), "request")
+                elif kind is Kind.RESPONSE:
+                    self._on_response(env)
+        except Exception:
+            self._log.exception("servicebus: failed to process message %s", msg.message_id)
+            self._settle(receiver, msg, "abandon")
+            return
+        self._settle(receiver, msg, "complete")
+
+    def _poison(self, receiver: Any, msg: Any, exc: EnvelopeError) -> None:
+        self.metrics.poison_received += 1
+        self._log.warning("servicebus: poison message %s on %s: %s", msg.message_id, self.subscription_name, exc)
+        self._settle(receiver, msg, "dead_letter", exc.reason, exc.description)
+
+    def _settle(self, receiver: Any, msg: Any, op: str, reason: str = "", description: str = "") -> None:
+        if self.receive_mode == "receive_and_delete":
+            return
+        assert self._settle_queue is not None
+        self._settle_queue.put_nowait((receiver, msg, op, reason, description))
+
+    async def _settler(self) -> None:
+        """Settle messages in the background, up to 64 at a time, so delivery never waits."""
+        assert self._settle_queue is not None
+        queue = self._settle_queue
+        while True:
+            items = [await queue.get()]
+            while not queue.empty() and len(items) < 64:
+                items.append(queue.get_nowait())
+            results = await asyncio.gather(*(self._settle_one(*it) for it in items), return_exceptions=True)
+            for (_, msg, op, _, _), res in zip(items, results, strict=True):
+                queue.task_done()
+                if isinstance(res, BaseException):
+                    self.metrics.settle_errors += 1
+                    self._log.debug("servicebus: %s of %s failed: %s", op, msg.message_id, res)
+                elif op == "complete":
+                    self.metrics.settled += 1
+                elif op == "abandon":
+                    self.metrics.abandoned += 1
+                else:
+                    self.metrics.dead_lettered += 1
+
+    @staticmethod
+    async def _settle_one(receiver: Any, msg: Any, op: str, reason: str, description: str) -> None:
+        if op == "complete":
+            await receiver.complete_message(msg)
+        elif op == "abandon":
+            await receiver.abandon_message(msg)
+        else:
+            await receiver.dead_letter_message(msg, reason=reason, error_description=description[:1000])
+
+    async def _subscription_watch(self) -> None:
+        """Every ``subscription_check_interval`` s, re-assert the own subscription's rule.
+
+        A rule deleted or replaced from outside (portal, script, a ``$Default`` TrueFilter
+        added) would otherwise silently stop delivery, or deliver other nodes' replies here,
+        until the node restarts.
+        """
+        while True:
+            await asyncio.sleep(self.subscription_check_interval)
+            if not self._subscription_ready or self._closing:
+                continue
+            try:
+                async with self._admin() as admin:
+                    repaired = await asyncio.wait_for(check_node_subscription(admin, self._spec), 10.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._log.debug("subscription check of %s failed: %s", self.subscription_name, exc)
+                continue
+            if repaired:
+                self.metrics.subscription_repaired += 1
+                self._log.warning("subscription %s: its rules were changed from outside; restored rule %s",
+                                  self.subscription_name, self._spec.rule)
+
+    # ================================================================== heartbeats / registry
+    def _heartbeat_envelope(self, *, hello: bool = False, bye: bool = False, to: str | None = None) -> Envelope:
+        body = {"clients": self._client_count(), "interval": self.heartbeat_interval}
+        if hello:
+            body["hello"] = True
+        if bye:
+            body["bye"] = True
+        return self._envelope(Kind.HEARTBEAT, body, "/", to)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            for gone in self._registry.prune(time.monotonic()):
+                self._log.info("node %s timed out (no heartbeat for %.1fs)", gone, self.node_timeout)
+                self._requests.forget_node(gone)
+            self.metrics.nodes = self.server_count()
+            if self._subscription_ready:
+                self._put(self._heartbeat_envelope())
+
+    def _on_heartbeat(self, env: Envelope) -> None:
+        b = env.body
+        node = env.origin_node
+        if b.get("bye"):
+            if self._registry.remove(node):
+                self._log.info("node %s left", node)
+            self._requests.forget_node(node)
+        else:
+            clients = b.get("clients")
+            clients = clients if type(clients) is int else 0
+            joined = self._registry.seen(node, env.origin_region, clients, time.time(), time.monotonic())
+            if joined:
+                self._log.info("node %s (region %s) joined", node, env.origin_region)
+            if (joined or b.get("hello")) and not self._closing:
+                self._put(self._heartbeat_envelope(to=node))  # let the newcomer know us now
+        self.metrics.nodes = self.server_count()
+
+    # ================================================================== request / reply
+    def on_server_event(
+        self, event: str, handler: ServerEventHandler | None = None, *, namespace: str = "/"
+    ) -> Any:
+        """Register ``handler(*args)`` for :meth:`server_side_emit` from *other* nodes.
+
+        Its return value (or awaited result) is this node's ack; it must be JSON-serialisable
+        (bytes allowed).  Usable as a decorator: ``@mgr.on_server_event("reload")``.
+        """
+        def register(fn: ServerEventHandler) -> ServerEventHandler:
+            self._server_handlers[(namespace, event)] = fn
+            return fn
+
+        return register(handler) if handler is not None else register
+
+    def _local_sockets(self, namespace: str, room: Any) -> list[dict[str, Any]]:
+        if namespace not in self.rooms:
+            return []
+        return [
+            {"sid": sid, "namespace": namespace, "rooms": self.get_rooms(sid, namespace), "node": self.node_id}
+            for sid, _ in self.get_participants(namespace, room)
+        ]
+
+    def _require_listener(self, what: str) -> None:
+        if self.write_only:
+            raise RuntimeError(f"{what} needs a listening manager (write_only=False)")
+        self._ensure_started()
+
+    async def _request(self, op: str, ns: str, body: dict[str, Any], timeout: float | None) -> list[Reply]:  # noqa: ASYNC109 - public API
+        expected = self._registry.live_ids(time.monotonic())
+        if not expected:
+            return []
+        req = self._requests.open(op, expected)
+        self.metrics.requests_sent += 1
+        self._put(self._envelope(Kind.REQUEST, {"rid": req.rid, "op": op, **body}, ns))
+        await self._requests.wait(req, self.request_timeout if timeout is None else timeout)
+        if req.missing:
+            self.metrics.requests_timed_out += 1
+            self._log.warning("%s: no reply from node(s) %s within timeout", op, ", ".join(sorted(req.missing)))
+        return list(req.replies.values())
+
+    async def fetch_sockets(
+        self, namespace: str = "/", room: Any = None, timeout: float | None = None  # noqa: ASYNC109 - public API
+    ) -> list[dict[str, Any]]:
+        """Sockets of ``namespace`` (optionally in ``room``) on every live node, this one included.
+
+        Each item: ``{"sid", "namespace", "rooms", "node"}``.  Waits for all nodes in the
+        registry, at most ``timeout`` (default ``request_timeout``) seconds; then returns what
+        arrived and logs the nodes that missed it.
+        """
+        self._require_listener("fetch_sockets")
+        out = self._local_sockets(namespace, room)
+        replies = await self._request("fetch_sockets", namespace, {"room": room}, timeout)
+        for r in sorted(replies, key=lambda r: r.node):
+            if r.ok and isinstance(r.data, list):
+                out.extend(s for s in r.data if isinstance(s, dict))
+        return out
+
+    async def room_members(self, namespace: str, room: Any, timeout: float | None = None) -> list[str]:  # noqa: ASYNC109 - public API
+        """Sids in ``room`` across all nodes (sorted)."""
+        return sorted(s["sid"] for s in await self.fetch_sockets(namespace, room, timeout))
+
+    async def server_side_emit(
+        self, event: str, *args: Any, namespace: str = "/", timeout: float | None = None  # noqa: ASYNC109 - public API
+    ) -> list[Any]:
+        """Call the :meth:`on_server_event` handler for ``event`` on every *other* node.
+
+        Returns the ack values (handler return values), one per node that has a handler and
+        answered within ``timeout``, ordered by node id.  Nodes without a handler, whose
+        handler raised, or that timed out are left out (and logged).
+        """
+        self._require_listener("server_side_emit")
+        replies = await self._request("server_side_emit", namespace, {"event": event, "args": list(args)}, timeout)
+        acks = []
+        for r in sorted(replies, key=lambda r: r.node):
+            if r.ok:
+                acks.append(r.data)
+            elif r.error != "no-handler":
+                self._log.warning("server_side_emit %r: node %s failed: %s", event, r.node, r.error)
+        return acks
+
+    async def _serve_request(self, env: Envelope) -> None:
+        b = env.body
+        rid, op = b.get("rid"), b.get("op")
+        if not isinstance(rid, str):
+            return
+        ok, data, error = True, None, None
+        try:
+            if op == "fetch_sockets":
+                self._reply_sockets(env, rid, self._local_sockets(env.ns, b.get("room")))
+                return
+            if op == "server_side_emit":
+                handler = self._server_handlers.get((env.ns, str(b.get("event"))))
+                if handler is None:
+                    ok, error = False, "no-handler"
+                else:
+                    args = b.get("args") or []
+                    data = handler(*args)
+                    if inspect.isawaitable(data):
+                        data = await data
+            else:
+                ok, error = False, f"unknown op {op!r}"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            ok, data, error = False, None, f"{type(exc).__name__}: {exc}"[:500]
+        body = {"rid": rid, "ok": ok, "data": data, "error": error}
+        try:
+            self._put(self._envelope(Kind.RESPONSE, body, env.ns, env.origin_node))
+        except EnvelopeError as exc:  # unserialisable or too large ack
+            self._put(self._envelope(Kind.RESPONSE, {"rid": rid, "ok": False, "data": None, "error": str(exc)},
+                                     env.ns, env.origin_node))
+
+    def _reply_sockets(self, env: Envelope, rid: str, sockets: list[dict[str, Any]]) -> None:
+        per = _SOCKETS_PER_PART
+        while True:
+            chunks = [sockets[i:i + per] for i in range(0, len(sockets), per)] or [[]]
+            envs = [
+                self._envelope(Kind.RESPONSE, {"rid": rid, "ok": True, "data": c, "part": i, "parts": len(chunks)},
+                               env.ns, env.origin_node)
+                for i, c in enumerate(chunks)
+            ]
+            try:
+                for e in envs:  # size check before queueing anything
+                    if self._outbox is not None:
+                        self._outbox.check(e)
+            except EnvelopeTooLarge:
+                if per == 1:
+                    raise
+                per = max(1, per // 2)
+                continue
+            for e in envs:
+                self._put(e)
+            return
+
+    def _on_response(self, env: Envelope) -> None:
+        b = env.body
+        rid = b.get("rid")
+        if not isinstance(rid, str):
+            return
+        part, parts = b.get("part", 0), b.get("parts", 1)
+        if type(part) is not int or type(parts) is not int or not 0 <= part < parts:
+            return
+        reply = Reply(env.origin_node, bool(b.get("ok")), b.get("data"), b.get("error"))
+        self._requests.deliver(rid, reply, part, parts)
