@@ -1,0 +1,169 @@
+"""The built-in demo app: rooms and chat across every node (and, with the router, every region).
+
+Client → server events (each answers through the ack; errors also arrive as an ``error`` event):
+
+- ``join`` ``"room"`` → ``{"ok": true, "room", "node", "region"}``
+- ``leave`` ``"room"`` → ``{"ok": true, "room"}``
+- ``chat`` ``{"room", "text"}`` → ``{"ok": true, "id"}``; every member of the room on every node
+  receives ``chat`` ``{"room", "text", "sid", "node", "region", "id", "ts"[, "user"]}``
+- ``who`` ``"room"`` → ``{"room", "members": [{"sid", "node", "region"}...], "count"}``
+
+Chat rooms live under the socket.io room ``chat:<name>`` so a client can never join another
+client's private sid room. ``chat`` events are marked ``persist`` for the Functions history store
+when the manager supports it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+log = logging.getLogger("relay_node.chat")
+
+NAMESPACE = "/"
+ROOM_PREFIX = "chat:"
+MAX_TEXT = 2000
+ROOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
+MAX_ROOMS_PER_CLIENT = 32
+
+
+class ChatError(ValueError):
+    pass
+
+
+def room_name(value: Any) -> str:
+    if isinstance(value, dict):
+        value = value.get("room")
+    if not isinstance(value, str) or not ROOM_RE.match(value):
+        raise ChatError("room must be 1-48 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return value
+
+
+def chat_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ChatError("text must be a string")
+    text = value.strip()
+    if not text:
+        raise ChatError("text is empty")
+    if len(text) > MAX_TEXT:
+        raise ChatError(f"text is longer than {MAX_TEXT} characters")
+    return text
+
+
+def _supports(func: Any, kwarg: str) -> bool:
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    return kwarg in params
+
+
+def setup(sio: Any) -> None:
+    manager = sio.manager
+    node = str(getattr(manager, "node_id", "") or "local")
+    region = str(getattr(manager, "region", "") or "local")
+    persist_kw = {"persist": True} if _supports(manager.emit, "persist") else {}
+
+    async def fail(sid: str, event: str, exc: Exception) -> dict[str, Any]:
+        error = {"error": str(exc), "event": event}
+        await sio.emit("error", error, to=sid, namespace=NAMESPACE)
+        return error
+
+    def joined(sid: str) -> list[str]:
+        return [r[len(ROOM_PREFIX):] for r in sio.rooms(sid, namespace=NAMESPACE) if r.startswith(ROOM_PREFIX)]
+
+    def user_of(sid: str) -> str | None:
+        try:
+            claims = (sio.get_environ(sid, namespace=NAMESPACE) or {}).get("relay.claims") or {}
+        except KeyError:
+            return None
+        name = claims.get("name") or claims.get("sub")
+        return str(name)[:64] if name else None
+
+    @sio.on("join", namespace=NAMESPACE)
+    async def join(sid: str, data: Any = None) -> dict[str, Any]:
+        try:
+            room = room_name(data)
+            if room not in joined(sid) and len(joined(sid)) >= MAX_ROOMS_PER_CLIENT:
+                raise ChatError(f"at most {MAX_ROOMS_PER_CLIENT} rooms per connection")
+        except ChatError as exc:
+            return await fail(sid, "join", exc)
+        await sio.enter_room(sid, ROOM_PREFIX + room, namespace=NAMESPACE)
+        return {"ok": True, "room": room, "node": node, "region": region}
+
+    @sio.on("leave", namespace=NAMESPACE)
+    async def leave(sid: str, data: Any = None) -> dict[str, Any]:
+        try:
+            room = room_name(data)
+        except ChatError as exc:
+            return await fail(sid, "leave", exc)
+        await sio.leave_room(sid, ROOM_PREFIX + room, namespace=NAMESPACE)
+        return {"ok": True, "room": room}
+
+    @sio.on("chat", namespace=NAMESPACE)
+    async def chat(sid: str, data: Any = None) -> dict[str, Any]:
+        try:
+            if not isinstance(data, dict):
+                raise ChatError('chat takes {"room": ..., "text": ...}')
+            room = room_name(data.get("room"))
+            text = chat_text(data.get("text"))
+            if room not in joined(sid):
+                raise ChatError(f"join {room!r} before chatting in it")
+        except ChatError as exc:
+            return await fail(sid, "chat", exc)
+        message: dict[str, Any] = {
+            "room": room, "text": text, "sid": sid, "node": node, "region": region,
+            "id": uuid.uuid4().hex, "ts": time.time(),
+        }
+        user = user_of(sid)
+        if user:
+            message["user"] = user
+        await manager.emit("chat", message, namespace=NAMESPACE, room=ROOM_PREFIX + room, **persist_kw)
+        return {"ok": True, "id": message["id"]}
+
+    @sio.on("who", namespace=NAMESPACE)
+    async def who(sid: str, data: Any = None) -> dict[str, Any]:
+        try:
+            room = room_name(data)
+        except ChatError as exc:
+            return await fail(sid, "who", exc)
+        try:
+            members = await room_members(sio, NAMESPACE, ROOM_PREFIX + room, node, region)
+        except Exception as exc:  # a slow or failed cross-node query answers partially, never crashes
+            log.warning("who %s failed: %s", room, exc)
+            return await fail(sid, "who", ChatError(f"member list unavailable: {exc}"))
+        return {"room": room, "members": members, "count": len(members)}
+
+
+def _member(item: Any, node: str, regions: dict[str, str]) -> dict[str, Any]:
+    if isinstance(item, dict):
+        sid = item.get("sid") or item.get("id")
+        where = str(item.get("node") or item.get("node_id") or node)
+    else:
+        sid, where = item, node
+    return {"sid": str(sid), "node": where, "region": regions.get(where, "")}
+
+
+async def room_members(sio: Any, namespace: str, room: str, node: str, region: str) -> list[dict[str, Any]]:
+    """Members of ``room`` on every node, with their node and region.
+
+    ``manager.fetch_sockets`` (which names each socket's node) is preferred over
+    ``manager.room_members`` (sids only); a plain manager answers with the local members.
+    """
+    manager = sio.manager
+    regions = {node: region}
+    if hasattr(manager, "nodes"):
+        for info in manager.nodes():
+            regions.setdefault(str(info.get("node_id")), str(info.get("region", "")))
+    if hasattr(manager, "fetch_sockets"):
+        items: list[Any] = await manager.fetch_sockets(namespace=namespace, room=room)
+    elif hasattr(manager, "room_members"):
+        items = await manager.room_members(namespace, room)
+    else:
+        items = [sid for sid, _ in manager.get_participants(namespace, room)]
+    members = [_member(i, node, regions) for i in items]
+    return sorted(members, key=lambda m: (m["node"], m["sid"]))

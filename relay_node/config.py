@@ -1,0 +1,320 @@
+"""Relay node configuration: one dataclass, built from argv + an environment mapping.
+
+Only :mod:`relay_node.__main__` passes ``os.environ`` in; everything else receives a
+:class:`RelayConfig`. Each flag has a matching environment variable (flag wins); the table in
+``docs/relay-node.md`` lists the same pairs as :data:`ENV_VARS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.sbadmin import ConnectionSettingsError, parse_connection_string
+
+PROG = "relay-node"
+
+#: flag dest -> environment variable
+ENV_VARS: dict[str, str] = {
+    "host": "RELAY_HOST",
+    "port": "RELAY_PORT",
+    "node_id": "RELAY_NODE_ID",
+    "region": "RELAY_REGION",
+    "connection_string": "SERVICEBUS_CONNECTION_STRING",
+    "fully_qualified_namespace": "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE",
+    "topic": "SERVICEBUS_TOPIC",
+    "subscription": "RELAY_SUBSCRIPTION",
+    "receive_mode": "RELAY_RECEIVE_MODE",
+    "transport": "SERVICEBUS_TRANSPORT",
+    "http_proxy": "RELAY_HTTP_PROXY",
+    "cors_origins": "RELAY_CORS_ORIGINS",
+    "apps": "RELAY_APPS",
+    "auth_jwt_key": "RELAY_AUTH_JWT_KEY",
+    "auth_jwt_public_key_file": "RELAY_AUTH_JWT_PUBLIC_KEY_FILE",
+    "auth_jwt_audience": "RELAY_AUTH_JWT_AUDIENCE",
+    "auth_jwt_issuer": "RELAY_AUTH_JWT_ISSUER",
+    "auth_callback": "RELAY_AUTH_CALLBACK",
+    "history_url": "RELAY_HISTORY_URL",
+    "drain_seconds": "RELAY_DRAIN_SECONDS",
+    "auto_delete_on_idle": "RELAY_AUTO_DELETE_ON_IDLE",
+    "subscription_check_interval": "RELAY_SUBSCRIPTION_CHECK_INTERVAL",
+    "max_http_buffer_size": "RELAY_MAX_HTTP_BUFFER_SIZE",
+    "startup_timeout": "RELAY_STARTUP_TIMEOUT",
+    "log_level": "RELAY_LOG_LEVEL",
+}
+
+DEFAULT_APP = "relay_node.chat:setup"
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the flag and what to fix."""
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """The SDK's ``http_proxy`` dict (``proxy_hostname``, ``proxy_port``, ``username``, ``password``)."""
+
+    hostname: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    def to_sdk(self) -> dict[str, object]:
+        out: dict[str, object] = {"proxy_hostname": self.hostname, "proxy_port": self.port}
+        if self.username:
+            out["username"] = self.username
+            out["password"] = self.password or ""
+        return out
+
+
+@dataclass
+class RelayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    node_id: str = ""
+    region: str = "local"
+    connection_string: str | None = None
+    fully_qualified_namespace: str | None = None
+    topic: str = "socketio"
+    subscription: str | None = None
+    receive_mode: str = "peek_lock"
+    transport: str = "amqp"
+    http_proxy: ProxySettings | None = None
+    #: ``None`` = same origin only (python-socketio's default); ``["*"]`` = any origin
+    cors_origins: list[str] | None = None
+    apps: list[str] = field(default_factory=lambda: [DEFAULT_APP])
+    auth_jwt_key: str | None = None
+    auth_jwt_public_key: str | None = None
+    auth_jwt_audience: str | None = None
+    auth_jwt_issuer: str | None = None
+    auth_callback: str | None = None
+    history_url: str | None = None
+    drain_seconds: float = 10.0
+    #: AutoDeleteOnIdle of the node's own subscription, seconds (Azure's minimum is 300)
+    auto_delete_on_idle: float = 300.0
+    subscription_check_interval: float = 60.0
+    #: largest socket.io message (and long-polling request body) a client may send, bytes
+    max_http_buffer_size: int = 1_000_000
+    startup_timeout: float = 20.0
+    log_level: str = "INFO"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth_jwt_key or self.auth_jwt_public_key or self.auth_callback)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="A python-socketio node scaled out over an Azure Service Bus topic. "
+        "Every flag can also be set by the environment variable shown in brackets; the flag wins.",
+    )
+
+    def add(*names: str, dest: str, help: str, **kw: object) -> None:
+        p.add_argument(*names, dest=dest, help=f"{help} [{ENV_VARS[dest]}]", default=None, **kw)  # type: ignore[arg-type]
+
+    add("--host", dest="host", help="address to bind (default 127.0.0.1; 0.0.0.0 in containers)")
+    add("--port", dest="port", help="port to bind; 0 = ephemeral, the bound port is printed (default 8000)")
+    add("--node-id", dest="node_id", help="this node's id (default: <hostname>-<8 hex>); its own subscription is node-<id>")
+    add("--region", dest="region", help="region label of this node (default local)")
+    add("--connection-string", dest="connection_string", help="Service Bus connection string (SAS key)")
+    add("--fully-qualified-namespace", dest="fully_qualified_namespace",
+        help="<ns>.servicebus.windows.net, authenticated with DefaultAzureCredential")
+    add("--topic", dest="topic", help="Service Bus topic (default socketio)")
+    add("--subscription", dest="subscription",
+        help="pre-provisioned subscription to read (no Manage right needed); default: create node-<id>")
+    add("--receive-mode", dest="receive_mode", help="peek_lock (default) or receive_and_delete")
+    add("--transport", dest="transport",
+        help="amqp (TCP 5671, default) or websockets (AMQP over WebSockets on 443, proxy-friendly)")
+    add("--http-proxy", dest="http_proxy",
+        help="HTTPS proxy for --transport websockets: http://[user:password@]host:port")
+    add("--cors-origins", dest="cors_origins",
+        help="comma list of allowed browser origins, or * for any (default: same origin only)")
+    add("--app", dest="apps", action="append",
+        help="socket.io app to load, package.module:setup; repeatable (default relay_node.chat:setup); "
+        "the env var takes a comma list")
+    add("--auth-jwt-key", dest="auth_jwt_key", help="HS256 secret: clients must connect with auth={token: JWT}")
+    add("--auth-jwt-public-key-file", dest="auth_jwt_public_key_file",
+        help="PEM public key file: clients must present an RS256 JWT")
+    add("--auth-jwt-audience", dest="auth_jwt_audience", help="required JWT aud claim (optional)")
+    add("--auth-jwt-issuer", dest="auth_jwt_issuer", help="required JWT iss claim (optional)")
+    add("--auth-callback", dest="auth_callback",
+        help="module:function, async def authorize(environ, auth) -> bool | dict")
+    add("--history-url", dest="history_url",
+        help="base URL of the Functions history API the demo page calls after a reconnect")
+    add("--drain-seconds", dest="drain_seconds", help="upper bound of a graceful shutdown (default 10)")
+    add("--auto-delete-on-idle", dest="auto_delete_on_idle",
+        help="AutoDeleteOnIdle of the node's own subscription in seconds (default 300, Azure's minimum)")
+    add("--subscription-check-interval", dest="subscription_check_interval",
+        help="seconds between checks that the own subscription keeps its rule (default 60; 0 = never)")
+    add("--max-http-buffer-size", dest="max_http_buffer_size",
+        help="largest message a client may send, bytes (default 1000000); larger ones close the connection")
+    add("--startup-timeout", dest="startup_timeout",
+        help="seconds to wait for Service Bus at startup before giving up (default 20)")
+    add("--log-level", dest="log_level", help="DEBUG, INFO (default), WARNING, ERROR")
+    return p
+
+
+def _pick(ns: argparse.Namespace, env: Mapping[str, str], dest: str) -> str | None:
+    value = getattr(ns, dest, None)
+    if value is None:
+        value = env.get(ENV_VARS[dest]) or None
+    return value
+
+
+def _float(text: str | None, default: float, flag: str, minimum: float = 0.0) -> float:
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{flag} must be a number, not {text!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{flag} must be >= {minimum:g}, not {text}")
+    return value
+
+
+def parse_proxy(text: str) -> ProxySettings:
+    m = re.match(r"^(?:https?://)?(?:(?P<user>[^:@/]+)(?::(?P<pw>[^@/]*))?@)?(?P<host>[^:/@]+):(?P<port>\d+)/?$",
+                 text.strip())
+    if not m:
+        raise ConfigError(f"--http-proxy must look like http://[user:password@]host:port, not {text!r}")
+    return ProxySettings(m["host"], int(m["port"]), m["user"], m["pw"])
+
+
+def parse_cors(text: str | None) -> list[str] | None:
+    if text is None or not text.strip():
+        return None
+    items = [o.strip().rstrip("/") for o in text.split(",") if o.strip()]
+    if "*" in items:
+        return ["*"]
+    for origin in items:
+        if not re.match(r"^https?://[^/\s]+$", origin):
+            raise ConfigError(f"--cors-origins: {origin!r} is not an origin like https://chat.example.com")
+    return items
+
+
+def default_node_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).strip("-._")[:40] or "relay"
+    return f"{host}-{uuid.uuid4().hex[:8]}"
+
+
+def from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> RelayConfig:
+    """Parse argv (``None`` = ``sys.argv[1:]``) over ``env``; raises ConfigError or SystemExit(2) for --help."""
+    ns = build_parser().parse_args(argv)
+    cfg = RelayConfig()
+    pick = lambda dest: _pick(ns, env, dest)  # noqa: E731
+
+    cfg.host = pick("host") or cfg.host
+    port = pick("port")
+    if port is not None:
+        try:
+            cfg.port = int(port)
+        except ValueError:
+            raise ConfigError(f"--port must be an integer, not {port!r}") from None
+        if not 0 <= cfg.port <= 65535:
+            raise ConfigError(f"--port must be 0..65535, not {cfg.port}")
+    cfg.node_id = pick("node_id") or default_node_id()
+    if not _NODE_ID.match(cfg.node_id):
+        raise ConfigError(f"--node-id {cfg.node_id!r}: use 1-63 letters, digits, '.', '_' or '-'")
+    cfg.region = pick("region") or cfg.region
+
+    cfg.connection_string = pick("connection_string")
+    cfg.fully_qualified_namespace = pick("fully_qualified_namespace")
+    if cfg.connection_string and cfg.fully_qualified_namespace:
+        # both in the environment: an explicit flag decides, else the connection string wins
+        if ns.fully_qualified_namespace and not ns.connection_string:
+            cfg.connection_string = None
+        else:
+            cfg.fully_qualified_namespace = None
+    if not cfg.connection_string and not cfg.fully_qualified_namespace:
+        raise ConfigError(
+            "no Service Bus given: pass --connection-string (or SERVICEBUS_CONNECTION_STRING) or "
+            "--fully-qualified-namespace <ns>.servicebus.windows.net (or SERVICEBUS_FULLY_QUALIFIED_NAMESPACE)"
+        )
+    if cfg.connection_string:
+        try:
+            parse_connection_string(cfg.connection_string)
+        except ConnectionSettingsError as exc:
+            raise ConfigError(f"--connection-string: {exc}") from None
+    if cfg.fully_qualified_namespace:
+        fqns = cfg.fully_qualified_namespace.strip()
+        fqns = re.sub(r"^(sb|https?)://", "", fqns).rstrip("/")
+        if not fqns or "/" in fqns or ";" in fqns:
+            raise ConfigError(
+                f"--fully-qualified-namespace {cfg.fully_qualified_namespace!r}: expected <ns>.servicebus.windows.net"
+            )
+        cfg.fully_qualified_namespace = fqns
+
+    cfg.topic = pick("topic") or cfg.topic
+    cfg.subscription = pick("subscription")
+    mode = (pick("receive_mode") or cfg.receive_mode).lower().replace("-", "_")
+    if mode not in ("peek_lock", "receive_and_delete"):
+        raise ConfigError(f"--receive-mode must be peek_lock or receive_and_delete, not {mode!r}")
+    cfg.receive_mode = mode
+    transport = (pick("transport") or cfg.transport).lower()
+    if transport in ("amqpoverwebsocket", "websocket", "ws"):
+        transport = "websockets"
+    if transport not in ("amqp", "websockets"):
+        raise ConfigError(f"--transport must be amqp or websockets, not {transport!r}")
+    cfg.transport = transport
+    proxy = pick("http_proxy")
+    if proxy:
+        cfg.http_proxy = parse_proxy(proxy)
+        if cfg.transport != "websockets":
+            # the SDK only tunnels AMQP over WebSockets through a proxy
+            cfg.transport = "websockets"
+
+    cfg.cors_origins = parse_cors(pick("cors_origins"))
+
+    if ns.apps:
+        apps = list(ns.apps)
+    elif env.get(ENV_VARS["apps"]):
+        apps = [a.strip() for a in env[ENV_VARS["apps"]].split(",") if a.strip()]
+    else:
+        apps = [DEFAULT_APP]
+    for spec in apps:
+        if not _APP_SPEC.match(spec):
+            raise ConfigError(f"--app {spec!r}: expected package.module:setup")
+    cfg.apps = apps
+
+    cfg.auth_jwt_key = pick("auth_jwt_key")
+    key_file = pick("auth_jwt_public_key_file")
+    if key_file:
+        try:
+            cfg.auth_jwt_public_key = Path(key_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--auth-jwt-public-key-file {key_file}: {exc.strerror}") from None
+        if "PUBLIC KEY" not in cfg.auth_jwt_public_key:
+            raise ConfigError(f"--auth-jwt-public-key-file {key_file}: not a PEM public key")
+    cfg.auth_jwt_audience = pick("auth_jwt_audience")
+    cfg.auth_jwt_issuer = pick("auth_jwt_issuer")
+    cfg.auth_callback = pick("auth_callback")
+    if cfg.auth_callback and not _APP_SPEC.match(cfg.auth_callback):
+        raise ConfigError(f"--auth-callback {cfg.auth_callback!r}: expected package.module:function")
+
+    history = pick("history_url")
+    if history:
+        if not re.match(r"^https?://\S+$", history) and not history.startswith("/"):
+            raise ConfigError(f"--history-url {history!r}: expected an http(s):// URL or a path")
+        cfg.history_url = history.rstrip("/")
+    cfg.drain_seconds = _float(pick("drain_seconds"), cfg.drain_seconds, "--drain-seconds")
+    cfg.auto_delete_on_idle = _float(pick("auto_delete_on_idle"), cfg.auto_delete_on_idle,
+                                     "--auto-delete-on-idle", 1.0)
+    cfg.subscription_check_interval = _float(pick("subscription_check_interval"), cfg.subscription_check_interval,
+                                             "--subscription-check-interval")
+    cfg.max_http_buffer_size = int(_float(pick("max_http_buffer_size"), cfg.max_http_buffer_size,
+                                          "--max-http-buffer-size", 1024))
+    cfg.startup_timeout = _float(pick("startup_timeout"), cfg.startup_timeout, "--startup-timeout", 1.0)
+    level = (pick("log_level") or cfg.log_level).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {level!r}")
+    cfg.log_level = level
+    return cfg

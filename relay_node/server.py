@@ -1,0 +1,432 @@
+"""The relay node process: Service Bus manager + python-socketio + ops routes, served by uvicorn.
+
+Lifecycle (one log line each): probe Service Bus → start the manager → subscription ready →
+listening → (signal) draining → subscription deleted → stopped. :class:`RelayNode` owns it; the
+entry point only parses configuration and maps :class:`StartupError` to an exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import socketio
+import uvicorn
+
+from shared.manager import ServiceBusManager
+
+from .auth import Authorizer
+from .config import RelayConfig
+from .loading import LoadError, setup_apps
+from .metrics import CONTENT_TYPE, make_registry
+from .probe import StartupError, admin_kwargs, client_kwargs, endpoint_of, probe
+
+log = logging.getLogger("relay_node")
+
+STATIC_DIR = Path(__file__).with_name("static")
+CLIENT_JS = Path("socket.io-client") / "dist" / "socket.io.min.js"
+_STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
+                 "/index.html": ("index.html", "text/html; charset=utf-8"),
+                 "/app.js": ("app.js", "text/javascript; charset=utf-8")}
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def find_client_js(extra: list[Path] | None = None) -> Path | None:
+    """``node_modules/socket.io-client/dist/socket.io.min.js`` next to the repo or the cwd."""
+    roots = [*(extra or []), Path.cwd(), Path(__file__).resolve().parent.parent, Path(__file__).resolve().parent]
+    for root in roots:
+        candidate = root / "node_modules" / CLIENT_JS
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class _Manager(ServiceBusManager):
+    """ServiceBusManager whose clients use the node's transport and proxy settings.
+
+    The manager builds its client in ``_ensure_started`` from the connection settings only; the
+    replacement happens before any of its tasks has run (they start at the next await).
+    """
+
+    relay_client_kwargs: dict[str, Any] = {}
+    relay_admin_kwargs: dict[str, Any] = {}
+
+    def _admin(self) -> Any:
+        from shared.sbadmin import admin_client
+
+        return admin_client(**self._conn, **self.relay_admin_kwargs)
+
+    def _ensure_started(self) -> None:
+        was_started = self._started
+        super()._ensure_started()
+        if not was_started and self.relay_client_kwargs:
+            from shared.sbadmin import servicebus_client
+
+            self._client = servicebus_client(
+                **self._conn, **self.relay_client_kwargs, retry_total=1, retry_backoff_factor=0.5,
+                retry_backoff_max=2,
+            )
+
+
+class _RelayServer(socketio.AsyncServer):
+    """AsyncServer that runs the node's connect guard (drain + auth) before any app handler."""
+
+    relay_guard: Callable[[str, dict[str, Any], Any], Awaitable[None]] | None = None
+
+    async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
+        # first connect call carries (sid, environ, auth); the legacy retry (sid, environ) comes
+        # only after the handler itself raised TypeError, i.e. after the guard passed
+        if event == "connect" and len(args) == 3 and self.relay_guard is not None:
+            await self.relay_guard(*args)
+        return await super()._trigger_event(event, namespace, *args)
+
+
+class _DrainGate:
+    """While draining, refuse new Engine.IO sessions with 503 before socket.io sees them.
+
+    A refused handshake is a transport error for the official clients, so they keep retrying
+    with backoff and, behind a load balancer, land on a ready node. (A socket.io-level
+    ``connect_error`` would stop them.) Requests of existing sessions (``sid=`` in the query)
+    pass until the node closes them.
+    """
+
+    def __init__(self, node: RelayNode, app: Any):
+        self.node = node
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (self.node.draining and scope["type"] in ("http", "websocket")
+                and scope.get("path", "").startswith("/socket.io")
+                and b"sid=" not in scope.get("query_string", b"")):
+            self.node._counts["refused_draining"] += 1
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1013})
+            else:
+                await _respond_json(send, 503, {"error": "draining", "node": self.node.cfg.node_id},
+                                    extra=[(b"retry-after", b"1")])
+            return
+        await self.app(scope, receive, send)
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the node drains first, then stops uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class RelayNode:
+    def __init__(
+        self,
+        cfg: RelayConfig,
+        *,
+        manager_factory: Callable[..., Any] | None = None,
+        credential: Any = None,
+        run_probe: bool = True,
+    ):
+        self.cfg = cfg
+        self.credential = credential
+        self.run_probe = run_probe
+        self.manager_factory = manager_factory
+        self.draining = False
+        self.started_at = time.time()
+        self.port: int | None = None
+        self.manager: Any = None
+        self.sio: Any = None
+        self.asgi: Any = None
+        self.authorizer = Authorizer.from_config(cfg)
+        self._uvicorn: _Uvicorn | None = None
+        self._serve_task: asyncio.Task[Any] | None = None
+        self._stopped = asyncio.Event()
+        self._drain_task: asyncio.Task[Any] | None = None
+        self._counts = {"connects": 0, "refused_draining": 0}
+        self.registry, self.render_metrics = make_registry(self)
+
+    # ------------------------------------------------------------------ state for the routes
+    def connected_clients(self) -> dict[str, int]:
+        if self.manager is None:
+            return {}
+        return {ns: len(rooms.get(None, ())) for ns, rooms in getattr(self.manager, "rooms", {}).items()}
+
+    def safe_health(self) -> dict[str, Any]:
+        if self.manager is None:
+            return {"connected": False, "subscription_ready": False, "ready": False,
+                    "last_error": "starting", "buffered": 0}
+        try:
+            return dict(self.manager.health())
+        except Exception as exc:  # a probe must answer even if the manager is broken
+            return {"ready": False, "last_error": f"health() failed: {exc}"}
+
+    def counters(self) -> list[tuple[str, str, float]]:
+        return [
+            ("connections_accepted", "socket.io connections accepted", self._counts["connects"]),
+            ("connections_refused_unauthorized", "connections refused by auth", self.authorizer.refused),
+            ("connections_refused_draining", "connections refused while draining", self._counts["refused_draining"]),
+        ]
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        health = self.safe_health()
+        body: dict[str, Any] = {"node": self.cfg.node_id, "region": self.cfg.region, "health": health}
+        if self.draining:
+            return False, {**body, "ready": False, "reason": "draining"}
+        if not health.get("ready"):
+            if not health.get("connected"):
+                reason = "servicebus not connected"
+            elif not health.get("subscription_ready"):
+                reason = "subscription not ready"
+            else:
+                reason = "manager not ready"
+            if health.get("last_error"):
+                reason += f": {health['last_error']}"
+            return False, {**body, "ready": False, "reason": reason}
+        return True, {**body, "ready": True}
+
+    # ------------------------------------------------------------------ building
+    def _make_manager(self) -> Any:
+        kwargs: dict[str, Any] = dict(
+            connection_string=self.cfg.connection_string,
+            fully_qualified_namespace=self.cfg.fully_qualified_namespace,
+            credential=self.credential,
+            topic=self.cfg.topic,
+            node_id=self.cfg.node_id,
+            region=self.cfg.region,
+            subscription=self.cfg.subscription,
+            receive_mode=self.cfg.receive_mode,
+            logger=logging.getLogger("relay_node.manager"),
+            auto_delete_on_idle=self.cfg.auto_delete_on_idle,
+            subscription_check_interval=self.cfg.subscription_check_interval,
+        )
+        if self.manager_factory is not None:
+            return self.manager_factory(**kwargs)
+        manager = _Manager(**kwargs)
+        manager.relay_client_kwargs = client_kwargs(self.cfg)
+        manager.relay_admin_kwargs = admin_kwargs(self.cfg)
+        return manager
+
+    async def _guard(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
+        if self.draining:
+            self._counts["refused_draining"] += 1
+            raise socketio.exceptions.ConnectionRefusedError("draining: this node is shutting down, reconnect")
+        claims = await self.authorizer(environ, auth)
+        environ["relay.claims"] = claims
+        self._counts["connects"] += 1
+
+    async def build(self) -> None:
+        """Manager, server and apps, without network I/O."""
+        self.manager = self._make_manager()
+        cors: Any = self.cfg.cors_origins
+        if cors == ["*"]:
+            cors = "*"
+        self.sio = _RelayServer(
+            async_mode="asgi",
+            client_manager=self.manager,
+            cors_allowed_origins=cors,
+            max_http_buffer_size=self.cfg.max_http_buffer_size,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.sio.relay_guard = self._guard
+        await setup_apps(self.sio, self.cfg.apps)
+        self.asgi = _DrainGate(self, socketio.ASGIApp(self.sio, other_asgi_app=self._routes))
+
+    # ------------------------------------------------------------------ HTTP routes
+    async def _routes(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path = scope.get("path", "/")
+        method = scope.get("method", "GET")
+        if method not in ("GET", "HEAD"):
+            await _respond(send, 405, b"method not allowed\n", "text/plain; charset=utf-8")
+            return
+        if path == "/healthz":
+            body = {"status": "ok", "node": self.cfg.node_id, "region": self.cfg.region,
+                    "uptime": round(time.time() - self.started_at, 3), "draining": self.draining}
+            await _respond_json(send, 200, body)
+        elif path == "/readyz":
+            ok, body = self.readiness()
+            await _respond_json(send, 200 if ok else 503, body)
+        elif path == "/metrics":
+            await _respond(send, 200, self.render_metrics(), CONTENT_TYPE)
+        elif path == "/config.json":
+            body = {"node": self.cfg.node_id, "region": self.cfg.region, "historyUrl": self.cfg.history_url,
+                    "authRequired": self.authorizer.enabled, "chatRoomPrefix": "chat:"}
+            await _respond_json(send, 200, body, extra=[(b"cache-control", b"no-store")])
+        elif path == "/socket.io.min.js":
+            js = find_client_js()
+            if js is None:
+                await _respond(send, 500, (
+                    b"socket.io client not installed: node_modules/socket.io-client is missing.\n"
+                    b"Run `make run` (or `npm install` in the repository root) and reload.\n"),
+                    "text/plain; charset=utf-8")
+            else:
+                await _respond(send, 200, js.read_bytes(), "text/javascript; charset=utf-8",
+                               extra=[(b"cache-control", b"public, max-age=3600")])
+        elif path in _STATIC_FILES:
+            name, ctype = _STATIC_FILES[path]
+            await _respond(send, 200, (STATIC_DIR / name).read_bytes(), ctype)
+        else:
+            await _respond(send, 404, b"not found\n", "text/plain; charset=utf-8")
+
+    # ------------------------------------------------------------------ running
+    async def start(self) -> None:
+        """Probe, build, start the manager, bind and serve. Raises StartupError."""
+        cfg = self.cfg
+        log.info("connecting to Service Bus %s (topic %s, %s, node %s, region %s)", endpoint_of(cfg), cfg.topic,
+                 f"subscription {cfg.subscription}" if cfg.subscription else "own subscription",
+                 cfg.node_id, cfg.region)
+        deadline = time.monotonic() + cfg.startup_timeout
+        if self.run_probe:
+            await probe(cfg, self.credential, deadline=deadline)
+        try:
+            await self.build()
+        except LoadError as exc:
+            raise StartupError(str(exc), fatal=True) from exc
+        self.sio.manager_initialized = True
+        await self.manager.start()
+        ready = await self.manager.wait_ready(max(1.0, deadline - time.monotonic()))
+        name = getattr(self.manager, "subscription_name", cfg.subscription or f"node-{cfg.node_id}")
+        if ready:
+            log.info("subscription %s ready", name)
+        else:
+            log.warning("subscription %s not ready after %.0fs (%s); serving anyway, /readyz answers 503",
+                        name, cfg.startup_timeout, self.safe_health().get("last_error"))
+        sock = _bind(cfg.host, cfg.port)
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.asgi, log_config=None, access_log=False, lifespan="off", ws="auto",
+            timeout_graceful_shutdown=2, ws_ping_interval=20, ws_ping_timeout=20,
+            log_level="debug" if cfg.log_level == "DEBUG" else "warning",
+        )
+        self._uvicorn = _Uvicorn(config)
+        self._serve_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]), name="uvicorn")
+        while not self._uvicorn.started:
+            if self._serve_task.done():
+                await self._serve_task
+                raise StartupError(f"cannot serve on {cfg.host}:{self.port}", fatal=False)
+            await asyncio.sleep(0.02)
+        url_host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        log.info("listening on http://%s:%d", url_host, self.port)
+        print(f"relay-node listening on http://{url_host}:{self.port}", flush=True)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig)
+
+    def request_stop(self, sig: int | None = None) -> None:
+        if self._drain_task is None:
+            log.info("received %s", signal.Signals(sig).name if sig else "stop request")
+            self._drain_task = asyncio.ensure_future(self.drain())
+        elif self._uvicorn is not None:  # second signal: stop now
+            log.warning("second signal: stopping without waiting")
+            self._uvicorn.force_exit = True
+            self._uvicorn.should_exit = True
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def drain(self) -> None:
+        """Refuse new connections, flush, move clients away, delete the subscription, stop."""
+        self.draining = True
+        cfg = self.cfg
+        log.info("draining (at most %.0fs): /readyz now answers 503", cfg.drain_seconds)
+        deadline = time.monotonic() + cfg.drain_seconds
+        left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731
+        try:
+            async with asyncio.timeout(cfg.drain_seconds):
+                if self.manager is None:
+                    raise _NothingToDrain
+                await self._move_clients(left)
+                if hasattr(self.manager, "flush"):
+                    await self.manager.flush(min(left(), 5.0))
+                await self.manager.close()
+                if cfg.subscription:
+                    log.info("subscription %s kept (pre-provisioned)", cfg.subscription)
+                else:
+                    log.info("subscription %s deleted", getattr(self.manager, "subscription_name", "?"))
+        except _NothingToDrain:
+            pass
+        except TimeoutError:
+            log.warning("drain took longer than %.0fs; stopping anyway", cfg.drain_seconds)
+        except Exception:
+            log.exception("drain failed; stopping anyway")
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+            if self._serve_task is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._serve_task), 5.0)
+                except (TimeoutError, Exception):
+                    self._uvicorn.force_exit = True
+        if self.credential is not None and hasattr(self.credential, "close"):
+            with contextlib.suppress(Exception):
+                await self.credential.close()
+        log.info("stopped")
+        self._stopped.set()
+
+    async def _move_clients(self, left: Callable[[], float]) -> None:
+        """Tell every client to go: ``relay:reconnect``, then close its Engine.IO transport.
+
+        A transport close (not a socket.io-level disconnect) makes the official clients
+        reconnect on their own, through the load balancer, to a node that is still ready.
+        """
+        eio_sids = list(getattr(self.sio.eio, "sockets", {}).keys())
+        if not eio_sids:
+            return
+        log.info("disconnecting %d client(s) so they reconnect elsewhere", len(eio_sids))
+        with contextlib.suppress(Exception):
+            await self.sio.emit("relay:reconnect", {"reason": "draining", "node": self.cfg.node_id},
+                                ignore_queue=True)
+        await asyncio.sleep(min(0.2, left()))
+        for eio_sid in eio_sids:
+            with contextlib.suppress(Exception):
+                await self.sio.eio.disconnect(eio_sid)
+
+
+class _NothingToDrain(Exception):
+    pass
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port "
+                           "(0 = any free port)", fatal=True) from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def _respond(send: Send, status: int, body: bytes, ctype: str,
+                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _respond_json(send: Send, status: int, obj: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    await _respond(send, status, json.dumps(obj, default=str).encode() + b"\n", "application/json", extra)

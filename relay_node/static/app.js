@@ -1,0 +1,155 @@
+// Demo page for the relay node's built-in chat app (relay_node/chat.py).
+// Uses the official socket.io client served by the node itself (/socket.io.min.js): no CDN.
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const status = $("status");
+  const messages = $("messages");
+  const joined = new Set();
+  const seen = new Set();          // message ids already shown (live + history overlap)
+  const lastTs = {};               // room -> ts of the newest message shown
+  let config = { node: "?", region: "?", historyUrl: null, chatRoomPrefix: "chat:" };
+  let socket = null;
+
+  function setStatus(text, cls) {
+    status.textContent = text;
+    status.className = cls || "";
+  }
+
+  function line(text, cls) {
+    const li = document.createElement("li");
+    if (cls) li.className = cls;
+    li.textContent = text;
+    messages.appendChild(li);
+    li.scrollIntoView({ block: "end" });
+    return li;
+  }
+
+  function showChat(m) {
+    if (!m || (m.id && seen.has(m.id))) return;
+    if (m.id) seen.add(m.id);
+    if (typeof m.ts === "number") lastTs[m.room] = Math.max(lastTs[m.room] || 0, m.ts);
+    const li = document.createElement("li");
+    li.className = "chat";
+    li.dataset.room = m.room;
+    li.dataset.node = m.node;
+    li.dataset.region = m.region;
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    meta.textContent = `[${m.room}] ${m.user || (m.sid || "").slice(0, 6)} via ${m.node}/${m.region}`;
+    const text = document.createElement("span");
+    text.className = "text";
+    text.textContent = m.text;
+    li.append(meta, text);
+    messages.appendChild(li);
+    li.scrollIntoView({ block: "end" });
+  }
+
+  // Missed messages after a reconnect, from the Functions history API (when configured):
+  // GET <historyUrl>?ns=/&room=chat:<room>&after=<cursor> -> {"events": [{data: {...chat}}], "next"}
+  // The first cursor is built from the newest message shown ("<13-digit ms>-0" sorts before every
+  // event id of that millisecond); duplicates are dropped by id.
+  async function fetchHistory(room) {
+    if (!config.historyUrl || !lastTs[room]) return;
+    let after = String(Math.floor(lastTs[room] * 1000)).padStart(13, "0") + "-0";
+    let n = 0;
+    try {
+      for (let page = 0; page < 10 && after; page++) {
+        const url = new URL(config.historyUrl, location.href);
+        url.searchParams.set("ns", "/");
+        url.searchParams.set("room", config.chatRoomPrefix + room);
+        url.searchParams.set("after", after);
+        url.searchParams.set("limit", "200");
+        const res = await fetch(url);
+        if (!res.ok) throw new Error(`HTTP ${res.status}`);
+        const body = await res.json();
+        for (const ev of body.events || []) {
+          const m = ev && ev.data && ev.data.text !== undefined ? ev.data : null;
+          if (m && !(m.id && seen.has(m.id))) { showChat(m); n++; }
+        }
+        after = body.next;
+      }
+      if (n) line(`${n} missed message(s) in ${room} from history`, "system");
+    } catch (err) {
+      line(`history for ${room} unavailable: ${err.message}`, "error");
+    }
+  }
+
+  function rejoin() {
+    for (const room of joined) {
+      socket.emit("join", room, (ack) => {
+        if (ack && ack.ok) fetchHistory(room);
+      });
+    }
+  }
+
+  function connect() {
+    const params = new URLSearchParams(location.search);
+    const token = params.get("token") || sessionStorage.getItem("relayToken");
+    if (params.get("token")) sessionStorage.setItem("relayToken", params.get("token"));
+    socket = io({ auth: token ? { token } : {}, transports: params.get("polling") ? ["polling"] : undefined });
+
+    socket.on("connect", () => {
+      setStatus(`connected to ${config.node} (${config.region}) as ${socket.id}`, "ok");
+      rejoin();
+    });
+    socket.on("connect_error", (err) => {
+      setStatus(`connection error: ${err.message}`, "bad");
+    });
+    socket.on("disconnect", (reason) => {
+      setStatus(`disconnected (${reason}); reconnecting…`, "bad");
+      // a server-side socket.io disconnect does not reconnect by itself; transport errors do
+      if (reason === "io server disconnect") setTimeout(() => socket.connect(), 500 + Math.random() * 1000);
+    });
+    socket.on("relay:reconnect", (info) => line(`node ${info.node} is draining; moving to another node`, "system"));
+    socket.on("chat", showChat);
+    socket.on("error", (err) => line(`error: ${err && err.error}`, "error"));
+  }
+
+  $("room-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const room = $("room").value.trim();
+    if (!room || !socket) return;
+    socket.emit("join", room, (ack) => {
+      if (ack && ack.ok) {
+        joined.add(room);
+        line(`joined ${room} on ${ack.node}/${ack.region}`, "system");
+      } else {
+        line(`join failed: ${ack && ack.error}`, "error");
+      }
+    });
+  });
+
+  $("who").addEventListener("click", () => {
+    const room = $("room").value.trim();
+    if (!room || !socket) return;
+    socket.emit("who", room, (ack) => {
+      if (ack && ack.members) line(`${ack.count} in ${room}: ${ack.members.map((m) => `${m.sid.slice(0, 6)}@${m.node}`).join(", ")}`, "system");
+      else line(`who failed: ${ack && ack.error}`, "error");
+    });
+  });
+
+  $("text-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const room = $("room").value.trim();
+    const text = $("text").value;
+    if (!text.trim() || !socket) return;
+    socket.emit("chat", { room, text }, (ack) => {
+      if (ack && ack.ok) $("text").value = "";
+      else line(`not sent: ${ack && ack.error}`, "error");
+    });
+  });
+
+  fetch("/config.json")
+    .then((r) => r.json())
+    .then((c) => { config = Object.assign(config, c); })
+    .catch(() => {})
+    .finally(() => {
+      if (typeof io !== "function") {
+        setStatus("socket.io client missing: run `make run` / `npm install` on the server", "bad");
+        return;
+      }
+      setStatus("connecting…");
+      connect();
+    });
+})();

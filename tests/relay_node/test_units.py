@@ -1,0 +1,191 @@
+"""Plain-call tests: configuration, auth, metrics translation, chat validation, app loading."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from socketio.exceptions import ConnectionRefusedError
+
+from relay_node.auth import Authorizer, token_from
+from relay_node.chat import ChatError, chat_text, room_name
+from relay_node.config import DEFAULT_APP, ConfigError, from_args, parse_cors, parse_proxy
+from relay_node.loading import LoadError, load_ref, setup_apps
+from relay_node.metrics import translate_snapshot
+from relay_node.probe import client_kwargs
+from shared.metrics import ManagerMetrics
+
+CONN = "Endpoint=sb://localhost:5672;SharedAccessKeyName=Root;SharedAccessKey=k;UseDevelopmentEmulator=true"
+SECRET = "unit-test-secret-at-least-32-bytes!!"
+
+
+# ---------------------------------------------------------------- config
+def test_defaults_and_env() -> None:
+    cfg = from_args([], {"SERVICEBUS_CONNECTION_STRING": CONN})
+    assert (cfg.host, cfg.port, cfg.region, cfg.topic, cfg.receive_mode) == ("127.0.0.1", 8000, "local", "socketio",
+                                                                             "peek_lock")
+    assert cfg.apps == [DEFAULT_APP] and cfg.cors_origins is None and not cfg.auth_enabled
+    assert cfg.node_id and cfg.subscription is None and cfg.transport == "amqp"
+
+
+def test_flags_win_over_env() -> None:
+    env = {"SERVICEBUS_CONNECTION_STRING": CONN, "RELAY_PORT": "9000", "RELAY_REGION": "eu",
+           "RELAY_APPS": "a.b:setup, c.d:init", "RELAY_NODE_ID": "env-node"}
+    cfg = from_args(["--port", "0", "--node-id", "n1"], env)
+    assert (cfg.port, cfg.node_id, cfg.region) == (0, "n1", "eu")
+    assert cfg.apps == ["a.b:setup", "c.d:init"]
+    assert from_args(["--app", "x.y:z", "--app", "q:r"], env).apps == ["x.y:z", "q:r"]
+
+
+def test_fully_qualified_namespace() -> None:
+    cfg = from_args(["--fully-qualified-namespace", "sb://ns.servicebus.windows.net/"], {})
+    assert cfg.fully_qualified_namespace == "ns.servicebus.windows.net" and cfg.connection_string is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "no Service Bus given"),
+        (["--connection-string", "nonsense"], "--connection-string"),
+        (["--connection-string", CONN, "--port", "x"], "--port must be an integer"),
+        (["--connection-string", CONN, "--port", "70000"], "--port must be 0..65535"),
+        (["--connection-string", CONN, "--receive-mode", "peek"], "--receive-mode"),
+        (["--connection-string", CONN, "--transport", "carrier-pigeon"], "--transport"),
+        (["--connection-string", CONN, "--app", "not a spec"], "--app"),
+        (["--connection-string", CONN, "--cors-origins", "example.com"], "--cors-origins"),
+        (["--connection-string", CONN, "--node-id", "has space"], "--node-id"),
+        (["--connection-string", CONN, "--auth-jwt-public-key-file", "/no/such/file"], "--auth-jwt-public-key-file"),
+        (["--connection-string", CONN, "--http-proxy", "nope"], "--http-proxy"),
+        (["--connection-string", CONN, "--log-level", "LOUD"], "--log-level"),
+        (["--connection-string", CONN, "--drain-seconds", "-1"], "--drain-seconds"),
+    ],
+)
+def test_config_errors_name_the_flag(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        from_args(argv, {})
+
+
+def test_cors_and_proxy_and_transport() -> None:
+    assert parse_cors(None) is None
+    assert parse_cors("https://a.example, http://localhost:3000/") == ["https://a.example", "http://localhost:3000"]
+    assert parse_cors("https://a.example,*") == ["*"]
+    proxy = parse_proxy("http://user:pw@proxy.corp:3128")
+    assert proxy.to_sdk() == {"proxy_hostname": "proxy.corp", "proxy_port": 3128, "username": "user", "password": "pw"}
+    cfg = from_args(["--connection-string", CONN, "--http-proxy", "proxy.corp:8080"], {})
+    assert cfg.transport == "websockets"  # the SDK tunnels only AMQP over WebSockets through a proxy
+    kwargs = client_kwargs(cfg)
+    assert str(kwargs["transport_type"]).endswith("AmqpOverWebsocket")
+    assert kwargs["http_proxy"] == {"proxy_hostname": "proxy.corp", "proxy_port": 8080}
+
+
+# ---------------------------------------------------------------- auth
+async def test_hs256_and_expiry() -> None:
+    auth = Authorizer(jwt_key=SECRET)
+    good = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    assert (await auth({}, {"token": good}))["sub"] == "alice"
+    assert (await auth({"HTTP_AUTHORIZATION": f"Bearer {good}"}, None))["sub"] == "alice"
+    expired = jwt.encode({"sub": "a", "exp": int(time.time()) - 5}, SECRET, algorithm="HS256")
+    for bad, why in ((None, "token is required"), ({"token": "x.y.z"}, "invalid token"),
+                     ({"token": expired}, "token expired"), ({"token": 42}, "token is required")):
+        with pytest.raises(ConnectionRefusedError, match=why):
+            await auth({}, bad)
+    assert (auth.accepted, auth.refused) == (2, 4)
+
+
+async def test_rs256_public_key(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "pub.pem").write_bytes(pem)
+    cfg = from_args(["--connection-string", CONN, "--auth-jwt-public-key-file", str(tmp_path / "pub.pem"),
+                     "--auth-jwt-audience", "chat"], {})
+    auth = Authorizer.from_config(cfg)
+    token = jwt.encode({"sub": "bob", "aud": "chat", "exp": int(time.time()) + 60}, key, algorithm="RS256")
+    assert (await auth({}, {"token": token}))["sub"] == "bob"
+    wrong_aud = jwt.encode({"sub": "bob", "aud": "other", "exp": int(time.time()) + 60}, key, algorithm="RS256")
+    with pytest.raises(ConnectionRefusedError, match="unauthorized"):
+        await auth({}, {"token": wrong_aud})
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode({"sub": "bob", "aud": "chat", "exp": int(time.time()) + 60}, other, algorithm="RS256")
+    with pytest.raises(ConnectionRefusedError, match="invalid token"):
+        await auth({}, {"token": forged})
+
+
+async def callback_allow_alice(environ: dict[str, Any], auth: Any) -> bool | dict[str, Any]:
+    await asyncio.sleep(0)
+    if isinstance(auth, dict) and auth.get("user") == "alice":
+        return {"name": "Alice"}
+    if isinstance(auth, dict) and auth.get("user") == "boom":
+        raise RuntimeError("db down")
+    return False
+
+
+async def test_callback() -> None:
+    auth = Authorizer(callback=load_ref(f"{__name__}:callback_allow_alice", "--auth-callback"))
+    assert await auth({}, {"user": "alice"}) == {"name": "Alice"}
+    with pytest.raises(ConnectionRefusedError, match="rejected by the authorization callback"):
+        await auth({}, {"user": "eve"})
+    with pytest.raises(ConnectionRefusedError, match="callback failed"):
+        await auth({}, {"user": "boom"})
+    assert await Authorizer()({}, None) == {}  # auth off: everyone in
+    assert token_from({}, {"token": None}) is None
+
+
+# ---------------------------------------------------------------- apps
+class _Sio:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+
+def sync_setup(sio: _Sio) -> None:
+    sio.calls.append("sync")
+
+
+async def async_setup(sio: _Sio) -> None:
+    sio.calls.append("async")
+
+
+async def test_setup_apps_sync_and_async() -> None:
+    sio = _Sio()
+    await setup_apps(sio, [f"{__name__}:sync_setup", f"{__name__}:async_setup"])
+    assert sio.calls == ["sync", "async"]
+    with pytest.raises(LoadError, match="has no 'missing'"):
+        load_ref(f"{__name__}:missing", "--app")
+    with pytest.raises(LoadError, match="cannot import"):
+        load_ref("no_such_pkg.mod:setup", "--app")
+
+
+# ---------------------------------------------------------------- chat validation
+def test_room_and_text_rules() -> None:
+    assert room_name("lobby") == "lobby" and room_name({"room": "a.b-c_1"}) == "a.b-c_1"
+    for bad in ("", " lobby", "-x", "a" * 49, "a/b", "chat:x", None, 3, ["x"]):
+        with pytest.raises(ChatError):
+            room_name(bad)
+    assert chat_text("  hi ") == "hi"
+    for bad in ("", "   ", "x" * 2001, None, {"t": 1}):
+        with pytest.raises(ChatError):
+            chat_text(bad)
+
+
+# ---------------------------------------------------------------- metrics
+def test_snapshot_translation() -> None:
+    m = ManagerMetrics()
+    m.observe_batch(3)
+    m.observe_lag(0.25)
+    m.buffer_depth = 7
+    families = {f.name: f for f in translate_snapshot({**m.snapshot(), "weird key!": 1, "text": "skip", "flag": True})}
+    assert families["socketio_servicebus_envelopes_published"].type == "counter"
+    assert families["socketio_servicebus_buffer_depth"].type == "gauge"
+    assert families["socketio_servicebus_buffer_depth"].samples[0].value == 7
+    assert families["socketio_servicebus_batch_size"].type == "histogram"
+    assert families["socketio_servicebus_lag_seconds"].type == "summary"
+    assert "socketio_servicebus_weird_key" in families
+    assert "socketio_servicebus_text" not in families
+    assert families["socketio_servicebus_flag"].samples[0].value == 1
+    assert not any(n.startswith("socketio_servicebus_batch_size_le") for n in families)
