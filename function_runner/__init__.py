@@ -1,0 +1,19 @@
+"""A local runner for the Function App: ``python -m function_runner``.
+
+It loads ``function_app.app``, reads every function's bindings from the app's own metadata
+(``app.get_functions()`` -> ``get_function_json()``) and runs them the way the Functions host
+would, without Core Tools:
+
+* ``serviceBusTrigger`` (topic/subscription or queue): an aio peek-lock receiver through the
+  binding's ``connection`` setting (``<Name>`` connection string or ``<Name>__fullyQualifiedNamespace``),
+  a real ``azure.functions.ServiceBusMessage`` per message, complete on success, abandon on
+  exception (Service Bus redelivers, then dead-letters after MaxDeliveryCount), lock renewal;
+  ``maxConcurrentCalls``, ``prefetchCount`` and ``maxAutoLockRenewalDuration`` from ``host.json``.
+* ``httpTrigger``: an aiohttp server at ``/api/<route>`` building a real ``func.HttpRequest`` and
+  returning the ``func.HttpResponse``; ``authLevel`` ``function``/``admin`` need the local key
+  (``x-functions-key`` header or ``?code=``); CORS from ``local.settings.json`` ``Host.CORS``.
+"""
+
+from .app import FunctionSpec, load_app, load_settings, specs_of
+
+__all__ = ["FunctionSpec", "load_app", "load_settings", "specs_of"]

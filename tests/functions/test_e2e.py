@@ -1,0 +1,237 @@
+"""End to end: the local runner (a real subprocess) running function_app against the Service Bus
+emulator (one namespace per region, subscriptions from topology.json), Azurite Table Storage and a
+Web PubSub recorder.
+
+Regions: ``eu``, ``us``, ``asia`` form a full mesh; ``edge`` is a spoke reachable only through
+``eu`` (``"neighbors": ["eu"]``). Every region has a ``test-all`` subscription (``1=1``) through
+which the tests count the copies that land in each region's topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode, ServiceBusSubQueue
+
+from shared.envelope import Batch
+from shared.sbadmin import servicebus_client
+from tests.support.emulator_process import EmulatorProcess
+from tests.support.stack_config import region_settings, stack_config
+
+from .conftest import FUNCTION_KEY, WPS_KEY, Runner
+from .helpers import emit_envelope
+
+REGIONS = ["eu", "us", "asia", "edge"]
+NEIGHBORS = {"edge": ["eu"]}
+TOPIC = "socketio"
+QUIET = 2.0  # seconds of silence after which "no more copies arrive" is asserted
+
+
+class Stack:
+    def __init__(self, emulator: EmulatorProcess, runner: Runner, table: str) -> None:
+        self.emulator = emulator
+        self.runner = runner
+        self.table = table
+
+    def conn(self, region: str) -> str:
+        return self.emulator.connection_string(region)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, azurite, recorder) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    cfg = tmp_path_factory.mktemp("stack") / "Config.json"
+    cfg.write_text(json.dumps(stack_config(REGIONS, extra_subscriptions={"test-all": "1=1"})))
+    emulator = EmulatorProcess(cfg)
+    emulator.start()
+    table = "e2e" + uuid.uuid4().hex[:10]
+    env = region_settings({r: emulator.connection_string(r) for r in REGIONS}, home="eu", neighbors=NEIGHBORS)
+    env.update({
+        "TablesConnection": azurite.connection_string,
+        "SIO_HISTORY_TABLE": table,
+        "WebPubSubConnection": f"Endpoint=http://127.0.0.1:{recorder.port};AccessKey={WPS_KEY};Version=1.0;",
+        "SIO_HOOKS_MODULE": "tests.functions.e2e_hooks",
+    })
+    runner = Runner(env)
+    try:
+        runner.start()
+        yield Stack(emulator, runner, table)
+    finally:
+        runner.stop()
+        emulator.stop()
+
+
+async def publish(conn: str, batch: Batch, message_id: str, *, props: dict[str, Any] | None = None,
+                  body: bytes | None = None) -> None:
+    async with servicebus_client(connection_string=conn) as client, client.get_topic_sender(TOPIC) as sender:
+        await sender.send_messages(ServiceBusMessage(
+            body if body is not None else batch.encode(), message_id=message_id,
+            application_properties=props if props is not None else batch.application_properties()))
+
+
+async def collect(stack: Stack, message_id: str, expect: dict[str, int], wait: float = 20.0) -> dict[str, list[Any]]:
+    """Drain ``test-all`` of every region until ``expect`` copies of ``message_id`` arrived, then
+    keep listening for QUIET seconds so extra copies would be seen."""
+    got: dict[str, list[Any]] = {r: [] for r in REGIONS}
+
+    async def drain(region: str, stop: asyncio.Event) -> None:
+        async with servicebus_client(connection_string=stack.conn(region)) as client, client.get_subscription_receiver(
+                TOPIC, "test-all", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as rx:
+            while not stop.is_set():
+                for m in await rx.receive_messages(max_message_count=50, max_wait_time=0.5):
+                    if m.message_id == message_id:
+                        got[region].append(m)
+
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(drain(r, stop)) for r in REGIONS]
+    deadline = time.monotonic() + wait
+    try:
+        while time.monotonic() < deadline:
+            if all(len(got[r]) >= n for r, n in expect.items()):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(QUIET)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    return got
+
+
+def counts(got: dict[str, list[Any]]) -> dict[str, int]:
+    return {r: len(v) for r, v in got.items()}
+
+
+def batch_of(msg: Any) -> Batch:
+    return Batch.decode(b"".join(msg.body))
+
+
+@pytest.mark.parametrize("origin", ["us", "edge", "eu"])
+async def test_each_region_gets_exactly_one_copy(stack: Stack, origin: str) -> None:
+    envs = tuple(emit_envelope(origin, data=i, room="r") for i in range(3))
+    mid = f"mesh-{origin}-{uuid.uuid4().hex[:8]}"
+    await publish(stack.conn(origin), Batch(envs, 0, (origin,)), mid)
+    got = await collect(stack, mid, {r: 1 for r in REGIONS})
+    assert counts(got) == {r: 1 for r in REGIONS}, stack.runner.output[-30:]
+    for region in REGIONS:
+        (msg,) = got[region]
+        batch = batch_of(msg)
+        assert [e.id for e in batch.envelopes] == [e.id for e in envs]  # batches stay batches
+        assert batch.visited[0] == origin and batch.visited[-1] == region
+        assert batch.hops == len(batch.visited) - 1
+    # spokes only via their hub
+    if origin != "edge":
+        assert batch_of(got["edge"][0]).visited[-2:] == ("eu", "edge")
+    else:
+        assert batch_of(got["us"][0]).visited == ("edge", "eu", "us")
+
+
+async def test_malformed_message_is_dead_lettered_by_service_bus(stack: Stack) -> None:
+    mid = f"bad-{uuid.uuid4().hex[:8]}"
+    await publish(stack.conn("asia"), None, mid, body=b"{this is not a batch", props={"sio_kind": "emit"})  # type: ignore[arg-type]
+    async with servicebus_client(connection_string=stack.conn("asia")) as client, client.get_subscription_receiver(
+            TOPIC, "router", sub_queue=ServiceBusSubQueue.DEAD_LETTER,
+            receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as dlq:
+        found = []
+        deadline = time.monotonic() + 30
+        while not found and time.monotonic() < deadline:
+            found = [m for m in await dlq.receive_messages(max_message_count=10, max_wait_time=1) if m.message_id == mid]
+    assert found, stack.runner.output[-20:]
+    assert found[0].dead_letter_reason == "MaxDeliveryCountExceeded"
+    failures = stack.runner.lines(rf"router_asia: message {mid} failed .*Unroutable: malformed:not-json")
+    assert len(failures) == 10  # topology.json router maxDeliveryCount
+
+
+async def http(stack: Stack, method: str, path: str, *, key: str | None = FUNCTION_KEY, **kwargs: Any) -> tuple[int, Any]:
+    headers = kwargs.pop("headers", {})
+    if key is not None:
+        headers["x-functions-key"] = key
+    async with aiohttp.ClientSession() as session, session.request(
+            method, f"{stack.runner.base}/{path}", headers=headers, **kwargs) as resp:
+        text = await resp.text()
+        try:
+            return resp.status, json.loads(text) if text else None
+        except ValueError:
+            return resp.status, text
+
+
+async def test_emit_api_validation_and_auth(stack: Stack) -> None:
+    assert (await http(stack, "POST", "emit", key=None, json={"event": "chat"}))[0] == 401
+    assert (await http(stack, "POST", "emit", key="wrong", json={"event": "chat"}))[0] == 401
+    status, doc = await http(stack, "POST", "emit", data=b"{oops", headers={"content-type": "application/json"})
+    assert status == 400 and "not valid JSON" in doc["error"]
+    status, doc = await http(stack, "POST", "emit", json={"event": ["chat"], "room": 3})
+    assert status == 400 and "'event' must be a non-empty string" in doc["error"] and "'room'" in doc["error"]
+    status, doc = await http(stack, "POST", "emit", json={"event": "chat", "data": "x" * 300_000})
+    assert status == 400 and "limit is 262144 bytes" in doc["error"]
+    status, _ = await http(stack, "GET", "emit")
+    assert status == 405
+    # ?code= works like the header
+    status, doc = await http(stack, "POST", f"emit?code={FUNCTION_KEY}", key=None, json={"event": "ping", "room": "x"})
+    assert status == 202 and doc["region"] == "eu"
+
+
+async def test_persisted_emits_reach_history_in_order_and_webpubsub_once(stack: Stack, recorder) -> None:  # type: ignore[no-untyped-def]
+    recorder.clear()
+    room = f"hist/{uuid.uuid4().hex[:6]}#1"
+    ids = []
+    for i in range(5):
+        status, doc = await http(stack, "POST", "emit", json={"event": "chat", "room": room, "data": {"n": i},
+                                                              "persist": True})
+        assert status == 202, doc
+        ids.append(doc["id"])
+        await asyncio.sleep(0.01)  # distinct ms timestamps
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 20
+    while len(events) < 5 and time.monotonic() < deadline:
+        status, doc = await http(stack, "GET", "history", params={"ns": "/", "room": room, "limit": "10"})
+        assert status == 200
+        events = doc["events"]
+        await asyncio.sleep(0.2)
+    assert [e["id"] for e in events] == ids
+    assert [e["data"] for e in events] == [{"n": i} for i in range(5)]
+    pages, after = [], None
+    while True:
+        params = {"ns": "/", "room": room, "limit": "2", **({"after": after} if after else {})}
+        status, doc = await http(stack, "GET", "history", params=params)
+        pages.append([e["data"]["n"] for e in doc["events"]])
+        after = doc["next"]
+        if not after:
+            break
+    assert pages == [[0, 1], [2, 3], [4]]
+    # history is anonymous (browsers call it after a reconnect); emit is not
+    assert (await http(stack, "GET", "history", key=None, params={"room": room}))[0] == 200
+    # Web PubSub: one send per emit (originals only), even though copies went to 3 other regions
+    from urllib.parse import quote
+
+    sends = recorder.wait_for(f"/groups/{quote(room, safe='')}/:send", count=5)
+    await asyncio.sleep(QUIET)
+    sends = recorder.matching(f"/groups/{quote(room, safe='')}/:send")
+    assert len(sends) == 5
+    assert sorted(json.loads(s.body)["data"]["n"] for s in sends) == list(range(5))
+    assert all(s.path.startswith("/api/hubs/socketio/") and s.headers["Authorization"].startswith("Bearer ")
+               for s in sends)
+
+
+async def test_failing_hook_is_retried_then_dead_lettered(stack: Stack) -> None:
+    room = f"hook-{uuid.uuid4().hex[:6]}"
+    status, doc = await http(stack, "POST", "emit", json={"event": "explode", "room": room, "persist": True})
+    assert status == 202
+    async with servicebus_client(connection_string=stack.conn("eu")) as client, client.get_subscription_receiver(
+            TOPIC, "persist", sub_queue=ServiceBusSubQueue.DEAD_LETTER,
+            receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as dlq:
+        found = []
+        deadline = time.monotonic() + 30
+        while not found and time.monotonic() < deadline:
+            found = [m for m in await dlq.receive_messages(max_message_count=10, max_wait_time=1)
+                     if doc["id"] in str(m)]
+    assert found and found[0].dead_letter_reason == "MaxDeliveryCountExceeded"
+    assert len(stack.runner.lines(rf"persist_eu: message .* failed .*HookFailed: hook explode failed for event {doc['id']}")) == 5
+    # the row was written (idempotently, 5 times) before the hook failed: not lost
+    status, hist = await http(stack, "GET", "history", params={"room": room})
+    assert [e["id"] for e in hist["events"]] == [doc["id"]]
