@@ -22,7 +22,7 @@ venv: $(STAMP)
 npm: $(NPM_STAMP)
 
 run: $(STAMP) $(NPM_STAMP)
-	$(PY) -m servicebus_emulator
+	$(PY) -m local_stack
 
 emulator: $(STAMP)
 	$(PY) -m servicebus_emulator

@@ -1,0 +1,97 @@
+"""``python -m local_stack`` — what ``make run`` starts: the whole system on this machine.
+
+Prints what runs where, then one live status line (nodes up, clients, envelopes/s); Ctrl-C
+stops every process it started and leaves no port bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+
+import aiohttp
+
+from .stack import LocalStack, StackPorts, scrape
+
+RECEIVED = "socketio_servicebus_envelopes_received_total"
+PUBLISHED = "socketio_servicebus_envelopes_published_total"
+CLIENTS = "relay_connected_clients"
+
+
+def print_table(stack: LocalStack) -> None:
+    rows = stack.describe()
+    width = max(len(r[0]) for r in rows)
+    print("\nsocketio-servicebus local stack\n")
+    for what, region, where in rows:
+        print(f"  {what:<{width}}  {region:<12} {where}")
+    print(f"\n  emit API key (x-functions-key): {stack.function_key}")
+    print(f"  try: open {stack.node_url('a1')}/ and {stack.node_url('factory1')}/, join the same room, chat.")
+    print("  logs: .run/logs/   stop: Ctrl-C\n", flush=True)
+
+
+async def status_loop(stack: LocalStack, stop: asyncio.Event, interval: float) -> None:
+    last_total, last_time = None, time.monotonic()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while not stop.is_set():
+            scraped = await asyncio.gather(*(scrape(session, stack.node_url(n.node_id)) for n in stack.nodes))
+            up = sum(1 for s in scraped if s)
+            clients = int(sum(s.get(CLIENTS, 0) for s in scraped))
+            total = sum(s.get(RECEIVED, 0) + s.get(PUBLISHED, 0) for s in scraped)
+            now = time.monotonic()
+            rate = 0.0 if last_total is None else (total - last_total) / max(now - last_time, 1e-6)
+            last_total, last_time = total, now
+            dead = [n for n, p in stack.processes.items() if not p.alive()]
+            extra = f"  DOWN: {', '.join(dead)}" if dead else ""
+            line = f"nodes {up}/{len(stack.nodes)}  clients {clients}  envelopes/s {rate:8.1f}{extra}"
+            if sys.stdout.isatty():
+                print("\r" + line.ljust(100), end="", flush=True)
+            else:
+                print(line, flush=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+
+async def run(args: argparse.Namespace) -> int:
+    ports = StackPorts.ephemeral() if args.ephemeral else StackPorts()
+    stack = LocalStack(ports=ports)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print("starting: emulator (2 regions), azurite, web pubsub recorder, functions, 4 relay nodes ...", flush=True)
+    try:
+        await stack.start()
+    except Exception as exc:  # noqa: BLE001 - report and exit non-zero, everything already stopped
+        print(f"local-stack: could not start: {exc}", file=sys.stderr)
+        return 1
+    print_table(stack)
+    deadline = time.monotonic() + args.duration if args.duration else None
+    status = asyncio.create_task(status_loop(stack, stop, args.status_interval))
+    while not stop.is_set():
+        if deadline is not None and time.monotonic() >= deadline:
+            stop.set()
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    await status
+    print("\nstopping ...", flush=True)
+    await stack.stop()
+    print("stopped.", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__.splitlines()[0])
+    parser.add_argument("--ephemeral", action="store_true", help="ephemeral ports instead of 5672/8001.../7071")
+    parser.add_argument("--duration", type=float, default=0, help="stop by itself after N seconds (0 = until Ctrl-C)")
+    parser.add_argument("--status-interval", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""Start and stop the whole local system; used by ``python -m local_stack`` and the e2e tests.
+
+Two regions (``westeurope`` with relay nodes ``a1`` and ``a2``; ``northeurope`` with ``b1`` and
+the on-premise node ``factory1``, which joins with a topic-scoped Listen+Send key and a
+pre-provisioned subscription), one emulator process serving both namespaces, Azurite (Table
+Storage), a Web PubSub recorder, and the Functions app under the local runner (router, persist,
+Web PubSub edge per region; history, emit and negotiate over HTTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.topology import load_topology
+
+from .processes import ROOT, ManagedProcess, free_port, python_args
+from .topology_config import ROOT_KEY_NAME, RegionSpec, connection_string, emulator_config
+from .webpubsub_recorder import connection_string as webpubsub_connection_string
+
+STATE_FILE = "stack.json"
+
+
+@dataclass
+class NodeSpec:
+    node_id: str
+    region: str
+    on_prem: bool = False
+    port: int = 0
+
+
+@dataclass
+class StackPorts:
+    emulator: int = 5672  # region i gets emulator + i
+    azurite: int = 10002
+    functions: int = 7071
+    recorder: int = 7072
+    first_node: int = 8001
+
+    @classmethod
+    def ephemeral(cls) -> StackPorts:
+        return cls(emulator=0, azurite=free_port(), functions=free_port(), recorder=free_port(), first_node=0)
+
+
+@dataclass
+class LocalStack:
+    """The processes of the local stack and what they listen on."""
+
+    run_dir: Path = field(default_factory=lambda: ROOT / ".run")
+    ports: StackPorts = field(default_factory=StackPorts)
+    regions: list[RegionSpec] = field(
+        default_factory=lambda: [RegionSpec("westeurope"), RegionSpec("northeurope", on_prem_nodes=["factory1"])]
+    )
+    nodes: list[NodeSpec] = field(
+        default_factory=lambda: [
+            NodeSpec("a1", "westeurope"),
+            NodeSpec("a2", "westeurope"),
+            NodeSpec("b1", "northeurope"),
+            NodeSpec("factory1", "northeurope", on_prem=True),
+        ]
+    )
+    node_extra_args: list[str] = field(default_factory=list)
+    function_key: str = field(default_factory=lambda: os.urandom(12).hex())
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    namespace_ports: dict[str, int] = field(default_factory=dict)
+
+    # -- addresses -------------------------------------------------------------------------
+    def region(self, name: str) -> RegionSpec:
+        return next(r for r in self.regions if r.name == name)
+
+    def connection_string(self, region: str) -> str:
+        spec = self.region(region)
+        return connection_string(self.namespace_ports[region], ROOT_KEY_NAME, spec.root_key)
+
+    def on_prem_connection_string(self, region: str) -> str:
+        spec = self.region(region)
+        return connection_string(self.namespace_ports[region], load_topology()["onPremPolicy"], spec.on_prem_key)
+
+    def node_url(self, node_id: str) -> str:
+        node = next(n for n in self.nodes if n.node_id == node_id)
+        return f"http://127.0.0.1:{node.port}"
+
+    @property
+    def functions_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.functions}/api"
+
+    @property
+    def recorder_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.recorder}"
+
+    @property
+    def tables_connection_string(self) -> str:
+        from shared.connections import AZURITE_ACCOUNT_KEY
+
+        return (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={AZURITE_ACCOUNT_KEY};"
+            f"TableEndpoint=http://127.0.0.1:{self.ports.azurite}/devstoreaccount1;"
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def clean_stale(self) -> list[int]:
+        """Stop what a previous run that crashed left behind (by the PIDs it recorded)."""
+        state = self.run_dir / STATE_FILE
+        killed: list[int] = []
+        if not state.exists():
+            return killed
+        try:
+            pids = [int(p) for p in json.loads(state.read_text()).get("pids", [])]
+        except (ValueError, OSError):
+            pids = []
+        for pid in pids:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"servicebus_emulator" in cmdline or b"relay_node" in cmdline or b"function_runner" in cmdline \
+                    or b"azurite" in cmdline or b"local_stack" in cmdline:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+                killed.append(pid)
+        state.unlink(missing_ok=True)
+        return killed
+
+    def _record_state(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        pids = [p.pid for p in self.processes.values() if p.pid]
+        (self.run_dir / STATE_FILE).write_text(json.dumps({"pids": pids, "started": time.time()}))
+
+    async def _spawn(self, proc: ManagedProcess, timeout: float = 40.0) -> ManagedProcess:
+        self.processes[proc.name] = proc
+        await proc.start(timeout)
+        self._record_state()
+        return proc
+
+    async def start(self) -> None:
+        self.clean_stale()
+        logs = self.run_dir / "logs"
+        if logs.exists():
+            shutil.rmtree(logs)
+        config_path = self.run_dir / "emulator-config.json"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(json.dumps(emulator_config(self.regions), indent=2))
+        try:
+            await self._start_all(config_path, logs)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_emulator(self, config_path: Path, logs: Path, port: int, timeout: float = 40.0) -> ManagedProcess:
+        return await self._spawn(
+            ManagedProcess(
+                "emulator",
+                python_args("servicebus_emulator", "--config", str(config_path), "--port", str(port)),
+                ready_pattern=r"servicebus-emulator ready",
+                log_dir=logs,
+            ),
+            timeout,
+        )
+
+    def kill_emulator(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the emulator (SIGKILL by default: a broker crash) without waiting."""
+        proc = self.processes.get("emulator")
+        if proc is not None:
+            proc.signal(sig)
+
+    async def restart_emulator(self) -> None:
+        """Start the emulator again on the same namespace ports (killing it first if it still runs).
+
+        The emulator keeps no state: it comes back with what its config provisions (topic,
+        function subscriptions, pre-provisioned on-premise subscriptions, keys); subscriptions
+        created at runtime (relay nodes' ``node-<id>``) and messages are gone.
+        """
+        old = self.processes.get("emulator")
+        if old is not None:
+            if old.alive():
+                old.signal(signal.SIGKILL)
+            await old.stop(timeout=5)
+        config = emulator_config(self.regions)
+        for ns, region in zip(config["UserConfig"]["Namespaces"], self.regions, strict=True):
+            ns["Port"] = self.namespace_ports[region.name]  # pinned: clients keep their connection strings
+        config_path = self.run_dir / "emulator-config.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        first = self.namespace_ports[self.regions[0].name]
+        deadline = time.monotonic() + 15
+        while True:  # the kernel may hold a just-closed port for a moment
+            try:
+                await self._start_emulator(config_path, self.run_dir / "logs", first, timeout=10)
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def _start_all(self, config_path: Path, logs: Path) -> None:
+        emulator = await self._start_emulator(config_path, logs, self.ports.emulator)
+        for line in emulator.tail:
+            for region in self.regions:
+                marker = f"namespace {region.namespace}: "
+                if line.startswith(marker):
+                    self.namespace_ports[region.name] = int(line.split("sb://localhost:")[1].split(";")[0])
+        azurite_bin = ROOT / "node_modules" / ".bin" / "azurite-table"
+        if not azurite_bin.exists():
+            raise RuntimeError("node_modules/.bin/azurite-table is missing: run `npm install` (make run does it)")
+        azurite_dir = self.run_dir / "azurite"
+        if azurite_dir.exists():
+            shutil.rmtree(azurite_dir)
+        await asyncio.gather(
+            self._spawn(
+                ManagedProcess(
+                    "azurite",
+                    [str(azurite_bin), "--tableHost", "127.0.0.1", "--tablePort", str(self.ports.azurite),
+                     "--location", str(azurite_dir), "--skipApiVersionCheck", "--loose", "--disableTelemetry"],
+                    ready_pattern=r"successfully (started|listening)",
+                    log_dir=logs,
+                )
+            ),
+            self._spawn(
+                ManagedProcess(
+                    "webpubsub-recorder",
+                    python_args("local_stack.webpubsub_recorder", "--port", str(self.ports.recorder)),
+                    ready_pattern=r"listening on",
+                    log_dir=logs,
+                )
+            ),
+        )
+        await asyncio.gather(self._start_functions(logs), *(self._start_node(n, logs) for n in self.nodes))
+
+    def functions_env(self) -> dict[str, str]:
+        topo = load_topology()
+        settings = topo["appSettings"]
+        home = self.regions[0].name
+        env = {
+            settings["serviceBusConnection"]: self.connection_string(home),
+            settings["region"]: home,
+            settings["regionMap"]: json.dumps({r.name: {} for r in self.regions}),
+            settings["topic"]: topo["topic"],
+            settings["tablesConnection"]: self.tables_connection_string,
+            settings["webPubSubConnection"]: webpubsub_connection_string(self.ports.recorder),
+            "FUNCTIONS_LOCAL_KEY": self.function_key,
+        }
+        for region in self.regions:
+            name = str(topo["regionConnectionTemplate"]).replace("{region}", region.name)
+            env[name] = self.connection_string(region.name)
+        return env
+
+    async def _start_functions(self, logs: Path) -> None:
+        settings = self.run_dir / "local.settings.json"
+        settings.write_text(json.dumps({"IsEncrypted": False, "Values": {}, "Host": {"CORS": "*"}}))
+        await self._spawn(
+            ManagedProcess(
+                "functions",
+                python_args("function_runner", "--port", str(self.ports.functions), "--settings", str(settings)),
+                env=self.functions_env(),
+                ready_pattern=r"function-runner: ready",
+                log_dir=logs,
+            ),
+            timeout=60,
+        )
+
+    async def _start_node(self, node: NodeSpec, logs: Path) -> None:
+        index = self.nodes.index(node)
+        port = self.ports.first_node + index if self.ports.first_node else 0
+        conn = self.on_prem_connection_string(node.region) if node.on_prem else self.connection_string(node.region)
+        args = [
+            "--host", "127.0.0.1", "--port", str(port), "--node-id", node.node_id, "--region", node.region,
+            "--history-url", f"http://127.0.0.1:{self.ports.functions}/api/history",
+            *self.node_extra_args,
+        ]
+        if node.on_prem:
+            args += ["--subscription", load_topology()["nodeSubscription"]["prefix"] + node.node_id]
+        proc = await self._spawn(
+            ManagedProcess(
+                f"node-{node.node_id}",
+                python_args("relay_node", *args),
+                env={"SERVICEBUS_CONNECTION_STRING": conn},
+                ready_pattern=r"relay-node listening on http://[^:]+:(?P<port>\d+)",
+                log_dir=logs,
+            ),
+            timeout=60,
+        )
+        node.port = int(proc.matches["port"])
+
+    async def stop(self) -> None:
+        """Stop everything started, relay nodes first (they delete their subscriptions)."""
+        nodes = [p for n, p in self.processes.items() if n.startswith("node-")]
+        services = [self.processes[n] for n in ("functions", "webpubsub-recorder", "azurite") if n in self.processes]
+        for group in (nodes, services, [self.processes.get("emulator")]):
+            await asyncio.gather(*(p.stop() for p in group if p is not None))
+        (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+
+    # -- status ----------------------------------------------------------------------------
+    def describe(self) -> list[tuple[str, str, str]]:
+        rows = []
+        for region in self.regions:
+            rows.append(("emulator", region.name, f"sb://localhost:{self.namespace_ports.get(region.name)}"))
+        for node in self.nodes:
+            kind = "on-prem node" if node.on_prem else "relay node"
+            rows.append((f"{kind} {node.node_id}", node.region, f"{self.node_url(node.node_id)}/  (metrics /metrics)"))
+        rows.append(("functions", "all", f"{self.functions_url}/emit  /history  /negotiate"))
+        rows.append(("azurite tables", "-", f"http://127.0.0.1:{self.ports.azurite}"))
+        rows.append(("web pubsub recorder", "-", f"{self.recorder_url}/recorded"))
+        return rows
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Sum samples by metric name from Prometheus text (labels dropped)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_part, _, value = line.rpartition(" ")
+        name = name_part.split("{", 1)[0]
+        try:
+            out[name] = out.get(name, 0.0) + float(value)
+        except ValueError:
+            continue
+    return out
+
+
+async def scrape(session: Any, url: str) -> dict[str, float]:
+    try:
+        async with session.get(url + "/metrics") as resp:
+            if resp.status != 200:
+                return {}
+            return parse_metrics(await resp.text())
+    except Exception:  # noqa: BLE001 - a node that is down shows as down
+        return {}
