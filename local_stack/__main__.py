@@ -12,6 +12,7 @@ import contextlib
 import signal
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -57,7 +58,7 @@ async def status_loop(stack: LocalStack, stop: asyncio.Event, interval: float) -
 
 async def run(args: argparse.Namespace) -> int:
     ports = StackPorts.ephemeral() if args.ephemeral else StackPorts()
-    stack = LocalStack(ports=ports)
+    stack = LocalStack(ports=ports, **({"run_dir": Path(args.run_dir)} if args.run_dir else {}))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ephemeral", action="store_true", help="ephemeral ports instead of 5672/8001.../7071")
     parser.add_argument("--duration", type=float, default=0, help="stop by itself after N seconds (0 = until Ctrl-C)")
     parser.add_argument("--status-interval", type=float, default=2.0)
+    parser.add_argument("--run-dir", default=None, help="state, logs and data (default .run/ in the repository)")
     args = parser.parse_args(argv)
     return asyncio.run(run(args))
 

@@ -9,7 +9,6 @@ import re
 import signal
 import socket
 import sys
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ class ManagedProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    async def start(self, timeout: float = 30.0) -> None:
+    async def start(self, ready_within: float = 30.0) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = await asyncio.create_subprocess_exec(
             *self.args,
@@ -59,10 +58,10 @@ class ManagedProcess:
         if self.ready_pattern is None:
             return
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            await asyncio.wait_for(self._ready.wait(), ready_within)
         except TimeoutError as exc:
             raise RuntimeError(
-                f"{self.name} did not become ready within {timeout:.0f} s; last output:\n" + "\n".join(self.tail)
+                f"{self.name} did not become ready within {ready_within:.0f} s; last output:\n" + "\n".join(self.tail)
             ) from exc
 
     async def _read(self) -> None:
@@ -70,7 +69,7 @@ class ManagedProcess:
         log = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            log = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - closed below
+            log = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115, ASYNC230 - small appends, closed below
         try:
             stream = self.proc.stdout
             while True:
@@ -103,16 +102,15 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
 
-    async def stop(self, timeout: float = 15.0) -> int | None:
+    async def stop(self, grace: float = 15.0) -> int | None:
+        """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
         if self.proc is None:
             return None
         self.signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while self.alive() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if self.alive():
+        try:
+            await asyncio.wait_for(self.proc.wait(), grace)
+        except TimeoutError:
             self.signal(signal.SIGKILL)
-            await asyncio.sleep(0.1)
         code = await self.proc.wait()
         if self._reader is not None:
             with contextlib.suppress(Exception):

@@ -135,9 +135,9 @@ class LocalStack:
         pids = [p.pid for p in self.processes.values() if p.pid]
         (self.run_dir / STATE_FILE).write_text(json.dumps({"pids": pids, "started": time.time()}))
 
-    async def _spawn(self, proc: ManagedProcess, timeout: float = 40.0) -> ManagedProcess:
+    async def _spawn(self, proc: ManagedProcess, ready_within: float = 40.0) -> ManagedProcess:
         self.processes[proc.name] = proc
-        await proc.start(timeout)
+        await proc.start(ready_within)
         self._record_state()
         return proc
 
@@ -263,7 +263,7 @@ class LocalStack:
                 ready_pattern=r"function-runner: ready",
                 log_dir=logs,
             ),
-            timeout=60,
+            ready_within=60,
         )
 
     async def _start_node(self, node: NodeSpec, logs: Path) -> None:
@@ -285,7 +285,7 @@ class LocalStack:
                 ready_pattern=r"relay-node listening on http://[^:]+:(?P<port>\d+)",
                 log_dir=logs,
             ),
-            timeout=60,
+            ready_within=60,
         )
         node.port = int(proc.matches["port"])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,21 +43,41 @@ def _sql_rule(name: str, sql: str) -> dict[str, Any]:
     return {"Name": name, "Properties": {"FilterType": "Sql", "SqlFilter": {"SqlExpression": sql}}}
 
 
-def namespace_config(region: RegionSpec, *, lock_duration: str | None = None) -> dict[str, Any]:
+def function_subscriptions(
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The Function App's ``router``/``persist``/``webpubsub`` subscriptions in Config.json form.
+
+    ``overrides`` maps a logical name (``router``) to Properties to change, e.g.
+    ``{"router": {"MaxDeliveryCount": 3}}``.
+    """
     topo = load_topology()
     subs: list[dict[str, Any]] = []
-    for spec in topo["functionSubscriptions"].values():
-        subs.append(
-            {
-                "Name": spec["name"],
-                "Properties": {
-                    "LockDuration": lock_duration or spec["lockDuration"],
-                    "MaxDeliveryCount": spec["maxDeliveryCount"],
-                    "DefaultMessageTimeToLive": spec["defaultMessageTimeToLive"],
-                },
-                "Rules": [_sql_rule(spec["rule"], spec["sql"])],
-            }
-        )
+    for key, spec in topo["functionSubscriptions"].items():
+        props = {
+            "LockDuration": spec["lockDuration"],
+            "MaxDeliveryCount": spec["maxDeliveryCount"],
+            "DefaultMessageTimeToLive": spec["defaultMessageTimeToLive"],
+            "DeadLetteringOnMessageExpiration": False,
+            "RequiresSession": False,
+        }
+        props.update((overrides or {}).get(key, {}))
+        subs.append({"Name": spec["name"], "Properties": props, "Rules": [_sql_rule(spec["rule"], spec["sql"])]})
+    return subs
+
+
+def topic_properties() -> dict[str, Any]:
+    props = load_topology()["topicProperties"]
+    return {
+        "RequiresDuplicateDetection": props["requiresDuplicateDetection"],
+        "DuplicateDetectionHistoryTimeWindow": props["duplicateDetectionHistoryTimeWindow"],
+        "DefaultMessageTimeToLive": props["defaultMessageTimeToLive"],
+    }
+
+
+def namespace_config(region: RegionSpec) -> dict[str, Any]:
+    topo = load_topology()
+    subs = function_subscriptions()
     node = topo["nodeSubscription"]
     for node_id in region.on_prem_nodes:
         subs.append(
@@ -72,7 +93,7 @@ def namespace_config(region: RegionSpec, *, lock_duration: str | None = None) ->
         )
     topic: dict[str, Any] = {
         "Name": topo["topic"],
-        "Properties": {"RequiresDuplicateDetection": True, "DuplicateDetectionHistoryTimeWindow": "PT10M"},
+        "Properties": topic_properties(),
         "Subscriptions": subs,
     }
     if region.on_prem_nodes:

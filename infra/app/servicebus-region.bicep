@@ -72,9 +72,11 @@ resource topic 'Microsoft.ServiceBus/namespaces/topics@2024-01-01' = {
   name: topology.topic
   properties: {
     enableBatchedOperations: true
-    maxSizeInMegabytes: 1024
-    defaultMessageTimeToLive: 'P1D'
-    requiresDuplicateDetection: false
+    maxSizeInMegabytes: topology.topicProperties.maxSizeInMegabytes
+    defaultMessageTimeToLive: topology.topicProperties.defaultMessageTimeToLive
+    // router retries re-send with the same message id: Service Bus drops the copy
+    requiresDuplicateDetection: topology.topicProperties.requiresDuplicateDetection
+    duplicateDetectionHistoryTimeWindow: topology.topicProperties.duplicateDetectionHistoryTimeWindow
     supportOrdering: false
   }
 }

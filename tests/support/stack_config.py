@@ -18,41 +18,10 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from local_stack.topology_config import function_subscriptions
 from shared.topology import load_topology
 
 __all__ = ["stack_config", "namespace_config", "region_settings", "function_subscriptions"]
-
-
-def function_subscriptions(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """The ``router``/``persist``/``webpubsub`` subscriptions in emulator Config.json form.
-
-    ``overrides`` maps a logical name (``router``) to Properties to change, e.g.
-    ``{"router": {"MaxDeliveryCount": 3}}``.
-    """
-    topo = load_topology()
-    subs = []
-    for key, spec in topo["functionSubscriptions"].items():
-        props = {
-            "LockDuration": spec["lockDuration"],
-            "MaxDeliveryCount": spec["maxDeliveryCount"],
-            "DefaultMessageTimeToLive": spec["defaultMessageTimeToLive"],
-            "DeadLetteringOnMessageExpiration": False,
-            "RequiresSession": False,
-        }
-        props.update((overrides or {}).get(key, {}))
-        subs.append(
-            {
-                "Name": spec["name"],
-                "Properties": props,
-                "Rules": [
-                    {
-                        "Name": spec["rule"],
-                        "Properties": {"FilterType": "Sql", "SqlFilter": {"SqlExpression": spec["sql"]}},
-                    }
-                ],
-            }
-        )
-    return subs
 
 
 def _extra(name: str, sql: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -76,7 +45,8 @@ def namespace_config(
     """One region's namespace. ``extra_subscriptions``: name -> SQL filter (or a full subscription dict).
 
     ``duplicate_detection``: an ISO duration to turn on the topic's duplicate detection (the
-    deployed topic has it off; see docs/functions.md).
+    deployed topic has it on, see ``topicProperties`` in topology.json; tests leave it off to prove
+    that receivers drop the router's retry duplicates by themselves).
     """
     topo = load_topology()
     topic_props: dict[str, Any] = {"DefaultMessageTimeToLive": "P1D"}
