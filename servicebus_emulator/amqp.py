@@ -96,7 +96,7 @@ class EntitySender:
     def deliver(self, entry: Entry, store: MessageStore) -> None:
         payload = self.conn.runtime.encode_entry(entry)
         token = entry.lock_token if entry.lock_token is not None else uuid.uuid4()
-        delivery = self.link.delivery(token.bytes_le)
+        delivery = self.link.delivery(token.bytes_le)  # type: ignore[arg-type]  # proton hints str; tags are bytes
         delivery.ctx = ("entity", self, token)
         self.link.send(payload)
         self.link.advance()
@@ -126,7 +126,7 @@ class AmqpConnection(asyncio.Protocol):
         self.transport.max_frame_size = MAX_FRAME
         sasl = self.transport.sasl()
         sasl.allowed_mechs("ANONYMOUS")
-        sasl.done(sasl.OK)
+        sasl.done(sasl.OK)  # type: ignore[no-untyped-call]
         self.transport.bind(self.connection)
         self.collector = Collector()
         self.connection.collect(self.collector)
@@ -193,7 +193,7 @@ class AmqpConnection(asyncio.Protocol):
                 return
             if pending == 0:
                 return
-            self.io.write(bytes(self.transport.peek(pending)))
+            self.io.write(bytes(self.transport.peek(pending) or b""))
             self.transport.pop(pending)
 
     # -- events ----------------------------------------------------------------------------
@@ -216,23 +216,23 @@ class AmqpConnection(asyncio.Protocol):
             self.connection.open()
         elif kind == Event.CONNECTION_REMOTE_CLOSE:
             self.connection.close()
-        elif kind == Event.SESSION_REMOTE_OPEN:
+        elif kind == Event.SESSION_REMOTE_OPEN and event.session is not None:
             event.session.incoming_capacity = 64 * MAX_FRAME
             event.session.open()
-        elif kind == Event.SESSION_REMOTE_CLOSE:
+        elif kind == Event.SESSION_REMOTE_CLOSE and event.session is not None:
             event.session.close()
-        elif kind == Event.LINK_REMOTE_OPEN:
+        elif kind == Event.LINK_REMOTE_OPEN and event.link is not None:
             self._on_attach(event.link)
-        elif kind in (Event.LINK_REMOTE_CLOSE, Event.LINK_REMOTE_DETACH):
+        elif kind in (Event.LINK_REMOTE_CLOSE, Event.LINK_REMOTE_DETACH) and event.link is not None:
             self._on_detach(event.link)
-        elif kind == Event.LINK_FLOW:
+        elif kind == Event.LINK_FLOW and event.link is not None:
             link = event.link
             ctx = getattr(link, "ctx", None)
             if ctx is not None and ctx[0] == "entity-out":
                 ctx[1].store.dispatch(time.time())
                 if link.drain_mode and link.credit > 0:
                     link.drained()
-        elif kind == Event.DELIVERY:
+        elif kind == Event.DELIVERY and event.delivery is not None:
             self._on_delivery(event.delivery)
         elif kind == Event.TRANSPORT_CLOSED:
             self._close_io()
@@ -327,7 +327,7 @@ class AmqpConnection(asyncio.Protocol):
             return
         if not delivery.readable or delivery.partial:
             return
-        payload = link.recv(delivery.pending)
+        payload = link.recv(delivery.pending) or b""
         link.advance()
         if ctx is None or ctx[0] == "refused":
             delivery.settle()
@@ -386,7 +386,7 @@ class AmqpConnection(asyncio.Protocol):
                     store.abandon(token, now, props or None)
             elif state == Disposition.REJECTED:
                 condition = delivery.remote.condition
-                info = (condition.info if condition else None) or {}
+                info: Any = (condition.info if condition else None) or {}
                 reason = str(info.get(symbol("DeadLetterReason"), info.get("DeadLetterReason", "")) or "")
                 description = str(
                     info.get(symbol("DeadLetterErrorDescription"), info.get("DeadLetterErrorDescription", "")) or ""
@@ -417,7 +417,7 @@ class AmqpConnection(asyncio.Protocol):
         if link is None:
             log.warning("no reply link for %s", reply.correlation_id)
             return
-        delivery = link.delivery(uuid.uuid4().bytes)
+        delivery = link.delivery(uuid.uuid4().bytes)  # type: ignore[arg-type]  # proton hints str; tags are bytes
         delivery.ctx = ("reply",)
         link.send(reply.encode())
         link.advance()
@@ -427,7 +427,7 @@ class AmqpConnection(asyncio.Protocol):
     def _on_cbs(self, payload: bytes) -> None:
         request = Message()
         request.decode(payload)
-        props = request.properties or {}
+        props: dict[Any, Any] = request.properties or {}
         status, description = 200, "OK"
         try:
             if props.get("operation") != "put-token":
@@ -449,7 +449,7 @@ class AmqpConnection(asyncio.Protocol):
     def _on_management(self, entity_parts: list[str], payload: bytes) -> None:
         request = Message()
         request.decode(payload)
-        props = request.properties or {}
+        props: dict[Any, Any] = request.properties or {}
         operation = str(props.get("operation", ""))
         body = request.body if isinstance(request.body, dict) else {}
         app_props: dict[str, Any] = {}
@@ -483,7 +483,7 @@ class AmqpConnection(asyncio.Protocol):
             store = self.namespace.store_for(path)
             tokens = [uuid.UUID(str(t)) for t in _array_values(get.get("lock-tokens"))]
             expirations = [timestamp(int(store.renew(t, now) * 1000)) for t in tokens]
-            return {symbol("expirations"): Array(UNDESCRIBED, Data.TIMESTAMP, *expirations)}, 200
+            return {symbol("expirations"): Array(UNDESCRIBED, Data.TIMESTAMP, *expirations)}, 200  # type: ignore[arg-type]
         if operation == VENDOR + "peek-message":
             self._authorize(parts, "Listen")
             store = self.namespace.store_for(path)
@@ -533,7 +533,7 @@ class AmqpConnection(asyncio.Protocol):
                     msg = self.runtime.to_stored(parsed)
                     entity.check_quota(msg.size)
                     seqs.append(entity.accept(msg, now))
-            return {symbol("sequence-numbers"): Array(UNDESCRIBED, Data.LONG, *seqs)}, 200
+            return {symbol("sequence-numbers"): Array(UNDESCRIBED, Data.LONG, *seqs)}, 200  # type: ignore[arg-type]
         if operation == VENDOR + "cancel-scheduled-message":
             self._authorize(parts, "Send")
             entity = self.namespace.sender_for(path)

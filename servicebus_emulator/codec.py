@@ -106,12 +106,13 @@ def _decode_sections(raw: bytes | memoryview) -> list[tuple[int, Any, bytes]]:
         data.rewind()
         data.next()
         obj = data.get_object()
-        if not isinstance(obj, Described) or int(obj.descriptor) not in _SECTION_CODES:
+        code = int(obj.descriptor) if isinstance(obj, Described) and isinstance(obj.descriptor, int) else -1
+        if code not in _SECTION_CODES:
             raise BadRequest(f"malformed AMQP message: byte {offset} does not start a message section")
-        value = obj.value
+        value = obj.value  # type: ignore[union-attr]  # Described, checked above
         if isinstance(value, memoryview):
             value = bytes(value)
-        out.append((int(obj.descriptor), value, bytes(view[offset : offset + used])))
+        out.append((code, value, bytes(view[offset : offset + used])))
         offset += used
     return out
 
@@ -153,7 +154,7 @@ def parse_transfer(raw: bytes) -> list[Sections]:
     bodies = [value for code, value, _ in sections if code == DATA]
     envelope_only = all(code in _BATCH_ENVELOPE for code, _, _ in sections if code != DATA)
     if bodies and envelope_only:
-        inner = []
+        inner: list[Sections] = []
         for value in bodies:
             if not (isinstance(value, bytes) and value[:2] == b"\x00S"):
                 inner = []

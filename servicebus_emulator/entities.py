@@ -10,8 +10,9 @@ windows and AutoDeleteOnIdle.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from .config import (
     NEVER,
@@ -58,7 +59,7 @@ class Rule:
                     if k in _CORRELATION_KEYS and v not in (None, "")
                 }
                 props = config.correlation.get("Properties") or {}
-                flt = correlation_filter(properties=props, **kwargs)
+                flt: Filter = correlation_filter(properties=props, **kwargs)
             else:
                 flt = sql_filter(config.sql)
             action = sql_action(config.action) if config.action else None
@@ -215,7 +216,7 @@ class Topic:
             if msg is not None:
                 msg.enqueued_at = now
                 self._fan_out(msg, now)
-        for key, sub in list(self.subscriptions.items()):
+        for sub in list(self.subscriptions.values()):
             sub.store.tick(now)
             sub.dlq.tick(now)
             idle = sub.config.auto_delete_on_idle

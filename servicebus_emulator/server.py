@@ -80,7 +80,7 @@ class NamespaceRuntime:
 
     def http_protocol(self) -> asyncio.Protocol:
         assert self._http_runner is not None and self._http_runner.server is not None
-        return self._http_runner.server()  # type: ignore[return-value]
+        return self._http_runner.server()
 
     async def start(self) -> None:
         from .admin_http import make_admin_app

@@ -99,7 +99,7 @@ def parse_emit_request(body: bytes, *, max_bytes: int, content_type: str | None 
         errors.append(f"'persist' must be true or false, got {_type(persist)}")
     if errors:
         raise EmitRequestError("; ".join(errors))
-    return EmitRequest(event=event, data=doc.get("data"), namespace=ns, room=to or room, persist=persist)
+    return EmitRequest(event=str(event), data=doc.get("data"), namespace=ns, room=to or room, persist=persist)
 
 
 def build_envelope(req: EmitRequest, *, node_id: str, region: str) -> Envelope:

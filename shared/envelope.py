@@ -89,6 +89,9 @@ ENVELOPE_SEPARATOR_BYTES = 1
 _MAX_ID_LEN = 128
 
 
+#: Service Bus application properties, typed as ``ServiceBusMessage`` accepts them.
+AppProperties = dict[str | bytes, int | float | bytes | bool | str | uuid.UUID]
+
 class Kind(enum.StrEnum):
     """Envelope kinds.  The first six are python-socketio pub/sub ``method`` s."""
 
@@ -257,7 +260,7 @@ def _check_hops_visited(hops: Any, visited: Any) -> tuple[str, ...]:
     for r in visited:
         if type(r) is not str or not r or "," in r:
             raise _bad("visited", "entries must be non-empty str without ','")
-    return visited
+    return tuple(visited)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,10 +333,10 @@ class Batch:
         except Exception as exc:  # pragma: no cover - defensive: contract is EnvelopeError only
             raise EnvelopeError("bad-shape", f"{type(exc).__name__}: {exc}"[:200]) from None
 
-    def application_properties(self, *, route_done: bool = False) -> dict[str, str | int | bool]:
+    def application_properties(self, *, route_done: bool = False) -> AppProperties:
         """Service Bus application properties for this message (see docs table)."""
         e = self.envelopes[0]
-        props: dict[str, str | int | bool] = {
+        props: AppProperties = {
             PROP_ORIGIN_NODE: e.origin_node,
             PROP_ORIGIN_REGION: e.origin_region,
             PROP_KIND: e.kind.value,
@@ -518,7 +521,7 @@ def pack_batches(
 
 def application_properties(
     batch: Batch | Sequence[Envelope], *, route_done: bool = False
-) -> dict[str, str | int | bool]:
+) -> AppProperties:
     """Application properties for a message carrying ``batch``.
 
     Given a plain sequence of envelopes it is treated as a fresh batch

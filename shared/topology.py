@@ -36,7 +36,8 @@ TOPOLOGY_PATH = Path(__file__).with_name("topology.json")
 @functools.lru_cache(maxsize=1)
 def _load() -> dict[str, Any]:
     with TOPOLOGY_PATH.open("r", encoding="utf-8") as fh:
-        return json.load(fh)
+        data: dict[str, Any] = json.load(fh)
+        return data
 
 
 def load_topology() -> dict[str, Any]:

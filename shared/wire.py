@@ -65,7 +65,7 @@ class EnvelopeError(ValueError):
         self.description = description or reason
         super().__init__(f"{reason}: {self.description}")
 
-    def __reduce__(self):  # keep picklable (e.g. across process pools)
+    def __reduce__(self) -> tuple[Any, ...]:  # keep picklable (e.g. across process pools)
         return (type(self), (self.reason, self.description))
 
 
@@ -77,7 +77,7 @@ class EnvelopeTooLarge(EnvelopeError):
         self.size = size
         self.limit = limit
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.description, self.size, self.limit))
 
 

@@ -46,5 +46,5 @@ async def test_message_typed_in_region_a_page_appears_on_premise_page(stack: Loc
     arrived = [m for m in result["seenInB"] if m["text"] == text]
     assert len(arrived) == 1, result["seenInB"]
     assert arrived[0]["node"] == "a1" and arrived[0]["region"] == "westeurope"
-    for shot in result["screenshots"]:
-        assert Path(shot).stat().st_size > 1000
+    sizes = [Path(shot).stat().st_size for shot in result["screenshots"]]  # noqa: ASYNC240 - test assertion
+    assert len(sizes) == 2 and min(sizes) > 1000

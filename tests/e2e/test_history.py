@@ -26,8 +26,8 @@ async def connect(url: str, room: str, inbox: list[dict[str, Any]]) -> socketio.
     return client
 
 
-async def wait_for(predicate: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: Any, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.1)
