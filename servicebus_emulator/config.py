@@ -197,17 +197,24 @@ def _duration(props: dict[str, Any], key: str, default: float, where: str) -> fl
     return parse_duration(props[key], f"{where}.Properties.{key}")
 
 
+def _delivery_settings(props: dict[str, Any], where: str) -> dict[str, Any]:
+    """What subscriptions and queues share: locks, delivery count, TTL, idle deletion."""
+    return {
+        "lock_duration": _duration(props, "LockDuration", 60.0, where),
+        "max_delivery_count": int(props.get("MaxDeliveryCount", 10)),
+        "default_ttl": _duration(props, "DefaultMessageTimeToLive", NEVER, where),
+        "dead_lettering_on_expiration": bool(props.get("DeadLetteringOnMessageExpiration", False)),
+        "auto_delete_on_idle": _duration(props, "AutoDeleteOnIdle", NEVER, where),
+    }
+
+
 def _subscription(obj: dict[str, Any], where: str) -> SubscriptionConfig:
     if not obj.get("Name"):
         raise ConfigError(f"{where} needs a Name")
     props = _props(obj, where)
     return SubscriptionConfig(
         name=str(obj["Name"]),
-        lock_duration=_duration(props, "LockDuration", 60.0, where),
-        max_delivery_count=int(props.get("MaxDeliveryCount", 10)),
-        default_ttl=_duration(props, "DefaultMessageTimeToLive", NEVER, where),
-        dead_lettering_on_expiration=bool(props.get("DeadLetteringOnMessageExpiration", False)),
-        auto_delete_on_idle=_duration(props, "AutoDeleteOnIdle", NEVER, where),
+        **_delivery_settings(props, where),
         forward_to=str(props.get("ForwardTo") or ""),
         forward_dead_lettered_to=str(props.get("ForwardDeadLetteredMessagesTo") or ""),
         requires_session=bool(props.get("RequiresSession", False)),
@@ -240,11 +247,7 @@ def _queue(obj: dict[str, Any], where: str) -> QueueConfig:
     props = _props(obj, where)
     return QueueConfig(
         name=str(obj["Name"]),
-        lock_duration=_duration(props, "LockDuration", 60.0, where),
-        max_delivery_count=int(props.get("MaxDeliveryCount", 10)),
-        default_ttl=_duration(props, "DefaultMessageTimeToLive", NEVER, where),
-        dead_lettering_on_expiration=bool(props.get("DeadLetteringOnMessageExpiration", False)),
-        auto_delete_on_idle=_duration(props, "AutoDeleteOnIdle", NEVER, where),
+        **_delivery_settings(props, where),
         requires_duplicate_detection=bool(props.get("RequiresDuplicateDetection", False)),
         duplicate_window=_duration(props, "DuplicateDetectionHistoryTimeWindow", 600.0, where),
     )

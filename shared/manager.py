@@ -39,7 +39,7 @@ from typing import Any
 
 from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
 from azure.servicebus.exceptions import MessageSizeExceededError
-from socketio.async_pubsub_manager import AsyncPubSubManager
+from socketio.async_pubsub_manager import AsyncPubSubManager  # type: ignore[import-untyped]
 
 from .batching import Outbox
 from .dedupe import SeenIds
@@ -84,6 +84,20 @@ _CLOSE_FLUSH_TIMEOUT = 5.0
 
 #: max_wait_time of one receive call; also the longest a detached SDK link can stall the loop.
 _RECEIVE_WAIT = 1.0
+#: most messages taken from the SDK's prefetch buffer in one receive call
+_RECEIVE_BATCH = 256
+
+
+def _prefetched(receiver: Any) -> int:
+    """Messages already in the SDK receiver's prefetch buffer (0 if it cannot tell).
+
+    A receive call asking for no more than these returns at once without waiting; asking for
+    more would make the SDK wait up to 0.2 s for the rest, hence the exact count.
+    """
+    try:
+        return min(int(receiver._handler._received_messages.qsize()), _RECEIVE_BATCH)
+    except Exception:
+        return 0
 
 
 _PERSIST: contextvars.ContextVar[bool] = contextvars.ContextVar("sio_persist", default=False)
@@ -153,6 +167,9 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     :param prefetch_count: messages the receiver link holds ahead.
     :param subscription_check_interval: seconds between checks that the own subscription still
         has exactly its node rule (repaired if changed from outside); ``0`` disables.
+    :param send_interval: sends start at least this many seconds apart; below that rate the
+        first envelope still leaves at once, above it the envelopes of each interval share one
+        Service Bus message (``0``: a send starts as soon as the previous one ended).
     """
 
     name = "servicebus"
@@ -183,6 +200,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         dedupe_size: int = 50_000,
         prefetch_count: int = 256,
         subscription_check_interval: float = 60.0,
+        send_interval: float = 0.015,
     ) -> None:
         if not connection_string and not (fully_qualified_namespace and credential is not None):
             raise ValueError("give connection_string, or fully_qualified_namespace and credential")
@@ -219,6 +237,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.prefetch_count = prefetch_count
+        self.send_interval = send_interval
         self.subscription_check_interval = subscription_check_interval
 
         self.metrics = ManagerMetrics()
@@ -292,6 +311,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             backoff_max=self.backoff_max,
             on_error=self._on_send_error,
             on_success=self._on_send_ok,
+            min_interval=self.send_interval,
         )
         self._spawn(self._outbox.run(), "outbox")
         self._spawn(self._warm_sender(), "warm-sender")
@@ -445,7 +465,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         :class:`~shared.envelope.EnvelopeTooLarge` if it can never fit in one message.
         """
         method = data.get("method")
-        kind = Kind(method)
+        kind = Kind(str(method))
         target = data.get("host_id") if kind is Kind.CALLBACK else None
         persist = kind is Kind.EMIT and _PERSIST.get()
         self._put(self._envelope(kind, data, data.get("namespace") or "/", target, persist))
@@ -590,7 +610,9 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                     # that never yielded to the event loop and reconnect instead of spinning.
                     ticks = [0]
                     handle = loop.call_soon(ticks.__setitem__, 0, 1)
-                    msgs = await receiver.receive_messages(max_message_count=1, max_wait_time=_RECEIVE_WAIT)
+                    # one SDK call per prefetched burst instead of one per message
+                    msgs = await receiver.receive_messages(max_message_count=max(1, _prefetched(receiver)),
+                                                           max_wait_time=_RECEIVE_WAIT)
                     handle.cancel()
                     if self._closing:
                         raise asyncio.CancelledError  # ends python-socketio's _thread quietly
@@ -608,6 +630,9 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                 self._set_error(exc)
                 if is_entity_gone(exc):
                     self._subscription_ready = False
+                    # the topic may be gone (and recreated) too: a sender link that outlived it
+                    # would not be detached by every broker, so open a fresh one
+                    await self._close_sender()
                 self._update_ready()
                 self.metrics.reconnects += 1
                 await self._close_receiver()
