@@ -126,6 +126,68 @@ class Subscription:
         return False, None
 
 
+class Intake:
+    """What every entity that accepts sends does first: size limit, duplicate detection,
+    sequence numbers, and holding scheduled messages until their time.
+
+    ``deliver(msg, now)`` is called for each message once it is due: a topic fans it out to its
+    subscriptions, a queue stores it.
+    """
+
+    def __init__(self, owner: Topic | Queue, deliver: Callable[[Message, float], None]):
+        self.owner = owner
+        self.deliver = deliver
+        self._dedupe: dict[str, float] = {}
+        self._dedupe_heap: list[tuple[float, str]] = []
+        self.scheduled: dict[int, Message] = {}
+        self._scheduled_heap: list[tuple[float, int]] = []
+
+    def accept(self, msg: Message, now: float) -> int:
+        """Take one message; returns its sequence number (0 for a dropped duplicate)."""
+        owner, ns = self.owner, self.owner.namespace
+        if msg.size > ns.config.max_message_bytes:
+            raise MessageTooLarge(
+                f"The received message (size {msg.size} bytes) exceeds the limit "
+                f"({ns.config.max_message_bytes} bytes) currently allowed on the link."
+            )
+        if owner.config.requires_duplicate_detection and msg.message_id is not None:
+            self._expire_dedupe(now)
+            if msg.message_id in self._dedupe:
+                return 0
+            until = now + owner.config.duplicate_window
+            self._dedupe[msg.message_id] = until
+            heapq.heappush(self._dedupe_heap, (until, msg.message_id))
+        msg.seq = ns.next_seq()
+        msg.enqueued_at = now
+        msg.system["sequencenumber"] = msg.seq
+        owner.last_activity = now
+        if msg.scheduled_at is not None and msg.scheduled_at > now:
+            self.scheduled[msg.seq] = msg
+            heapq.heappush(self._scheduled_heap, (msg.scheduled_at, msg.seq))
+        else:
+            self.deliver(msg, now)
+        return msg.seq
+
+    def cancel_scheduled(self, seq: int) -> None:
+        if self.scheduled.pop(int(seq), None) is None:
+            raise MessageNotFound(f"Scheduled message {seq} was not found on {self.owner.name}.")
+
+    def _expire_dedupe(self, now: float) -> None:
+        while self._dedupe_heap and self._dedupe_heap[0][0] <= now:
+            until, mid = heapq.heappop(self._dedupe_heap)
+            if self._dedupe.get(mid) == until:
+                del self._dedupe[mid]
+
+    def tick(self, now: float) -> None:
+        """Deliver the scheduled messages whose time has come."""
+        while self._scheduled_heap and self._scheduled_heap[0][0] <= now:
+            _, seq = heapq.heappop(self._scheduled_heap)
+            msg = self.scheduled.pop(seq, None)
+            if msg is not None:
+                msg.enqueued_at = now
+                self.deliver(msg, now)
+
+
 class Topic:
     def __init__(self, namespace: Namespace, config: TopicConfig, now: float):
         self.namespace = namespace
@@ -137,43 +199,26 @@ class Topic:
         for sub in config.subscriptions:
             self.subscriptions[sub.name.lower()] = Subscription(self, sub, now)
         config.subscriptions = []
-        self._dedupe: dict[str, float] = {}
-        self._dedupe_heap: list[tuple[float, str]] = []
-        self.scheduled: dict[int, Message] = {}
-        self._scheduled_heap: list[tuple[float, int]] = []
+        self.intake = Intake(self, self._fan_out)
         self.last_activity = now
 
     @property
     def policies(self) -> list[PolicyConfig]:
         return self.config.policies
 
+    @property
+    def scheduled(self) -> dict[int, Message]:
+        return self.intake.scheduled
+
     def size_bytes(self) -> int:
         return sum(s.store.size_bytes + s.dlq.size_bytes for s in self.subscriptions.values())
 
     def accept(self, msg: Message, now: float) -> int:
         """Take one message: dedupe, schedule or fan out. Returns its sequence number."""
-        ns = self.namespace
-        if msg.size > ns.config.max_message_bytes:
-            raise MessageTooLarge(
-                f"The received message (size {msg.size} bytes) exceeds the limit "
-                f"({ns.config.max_message_bytes} bytes) currently allowed on the link."
-            )
-        if self.config.requires_duplicate_detection and msg.message_id is not None:
-            self._expire_dedupe(now)
-            if msg.message_id in self._dedupe:
-                return 0
-            self._dedupe[msg.message_id] = now + self.config.duplicate_window
-            heapq.heappush(self._dedupe_heap, (now + self.config.duplicate_window, msg.message_id))
-        msg.seq = ns.next_seq()
-        msg.enqueued_at = now
-        msg.system["sequencenumber"] = msg.seq
-        self.last_activity = now
-        if msg.scheduled_at is not None and msg.scheduled_at > now:
-            self.scheduled[msg.seq] = msg
-            heapq.heappush(self._scheduled_heap, (msg.scheduled_at, msg.seq))
-            return msg.seq
-        self._fan_out(msg, now)
-        return msg.seq
+        return self.intake.accept(msg, now)
+
+    def cancel_scheduled(self, seq: int) -> None:
+        self.intake.cancel_scheduled(seq)
 
     def check_quota(self, size: int) -> None:
         for sub in self.subscriptions.values():
@@ -189,16 +234,6 @@ class Topic:
             entry.user_overrides = overrides
             sub.store.add(entry, now)
 
-    def cancel_scheduled(self, seq: int) -> None:
-        if self.scheduled.pop(int(seq), None) is None:
-            raise MessageNotFound(f"Scheduled message {seq} was not found on {self.name}.")
-
-    def _expire_dedupe(self, now: float) -> None:
-        while self._dedupe_heap and self._dedupe_heap[0][0] <= now:
-            until, mid = heapq.heappop(self._dedupe_heap)
-            if self._dedupe.get(mid) == until:
-                del self._dedupe[mid]
-
     def delete_subscription(self, name: str) -> None:
         sub = self.subscriptions.pop(name.lower(), None)
         if sub is None:
@@ -210,12 +245,7 @@ class Topic:
         self.namespace._notify_delete(sub.store.path)
 
     def tick(self, now: float) -> None:
-        while self._scheduled_heap and self._scheduled_heap[0][0] <= now:
-            _, seq = heapq.heappop(self._scheduled_heap)
-            msg = self.scheduled.pop(seq, None)
-            if msg is not None:
-                msg.enqueued_at = now
-                self._fan_out(msg, now)
+        self.intake.tick(now)
         for sub in list(self.subscriptions.values()):
             sub.store.tick(now)
             sub.dlq.tick(now)
@@ -229,8 +259,17 @@ class Topic:
                 self.delete_subscription(sub.name)
 
 
+def _queue_settings(config: QueueConfig, max_bytes: int) -> StoreSettings:
+    return StoreSettings(
+        lock_duration=config.lock_duration,
+        max_delivery_count=config.max_delivery_count,
+        dead_lettering_on_expiration=config.dead_lettering_on_expiration,
+        max_bytes=max_bytes,
+    )
+
+
 class Queue:
-    """A queue: a store that also accepts sends."""
+    """A queue: one message store that also accepts sends."""
 
     def __init__(self, namespace: Namespace, config: QueueConfig, now: float):
         self.namespace = namespace
@@ -238,62 +277,41 @@ class Queue:
         self.name = config.name
         self.created_at = now
         self.updated_at = now
-        settings = StoreSettings(
-            lock_duration=config.lock_duration,
-            max_delivery_count=config.max_delivery_count,
-            dead_lettering_on_expiration=config.dead_lettering_on_expiration,
-            max_bytes=namespace.config.max_entity_bytes,
-        )
+        self.last_activity = now
+        settings = _queue_settings(config, namespace.config.max_entity_bytes)
         self.dlq = MessageStore(f"{config.name}/$DeadLetterQueue", settings)
         self.store = MessageStore(config.name, settings, self.dlq)
         self.store.last_activity = now
-        self._topic_like = Topic(namespace, TopicConfig(config.name, config.default_ttl,
-                                                        config.requires_duplicate_detection,
-                                                        config.duplicate_window), now)
+        self.intake = Intake(self, self._enqueue)
         self.policies: list[PolicyConfig] = []
+
+    def _enqueue(self, msg: Message, now: float) -> None:
+        self.store.add(new_entry(msg, self.config.default_ttl, now), now)
 
     def check_quota(self, size: int) -> None:
         self.store.check_quota(size)
 
     def accept(self, msg: Message, now: float) -> int:
-        helper = self._topic_like
-        helper.subscriptions = {}
-        seq = helper.accept(msg, now)
-        if seq and msg.seq not in helper.scheduled:
-            self.store.add(new_entry(msg, self.config.default_ttl, now), now)
-        return seq
+        return self.intake.accept(msg, now)
 
     def cancel_scheduled(self, seq: int) -> None:
-        self._topic_like.cancel_scheduled(seq)
+        self.intake.cancel_scheduled(seq)
 
     @property
     def scheduled_count(self) -> int:
         """Messages waiting for their scheduled enqueue time (admin runtime properties)."""
-        return len(self._topic_like.scheduled)
+        return len(self.intake.scheduled)
 
     def update(self, config: QueueConfig, now: float) -> None:
         """Apply new settings (admin update); stored messages keep their expiry and locks."""
         self.config = config
-        settings = StoreSettings(
-            lock_duration=config.lock_duration,
-            max_delivery_count=config.max_delivery_count,
-            dead_lettering_on_expiration=config.dead_lettering_on_expiration,
-            max_bytes=self.namespace.config.max_entity_bytes,
-        )
+        settings = _queue_settings(config, self.namespace.config.max_entity_bytes)
         self.store.settings = settings
         self.dlq.settings = settings
-        self._topic_like.config.default_ttl = config.default_ttl
-        self._topic_like.config.duplicate_window = config.duplicate_window
         self.updated_at = now
 
     def tick(self, now: float) -> None:
-        helper = self._topic_like
-        while helper._scheduled_heap and helper._scheduled_heap[0][0] <= now:
-            _, seq = heapq.heappop(helper._scheduled_heap)
-            msg = helper.scheduled.pop(seq, None)
-            if msg is not None:
-                msg.enqueued_at = now
-                self.store.add(new_entry(msg, self.config.default_ttl, now), now)
+        self.intake.tick(now)
         self.store.tick(now)
         self.dlq.tick(now)
 
