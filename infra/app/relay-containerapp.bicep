@@ -116,6 +116,7 @@ resource receiverRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if 
   }
 }
 
+// Names are relay_node/config.py's ENV_VARS (tests/infra checks that each one exists there).
 var baseEnv = [
   {
     name: 'SERVICEBUS_FULLY_QUALIFIED_NAMESPACE'
@@ -130,17 +131,30 @@ var baseEnv = [
     value: regionName
   }
   {
-    name: 'RELAY_SUBSCRIPTION_MODE'
-    value: preProvisioned ? 'preProvisioned' : 'create'
-  }
-  {
     // DefaultAzureCredential / ManagedIdentityCredential pick the user-assigned identity from this.
     name: 'AZURE_CLIENT_ID'
     value: identity.properties.clientId
   }
   {
-    name: 'PORT'
+    name: 'RELAY_HOST'
+    value: '0.0.0.0'
+  }
+  {
+    name: 'RELAY_PORT'
     value: string(targetPort)
+  }
+]
+
+// pre-provisioned: a fixed node id reading its own subscription (no Manage right needed);
+// otherwise every replica makes up its own id and creates node-<id> itself (Data Owner role)
+var preProvisionedEnv = [
+  {
+    name: 'RELAY_NODE_ID'
+    value: nodeId
+  }
+  {
+    name: 'RELAY_SUBSCRIPTION'
+    value: '${topology.nodeSubscription.prefix}${nodeId}'
   }
 ]
 
@@ -180,7 +194,7 @@ resource relay 'Microsoft.App/containerApps@2024-03-01' = {
             cpu: json(cpu)
             memory: memory
           }
-          env: preProvisioned ? concat(baseEnv, [{ name: 'RELAY_NODE_ID', value: nodeId }]) : baseEnv
+          env: preProvisioned ? concat(baseEnv, preProvisionedEnv) : baseEnv
         }
       ]
       scale: {

@@ -599,3 +599,16 @@ def test_bicep_build_and_lint():
         if proc.returncode != 0 or errors:
             failures.append(f"{label}: rc={proc.returncode}\n" + "\n".join(errors or [proc.stderr[-2000:]]))
     assert not failures, "\n\n".join(failures)
+
+
+def test_relay_container_env_vars_are_ones_the_relay_node_reads() -> None:
+    """A Container Apps env var the relay node does not read is a silent day-one misconfiguration."""
+    from relay_node.config import ENV_VARS
+
+    text = (INFRA / "app" / "relay-containerapp.bicep").read_text()
+    names = set(re.findall(r"name: '([A-Z][A-Z0-9_]+)'", text))
+    known = set(ENV_VARS.values()) | {"AZURE_CLIENT_ID"}  # read by azure-identity's DefaultAzureCredential
+    assert names, "no env vars found in relay-containerapp.bicep"
+    assert names <= known, f"not read by relay_node: {sorted(names - known)}"
+    for needed in ("SERVICEBUS_FULLY_QUALIFIED_NAMESPACE", "RELAY_HOST", "RELAY_PORT", "RELAY_SUBSCRIPTION"):
+        assert needed in names
