@@ -155,7 +155,7 @@ class LocalStack:
             await self.stop()
             raise
 
-    async def _start_emulator(self, config_path: Path, logs: Path, port: int, timeout: float = 40.0) -> ManagedProcess:
+    async def _start_emulator(self, config_path: Path, logs: Path, port: int, timeout: float = 40.0) -> ManagedProcess:  # noqa: ASYNC109
         return await self._spawn(
             ManagedProcess(
                 "emulator",
@@ -183,7 +183,7 @@ class LocalStack:
         if old is not None:
             if old.alive():
                 old.signal(signal.SIGKILL)
-            await old.stop(timeout=5)
+            await old.stop(5)
         config = emulator_config(self.regions)
         for ns, region in zip(config["UserConfig"]["Namespaces"], self.regions, strict=True):
             ns["Port"] = self.namespace_ports[region.name]  # pinned: clients keep their connection strings

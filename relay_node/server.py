@@ -116,6 +116,15 @@ class _DrainGate:
                 await _respond_json(send, 503, {"error": "draining", "node": self.node.cfg.node_id},
                                     extra=[(b"retry-after", b"1")])
             return
+        if scope["type"] == "http" and scope.get("path", "").startswith("/socket.io"):
+            # engine.io refuses an oversized long-polling POST only after its ASGI adapter has
+            # started reading it, and then never answers: refuse it here, unread (413)
+            limit = self.node.cfg.max_http_buffer_size
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+                    await _respond_json(send, 413, {"error": f"request body over {limit} bytes"},
+                                        extra=[(b"connection", b"close")])
+                    return
         await self.app(scope, receive, send)
 
 
@@ -315,6 +324,9 @@ class RelayNode:
         config = uvicorn.Config(
             self.asgi, log_config=None, access_log=False, lifespan="off", ws="auto",
             timeout_graceful_shutdown=2, ws_ping_interval=20, ws_ping_timeout=20,
+            # refuse an oversized WebSocket message while it arrives (close 1009) instead of
+            # buffering up to uvicorn's 16 MiB default before engine.io checks it
+            ws_max_size=cfg.max_http_buffer_size + 1024,
             log_level="debug" if cfg.log_level == "DEBUG" else "warning",
         )
         self._uvicorn = _Uvicorn(config)

@@ -296,15 +296,30 @@ class AmqpConnection(asyncio.Protocol):
         if link.state & Endpoint.LOCAL_ACTIVE:
             link.close()
 
-    def detach_links_to(self, path_prefix: str, exc: EmulatorError) -> None:
-        """An entity was deleted: detach the links reading from it, as Service Bus does."""
-        prefix = path_prefix.lower()
+    def detach_links_to(self, path: str, exc: EmulatorError) -> None:
+        """An entity was deleted: detach the links to and from it (and what lies under it), as
+        Service Bus does, so that clients notice (``amqp:not-found``) and reconnect."""
+        path = path.lower()
+
+        def gone(entity_path: str) -> bool:
+            entity_path = entity_path.lower()
+            return entity_path == path or entity_path.startswith(path + "/")
+
         for sender in list(self.senders):
-            if sender.store.path.lower().startswith(prefix):
+            if gone(sender.store.path):
                 sender.closed()
                 self.senders.remove(sender)
                 sender.link.condition = _condition(exc)
                 sender.link.close()
+        link = self.connection.link_head(Endpoint.LOCAL_ACTIVE)
+        while link is not None:
+            following = link.next(Endpoint.LOCAL_ACTIVE)
+            ctx = getattr(link, "ctx", None)
+            if link.is_receiver and ctx is not None and ctx[0] == "entity-in" and gone(ctx[1].name):
+                link.ctx = ("refused",)
+                link.condition = _condition(exc)
+                link.close()
+            link = following
         self.schedule_flush()
 
     def _authorize(self, parts: list[str], right: str | None) -> None:

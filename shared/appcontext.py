@@ -115,6 +115,36 @@ class _PerLoop:
         return self._by_loop.setdefault(loop, {})
 
 
+class _SerialSender:
+    """An SDK topic sender whose sends run one at a time.
+
+    The SDK's aio sender is not safe for concurrent ``send_messages`` calls, and concurrent
+    function invocations share one sender per namespace: interleaved sends on one link broke the
+    AMQP connection under load, and each failure closed the sender under the invocations still
+    using it (a self-sustaining storm of ``'NoneType' object has no attribute ...`` errors that
+    leaked a connection per attempt).
+    """
+
+    def __init__(self, sender: Any) -> None:
+        self._sender = sender
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    async def send_messages(self, message: Any, **kwargs: Any) -> Any:
+        async with self._lock:
+            if self.closed:
+                raise ConnectionError("the sender was closed after a failed send; the message will be retried")
+            return await self._sender.send_messages(message, **kwargs)
+
+    async def close(self) -> None:
+        self.closed = True
+        async with self._lock:
+            await self._sender.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sender, name)
+
+
 class AppContext:
     """Settings + lazily created clients. One per Function App process."""
 
@@ -154,7 +184,8 @@ class AppContext:
         """A cached, open aio topic sender for the namespace of ``conn``.
 
         Opened once under a lock: the SDK's sender is not safe to open from several concurrent
-        first sends (concurrent invocations race in ``_open`` and fail with AttributeError).
+        first sends (concurrent invocations race in ``_open`` and fail with AttributeError), nor
+        to send from several at once: it is wrapped so sends take turns (:class:`_SerialSender`).
         """
         cache = self._clients.cache()
         key = ("sender", conn, self.settings.topic)
@@ -165,9 +196,9 @@ class AppContext:
         async with lock:
             sender = cache.get(key)
             if sender is None:
-                sender = self._sb_client(conn).get_topic_sender(self.settings.topic)
-                await sender.__aenter__()
-                cache[key] = sender
+                raw = self._sb_client(conn).get_topic_sender(self.settings.topic)
+                await raw.__aenter__()
+                sender = cache[key] = _SerialSender(raw)
         return sender
 
     async def region_sender(self, region: str) -> Any:
