@@ -10,12 +10,14 @@ memory, so its RSS grows with the stored history by design: it is printed, not a
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import time
 
 import pytest
 
+from local_stack.processes import ROOT
 from local_stack.stack import LocalStack
 
 from .support import cpu_seconds, fd_count, figure, rss_bytes, wait_until
@@ -26,6 +28,13 @@ RATE_PER_CLIENT = float(os.environ.get("SOAK_RATE", "8"))  # chats per second pe
 RSS_MARGIN_BYTES = 15 * 2**20
 RSS_MARGIN_RATIO = 0.20
 FD_MARGIN = 5
+#: The Functions process keeps pooled keep-alive HTTP connections to Table Storage and Web PubSub
+#: (one aiohttp pool each); they warm up to the concurrency of the triggers and then plateau
+#: (measured: 36 -> 40 established sockets in the first 10 s at 4 x 10 chats/s, then flat for
+#: 90 s). So its bound is the pool's worst case, two pools x host.json maxConcurrentCalls; a leak
+#: of a socket per call grows past it within seconds at this rate.
+_CONCURRENCY = json.loads((ROOT / "host.json").read_text())["extensions"]["serviceBus"]["maxConcurrentCalls"]
+FD_MARGIN_BY_PROCESS = {"functions": 2 * _CONCURRENCY, "azurite": 2 * _CONCURRENCY}
 UNASSERTED_RSS = {"azurite"}
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"),
@@ -91,7 +100,7 @@ async def test_soak_chat_across_regions_zero_loss_flat_rss_and_fds(stack: LocalS
            lost=sum(lost.values()), lost_detail=lost_detail, duplicated=sum(dups.values()),
            lag_ms_p50=round(statistics.median(lags) * 1000, 1) if lags else None,
            lag_ms_p99=round(lags[int(len(lags) * 0.99) - 1] * 1000, 1) if lags else None,
-           processes=procs, fd_timeline=timeline, rss_rule="end <= max(early+15MB, early*1.2), early = 25% of the run", fd_rule="end <= early+5")
+           processes=procs, fd_timeline=timeline, rss_rule="end <= max(early+15MB, early*1.2), early = 25% of the run", fd_rule=f"end <= early+{FD_MARGIN} (functions, azurite: +{2 * _CONCURRENCY}, their HTTP pools)")
     assert len(acked) >= 0.5 * RATE_PER_CLIENT * len(nodes) * SOAK_SECONDS * 0.5  # the load really ran
     assert sum(lost.values()) == 0, lost
     assert sum(dups.values()) == 0, dups
@@ -100,4 +109,4 @@ async def test_soak_chat_across_regions_zero_loss_flat_rss_and_fds(stack: LocalS
         early_rss, late_rss = early[name]["rss"], late[name]["rss"]
         if name not in UNASSERTED_RSS:
             assert late_rss <= max(early_rss + RSS_MARGIN_BYTES, early_rss * (1 + RSS_MARGIN_RATIO)), (name, p)
-        assert late[name]["fds"] <= early[name]["fds"] + FD_MARGIN, (name, p)
+        assert late[name]["fds"] <= early[name]["fds"] + FD_MARGIN_BY_PROCESS.get(name, FD_MARGIN), (name, p)
