@@ -121,10 +121,9 @@ class JsClient:
 
     def __init__(self, url: str, *extra: str):
         node = shutil.which("node")
-        if node is None or not (ROOT / "node_modules" / "socket.io-client").is_dir():
-            import pytest
-
-            pytest.skip("node or node_modules/socket.io-client missing (run npm install)")
+        assert node is not None and (ROOT / "node_modules" / "socket.io-client").is_dir(), (
+            "node and node_modules/socket.io-client are required (make test runs npm install)"
+        )
         self.proc = subprocess.Popen(
             [node, str(JS_CLIENT), url, *extra], cwd=ROOT, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -2,9 +2,8 @@
 """ServiceBusManager end to end: real python-socketio servers (aiohttp, 127.0.0.1, ephemeral
 ports), real socketio.AsyncClient over TCP, the emulator over TCP.  Nothing is mocked.
 
-Until the emulator's admin API lands, nodes receive from subscriptions pre-provisioned in the
-emulator's Config.json (``subscription=`` - the Listen+Send mode); once ``create_subscription``
-works, :func:`admin_works` flips and the nodes create their own, as in production.
+Nodes create their own subscriptions through the emulator's admin API, as in production;
+:func:`admin_works` fails the test at once (with the admin error) if that API does not work.
 """
 
 from __future__ import annotations
@@ -87,15 +86,12 @@ _admin_state: dict[str, bool] = {}
 
 
 async def admin_works(conn: str) -> bool:
-    """Whether the emulator's admin API can create subscriptions (checked once per emulator)."""
+    """The emulator's admin API can create and delete subscriptions (checked once per emulator)."""
     if conn not in _admin_state:
-        try:
-            async with admin_client(connection_string=conn) as admin:
-                await admin.create_subscription("sio-0", "probe-admin")
-                await admin.delete_subscription("sio-0", "probe-admin")
-            _admin_state[conn] = True
-        except Exception:
-            _admin_state[conn] = False
+        async with admin_client(connection_string=conn) as admin:
+            await admin.create_subscription("sio-0", "probe-admin")
+            await admin.delete_subscription("sio-0", "probe-admin")
+        _admin_state[conn] = True
     return _admin_state[conn]
 
 
