@@ -8,9 +8,11 @@
 callback/host_id``) wrapped in an envelope (``shared.envelope``), so relay nodes handle it exactly
 like an emit from another node.
 
-TODO(manager): when ``shared/manager.py`` (``ServiceBusManager(..., write_only=True)``) lands,
-``publish_emit`` becomes ``await mgr.emit(event, data, namespace=..., room=...)`` with the
-persist flag; the validation here stays.
+Why not ``ServiceBusManager(..., write_only=True).emit``: the manager queues into a background
+outbox and returns before Service Bus has accepted anything, and it does not hand back the
+envelope id. An HTTP API must answer 202 only once the send succeeded (a Functions instance can
+be recycled right after it answers) and returns the id, so this module awaits the send of the
+very envelope the write-only manager would publish. Relay nodes cannot tell the two apart.
 """
 
 from __future__ import annotations
