@@ -11,10 +11,10 @@ import time
 import uuid
 from typing import Any
 
-import aiohttp
 import socketio
 
 from local_stack.stack import LocalStack
+from tests.support.history_api import fetch_history
 
 
 async def connect(url: str, room: str, inbox: list[dict[str, Any]]) -> socketio.AsyncClient:
@@ -33,20 +33,6 @@ async def wait_for(predicate: Any, within: float = 15.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def fetch_history(base: str, room: str, after: str, limit: int = 2) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    cursor: str | None = after
-    async with aiohttp.ClientSession() as session:
-        for _ in range(50):
-            params = {"ns": "/", "room": room, "after": cursor or "", "limit": str(limit)}
-            async with session.get(base + "/history", params=params) as resp:
-                assert resp.status == 200, await resp.text()
-                body = await resp.json()
-            events += body["events"]
-            cursor = body.get("next")
-            if not cursor:
-                break
-    return events
 
 
 async def test_reconnect_to_other_region_recovers_missed_messages(stack: LocalStack) -> None:
@@ -73,7 +59,7 @@ async def test_reconnect_to_other_region_recovers_missed_messages(stack: LocalSt
         texts: list[str] = []
 
         async def collect() -> bool:
-            events = await fetch_history(stack.functions_url, "chat:" + room, cursor)
+            events = await fetch_history(stack.functions_url, "chat:" + room, cursor, limit=2)
             texts[:] = [e["data"]["text"] for e in events if e["data"]["text"] != "before"]
             return texts == missed
 

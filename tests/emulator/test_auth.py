@@ -9,11 +9,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote_plus
 
 import pytest
@@ -31,7 +29,7 @@ from servicebus_emulator.config import PolicyConfig
 from servicebus_emulator.errors import Unauthorized
 from servicebus_emulator.sas import verify_token
 from shared.sbadmin import servicebus_client
-from tests.support.emulator_process import EmulatorProcess
+from tests.support.emulator_process import EmulatorProcess, running_emulator
 
 ROOT_KEY = "root-key-value"
 LISTEN_KEY = "listen-key-value"
@@ -66,12 +64,8 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def auth_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    path: Path = tmp_path_factory.mktemp("auth") / "Config.json"
-    path.write_text(json.dumps(CONFIG))
-    proc = EmulatorProcess(path)
-    proc.start()
-    yield proc
-    proc.stop()
+    with running_emulator(tmp_path_factory.mktemp("auth"), CONFIG) as proc:
+        yield proc
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from azure.servicebus.exceptions import (
 )
 
 from shared.sbadmin import servicebus_client
-from tests.support.emulator_process import EmulatorProcess
+from tests.support.emulator_process import EmulatorProcess, running_emulator
 
 UTC = dt.UTC
 
@@ -107,12 +107,8 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def delivery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    path: Path = tmp_path_factory.mktemp("delivery") / "Config.json"
-    path.write_text(json.dumps(CONFIG))
-    proc = EmulatorProcess(path)
-    proc.start()
-    yield proc
-    proc.stop()
+    with running_emulator(tmp_path_factory.mktemp("delivery"), CONFIG) as proc:
+        yield proc
 
 
 @pytest.fixture

@@ -4,12 +4,10 @@ never settle, and many connections at once. After each, a real SDK client must s
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
@@ -17,7 +15,7 @@ from azure.servicebus.exceptions import MessagingEntityNotFoundError
 from proton import Collector, Connection, Endpoint, Transport
 
 from shared.sbadmin import servicebus_client
-from tests.support.emulator_process import EmulatorProcess
+from tests.support.emulator_process import EmulatorProcess, running_emulator
 
 CONFIG = {
     "UserConfig": {
@@ -37,12 +35,8 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def robust_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    path: Path = tmp_path_factory.mktemp("robust") / "Config.json"
-    path.write_text(json.dumps(CONFIG))
-    proc = EmulatorProcess(path)
-    proc.start()
-    yield proc
-    proc.stop()
+    with running_emulator(tmp_path_factory.mktemp("robust"), CONFIG) as proc:
+        yield proc
 
 
 @pytest.fixture

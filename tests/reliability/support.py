@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 import socketio
 
+from tests.support.history_api import fetch_history  # noqa: F401 - re-exported for the suite
+
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output" / "reliability"
 FIGURES = OUTPUT / "figures.json"
@@ -156,17 +158,3 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def fetch_history(functions_url: str, room: str, after: str, limit: int = 200) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    cursor: str | None = after
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            params = {"ns": "/", "room": room, "after": cursor or "", "limit": str(limit)}
-            async with session.get(functions_url + "/history", params=params) as resp:
-                assert resp.status == 200, await resp.text()
-                body = await resp.json()
-            events += body["events"]
-            cursor = body.get("next")
-            if not cursor:
-                break
-    return events

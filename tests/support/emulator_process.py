@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +109,19 @@ class EmulatorProcess:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+
+@contextmanager
+def running_emulator(directory: Path, config: dict[str, Any]) -> Iterator[EmulatorProcess]:
+    """An emulator process for ``config`` (a parsed Config.json), stopped on exit.
+
+    Module fixtures use it with ``tmp_path_factory.mktemp(...)`` as ``directory``.
+    """
+    path = directory / "Config.json"
+    path.write_text(json.dumps(config))
+    proc = EmulatorProcess(path)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
