@@ -17,8 +17,8 @@ import azure.functions as func
 
 from shared import handlers
 from shared.appcontext import AppContext, region_connection_name
-from shared.hooks import load_hooks_module
-from shared.topology import load_topology
+from shared.persistence.hooks import load_hooks_module
+from socketio_servicebus.topology import load_topology
 
 _SUBSCRIPTIONS = load_topology()["functionSubscriptions"]
 _SB_FUNCTIONS = ("router", "persist", "webpubsub")

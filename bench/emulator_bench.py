@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode  # noqa: E402
 from proton import Collector, Connection, Endpoint, Transport  # noqa: E402
 
-from shared.sbadmin import servicebus_client  # noqa: E402
+from socketio_servicebus.servicebus.clients import servicebus_client  # noqa: E402
 from tests.support.emulator_process import EmulatorProcess  # noqa: E402
 
 CONFIG = {

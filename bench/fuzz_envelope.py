@@ -1,4 +1,4 @@
-"""Mutational fuzzer for the envelope decoder (``shared.envelope.Batch.decode``), no atheris needed.
+"""Mutational fuzzer for the envelope decoder (``socketio_servicebus.wire.envelope.Batch.decode``), no atheris needed.
 
     python bench/fuzz_envelope.py [--seconds 60] [--iterations N] [--seed S] [--report out.json]
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.envelope import Batch, Envelope, EnvelopeError, Kind  # noqa: E402
+from socketio_servicebus.wire.envelope import Batch, Envelope, EnvelopeError, Kind  # noqa: E402
 
 
 def _env(**kw: object) -> Envelope:

@@ -66,7 +66,7 @@ async def server_main(a: argparse.Namespace) -> None:
     if a.backend == "redis":
         mgr: Any = socketio.AsyncRedisManager(a.redis_url, channel=a.channel)
     elif a.backend == "sb":
-        from shared import ServiceBusManager
+        from socketio_servicebus import ServiceBusManager
 
         extra = json.loads(os.environ.get("BENCH_SB_OPTIONS", "{}"))  # e.g. {"send_interval": 0}
         mgr = ServiceBusManager(connection_string=a.sb_conn, topic=a.topic, node_id=f"{a.channel}-{a.index}",

@@ -24,7 +24,7 @@ def _log(line: str) -> None:
 
 def _sb_client(connection: str) -> object:
     from shared.connections import credential_for, resolve
-    from shared.sbadmin import servicebus_client
+    from socketio_servicebus.servicebus.clients import servicebus_client
 
     conn = resolve(connection, "servicebus")
     if conn.connection_string is not None:

@@ -4,7 +4,7 @@ metadata description = '''
 socketio-servicebus: per-region Service Bus namespaces sharing one topic, one Flex Consumption
 Function App that routes between regions, persists to Table Storage and feeds Azure Web PubSub,
 optional on-premise nodes (SAS Listen+Send, pre-provisioned subscriptions) and optional cloud
-relay nodes on Azure Container Apps. All Service Bus names come from shared/topology.json.
+relay nodes on Azure Container Apps. All Service Bus names come from socketio_servicebus/topology.json.
 '''
 
 // ---------------------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ type regionConfig = {
 // ---------------------------------------------------------------------------------------------
 
 var abbrs = loadJsonContent('abbreviations.json')
-var topology = loadJsonContent('../shared/topology.json')
+var topology = loadJsonContent('../socketio_servicebus/topology.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
 var rgName = !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'

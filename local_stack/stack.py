@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.topology import load_topology
+from socketio_servicebus.topology import load_topology
 
 from .processes import ROOT, ManagedProcess, free_port, python_args
 from .topology_config import ROOT_KEY_NAME, RegionSpec, connection_string, emulator_config

@@ -1,4 +1,4 @@
-"""Emulator ``Config.json`` for a multi-region stack, built from ``shared/topology.json``.
+"""Emulator ``Config.json`` for a multi-region stack, built from ``socketio_servicebus/topology.json``.
 
 The same names Bicep provisions in Azure (topic, function subscriptions and their rules,
 pre-provisioned on-premise node subscriptions, the topic-scoped Listen+Send policy) are
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.topology import load_topology
+from socketio_servicebus.topology import load_topology
 
 ROOT_KEY_NAME = "RootManageSharedAccessKey"
 

@@ -1,97 +1,18 @@
-"""``python -m relay_node`` / ``relay-node``: the only place that reads the environment.
-
-Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 2 for configuration errors (bad flags, a
-connection string Service Bus refuses, an unknown topic or subscription, missing rights, an app
-that does not load), 1 when Service Bus stays unreachable for ``--startup-timeout`` seconds.
-"""
+"""``relay-node`` / ``python -m relay_node``: checks the extra, then runs :mod:`.cli`."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import os
-import signal
 import sys
 from collections.abc import Sequence
 
-from .config import PROG, ConfigError, RelayConfig, from_args
-
-
-def _error(message: str) -> None:
-    print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
-    if level != "DEBUG":
-        # one line per lifecycle step: keep the SDK's and uvicorn's chatter out
-        for name in ("azure", "uamqp", "uvicorn", "uvicorn.error", "engineio", "socketio"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-
-
-async def run(cfg: RelayConfig) -> int:
-    from .probe import StartupError
-    from .server import RelayNode
-
-    credential = None
-    if cfg.fully_qualified_namespace:
-        from azure.identity.aio import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
-    node = RelayNode(cfg, credential=credential)
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    assert main is not None
-    interrupted = False
-
-    def stop_during_startup() -> None:
-        nonlocal interrupted
-        interrupted = True
-        main.cancel()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop_during_startup)
-    try:
-        await node.start()
-    except StartupError as exc:
-        _error(exc)
-        await _cleanup(node, credential)
-        return 2 if exc.fatal else 1
-    except asyncio.CancelledError:
-        if not interrupted:
-            raise
-        logging.getLogger("relay_node").info("stopped during startup")
-        await _cleanup(node, credential)
-        return 0
-    node.install_signal_handlers()
-    await node.wait_stopped()
-    return 0
-
-
-async def _cleanup(node: object, credential: object) -> None:
-    manager = getattr(node, "manager", None)
-    if manager is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(manager.close(), 10)
-    if credential is not None:
-        with contextlib.suppress(Exception):
-            await credential.close()  # type: ignore[attr-defined]
+from socketio_servicebus._extras import require_extra
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        cfg = from_args(argv, os.environ)
-    except ConfigError as exc:
-        _error(exc)
-        return 2
-    _setup_logging(cfg.log_level)
-    try:
-        return asyncio.run(run(cfg))
-    except KeyboardInterrupt:  # pragma: no cover - signal handlers normally take it
-        return 130
+    require_extra("relay", "relay-node")
+    from relay_node.cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

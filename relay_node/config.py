@@ -1,6 +1,6 @@
 """Relay node configuration: one dataclass, built from argv + an environment mapping.
 
-Only :mod:`relay_node.__main__` passes ``os.environ`` in; everything else receives a
+Only :mod:`relay_node.cli` passes ``os.environ`` in; everything else receives a
 :class:`RelayConfig`. Each flag has a matching environment variable (flag wins); the table in
 ``docs/relay-node.md`` lists the same pairs as :data:`ENV_VARS`.
 """
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.sbadmin import ConnectionSettingsError, parse_connection_string
+from socketio_servicebus.servicebus.clients import ConnectionSettingsError, parse_connection_string
 
 PROG = "relay-node"
 

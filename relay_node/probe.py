@@ -33,7 +33,7 @@ from azure.servicebus.exceptions import (
     ServiceBusError,
 )
 
-from shared.sbadmin import admin_client, servicebus_client
+from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
 
 from .config import RelayConfig
 

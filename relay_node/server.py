@@ -21,7 +21,7 @@ from typing import Any
 import socketio
 import uvicorn
 
-from shared.manager import ServiceBusManager
+from socketio_servicebus.manager.client_manager import ServiceBusManager
 
 from .auth import Authorizer
 from .config import RelayConfig
@@ -32,7 +32,7 @@ from .probe import StartupError, admin_kwargs, client_kwargs, endpoint_of, probe
 log = logging.getLogger("relay_node")
 
 STATIC_DIR = Path(__file__).with_name("static")
-CLIENT_JS = Path("socket.io-client") / "dist" / "socket.io.min.js"
+CLIENT_JS = STATIC_DIR / "vendor" / "socket.io.min.js"
 _STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
                  "/index.html": ("index.html", "text/html; charset=utf-8"),
                  "/app.js": ("app.js", "text/javascript; charset=utf-8")}
@@ -40,16 +40,6 @@ _STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-def find_client_js(extra: list[Path] | None = None) -> Path | None:
-    """``node_modules/socket.io-client/dist/socket.io.min.js`` next to the repo or the cwd."""
-    roots = [*(extra or []), Path.cwd(), Path(__file__).resolve().parent.parent, Path(__file__).resolve().parent]
-    for root in roots:
-        candidate = root / "node_modules" / CLIENT_JS
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 class _Manager(ServiceBusManager):
@@ -63,7 +53,7 @@ class _Manager(ServiceBusManager):
     relay_admin_kwargs: dict[str, Any] = {}
 
     def _admin(self) -> Any:
-        from shared.sbadmin import admin_client
+        from socketio_servicebus.servicebus.clients import admin_client
 
         return admin_client(**self._conn, **self.relay_admin_kwargs)
 
@@ -71,7 +61,7 @@ class _Manager(ServiceBusManager):
         was_started = self._started
         super()._ensure_started()
         if not was_started and self.relay_client_kwargs:
-            from shared.sbadmin import servicebus_client
+            from socketio_servicebus.servicebus.clients import servicebus_client
 
             self._client = servicebus_client(
                 **self._conn, **self.relay_client_kwargs, retry_total=1, retry_backoff_factor=0.5,
@@ -281,15 +271,8 @@ class RelayNode:
                     "authRequired": self.authorizer.enabled, "chatRoomPrefix": "chat:"}
             await _respond_json(send, 200, body, extra=[(b"cache-control", b"no-store")])
         elif path == "/socket.io.min.js":
-            js = find_client_js()
-            if js is None:
-                await _respond(send, 500, (
-                    b"socket.io client not installed: node_modules/socket.io-client is missing.\n"
-                    b"Run `make run` (or `npm install` in the repository root) and reload.\n"),
-                    "text/plain; charset=utf-8")
-            else:
-                await _respond(send, 200, js.read_bytes(), "text/javascript; charset=utf-8",
-                               extra=[(b"cache-control", b"public, max-age=3600")])
+            await _respond(send, 200, CLIENT_JS.read_bytes(), "text/javascript; charset=utf-8",
+                           extra=[(b"cache-control", b"public, max-age=3600")])
         elif path in _STATIC_FILES:
             name, ctype = _STATIC_FILES[path]
             await _respond(send, 200, (STATIC_DIR / name).read_bytes(), ctype)

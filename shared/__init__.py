@@ -1,67 +1,11 @@
-"""socketio-servicebus shared code: wire format and topology names.
+"""Code the Function App's functions share (``function_app.py`` holds only the bindings).
 
-Pure modules (no I/O apart from reading ``topology.json`` once), plus
-:class:`ServiceBusManager` (``shared.manager``), the python-socketio client manager.
+* ``handlers`` - one function per trigger, called by ``function_app.py``;
+* ``appcontext`` / ``connections`` - settings and SDK clients of one Function App instance;
+* ``routing`` - the cross-region router: the route plan (pure) and the forwarder;
+* ``persistence`` - app hooks (``SIO_HOOKS_MODULE``) and the Table Storage history for replay;
+* ``edge`` - the HTTP emit API and the Azure Web PubSub feed.
+
+The Socket.IO library itself (manager, wire format, topology names) is ``socketio_servicebus``,
+a sibling folder deployed with this one. ``shared`` is not part of the PyPI wheel.
 """
-
-from .envelope import (
-    BATCH_OVERHEAD,
-    DEFAULT_BATCH_BYTES,
-    ENVELOPE_SEPARATOR_BYTES,
-    MAX_BATCH_BYTES,
-    MAX_DEPTH,
-    MAX_ENVELOPES,
-    SERVICEBUS_MAX_MESSAGE_BYTES,
-    SOCKETIO_KINDS,
-    VERSION,
-    Batch,
-    BatchKey,
-    Envelope,
-    EnvelopeError,
-    EnvelopeTooLarge,
-    Kind,
-    application_properties,
-    assemble_batch,
-    batch_key,
-    batch_overhead,
-    batch_size,
-    check_size,
-    decode_batch,
-    encode_batch,
-    encode_envelope,
-    envelope_size,
-    pack_batches,
-)
-from .manager import ServiceBusManager
-from .metrics import ManagerMetrics
-
-__all__ = [
-    "BATCH_OVERHEAD",
-    "DEFAULT_BATCH_BYTES",
-    "ENVELOPE_SEPARATOR_BYTES",
-    "MAX_BATCH_BYTES",
-    "MAX_DEPTH",
-    "MAX_ENVELOPES",
-    "SERVICEBUS_MAX_MESSAGE_BYTES",
-    "SOCKETIO_KINDS",
-    "VERSION",
-    "Batch",
-    "BatchKey",
-    "Envelope",
-    "EnvelopeError",
-    "EnvelopeTooLarge",
-    "Kind",
-    "application_properties",
-    "assemble_batch",
-    "batch_key",
-    "batch_overhead",
-    "batch_size",
-    "check_size",
-    "decode_batch",
-    "encode_batch",
-    "encode_envelope",
-    "envelope_size",
-    "pack_batches",
-    "ServiceBusManager",
-    "ManagerMetrics",
-]

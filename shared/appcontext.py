@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .connections import Connection, credential_for, resolve
-from .routing import RegionMap
-from .topology import load_topology
+from shared.connections import Connection, credential_for, resolve
+from shared.routing.plan import RegionMap
+from socketio_servicebus.topology import load_topology
 
 __all__ = ["AppSettings", "AppContext", "EXTRA_SETTINGS"]
 
@@ -64,10 +64,10 @@ class AppSettings:
             # A single-region deployment may leave the map out.
             rmap = RegionMap.parse({region: {}})
         if region and region not in rmap:
-            from .routing import RegionMapError
+            from shared.routing.plan import RegionMapError
 
             raise RegionMapError(f"{_NAMES['region']}={region!r} is not a key of {_NAMES['regionMap']}")
-        from .envelope import SERVICEBUS_MAX_MESSAGE_BYTES
+        from socketio_servicebus.wire.envelope import SERVICEBUS_MAX_MESSAGE_BYTES
 
         return cls(
             region=region or (rmap.names[0] if len(rmap) else None),
@@ -167,7 +167,7 @@ class AppContext:
         key = ("sb", conn)
         client = cache.get(key)
         if client is None:
-            from .sbadmin import servicebus_client
+            from socketio_servicebus.servicebus.clients import servicebus_client
 
             if conn.connection_string is not None:
                 client = servicebus_client(connection_string=conn.connection_string, **self.SB_CLIENT_KWARGS)

@@ -13,15 +13,15 @@ from typing import Any
 
 import azure.functions as func
 
-from . import history as hist
-from . import webpubsub as wps
-from .appcontext import AppContext
-from .emitter import EmitRequestError, parse_emit_request, publish_emit
-from .envelope import Batch, EnvelopeError
-from .hooks import HookRegistry
-from .hooks import hooks as default_hooks
-from .router import message_body, route_message
-from .routing import RoutePlan
+from shared.appcontext import AppContext
+from shared.edge import webpubsub as wps
+from shared.edge.emit_api import EmitRequestError, parse_emit_request, publish_emit
+from shared.persistence import history as hist
+from shared.persistence.hooks import HookRegistry
+from shared.persistence.hooks import hooks as default_hooks
+from shared.routing.plan import RoutePlan
+from shared.routing.router import message_body, route_message
+from socketio_servicebus.wire.envelope import Batch, EnvelopeError
 
 __all__ = [
     "router",

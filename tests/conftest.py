@@ -20,7 +20,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProce
     """One emulator process for the session: namespace ``sbemulatorns`` with topic ``socketio``.
 
     Tests that need entities of their own create them with the admin helper
-    (``shared.sbadmin``) under unique names, so they do not see each other's messages.
+    (``socketio_servicebus.servicebus.clients``) under unique names, so they do not see each other's messages.
     """
     config = tmp_path_factory.mktemp("emulator") / "Config.json"
     config.write_text(json.dumps(EmulatorProcess.default_config()))

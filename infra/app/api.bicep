@@ -1,6 +1,6 @@
 metadata description = '''
 The socketio-servicebus Function App (router, persist, webpubsub, HTTP emit/history) and its
-identity-based app settings. Setting names come from shared/topology.json (appSettings,
+identity-based app settings. Setting names come from socketio_servicebus/topology.json (appSettings,
 regionConnectionTemplate); infra/README.md lists every one of them.
 '''
 
@@ -61,7 +61,7 @@ param maximumInstanceCount int = 100
 @description('Instance memory size in MB.')
 param instanceMemoryMB int = 2048
 
-var topology = loadJsonContent('../../shared/topology.json')
+var topology = loadJsonContent('../../socketio_servicebus/topology.json')
 var names = topology.appSettings
 var sbConnection = names.serviceBusConnection
 var tablesConnection = names.tablesConnection

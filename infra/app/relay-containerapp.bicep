@@ -58,7 +58,7 @@ param cpu string = '0.5'
 @description('Memory per replica.')
 param memory string = '1Gi'
 
-var topology = loadJsonContent('../../shared/topology.json')
+var topology = loadJsonContent('../../socketio_servicebus/topology.json')
 var preProvisioned = subscriptionAccess == 'preProvisioned'
 var receiverRoleId = topology.roles.serviceBusDataReceiver
 var senderRoleId = topology.roles.serviceBusDataSender

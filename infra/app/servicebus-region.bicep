@@ -2,7 +2,7 @@ metadata description = '''
 One relay region: Service Bus namespace, the shared topic, the Function App subscriptions
 (router, persist, webpubsub) with their SQL rules, pre-provisioned node subscriptions, the
 on-premise Listen+Send policy and the Function identity's data-plane roles.
-Every name, rule and property comes from shared/topology.json.
+Every name, rule and property comes from socketio_servicebus/topology.json.
 '''
 
 @description('Logical region name (the key in SIO_REGION_MAP).')
@@ -43,7 +43,7 @@ param onPremNodes string[] = []
 @description('Cloud relay node ids that use pre-provisioned subscriptions (no Manage right), in addition to onPremNodes.')
 param preProvisionedRelayNodes string[] = []
 
-var topology = loadJsonContent('../../shared/topology.json')
+var topology = loadJsonContent('../../socketio_servicebus/topology.json')
 var functionSubscriptionList = items(topology.functionSubscriptions)
 var nodeTemplate = topology.nodeSubscription
 var preProvisionedNodes = concat(onPremNodes, preProvisionedRelayNodes)

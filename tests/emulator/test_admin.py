@@ -1,6 +1,6 @@
 """The emulator's management API driven by the real azure-servicebus ``ServiceBusAdministrationClient``.
 
-The aio client comes from ``shared.sbadmin.admin_client`` (the project's one way to make it); one
+The aio client comes from ``socketio_servicebus.servicebus.clients.admin_client`` (the project's one way to make it); one
 test drives the sync client through a RequestsTransport that rewrites https:// to http://. Data
 plane traffic goes through the SDK's ServiceBusClient over AMQP, so rules created over HTTP are
 checked against what is really delivered.
@@ -43,7 +43,7 @@ from azure.servicebus.management import (
 from azure.servicebus.management import ServiceBusAdministrationClient as SyncAdminClient
 
 from servicebus_emulator import admin_xml
-from shared.sbadmin import admin_client, parse_connection_string, servicebus_client
+from socketio_servicebus.servicebus.clients import admin_client, parse_connection_string, servicebus_client
 from tests.support.emulator_process import EmulatorProcess
 
 ATOM = "http://www.w3.org/2005/Atom"

@@ -28,7 +28,7 @@ from proton import Collector, Connection, Endpoint, Transport
 from servicebus_emulator.config import PolicyConfig
 from servicebus_emulator.errors import Unauthorized
 from servicebus_emulator.sas import verify_token
-from shared.sbadmin import servicebus_client
+from socketio_servicebus.servicebus.clients import servicebus_client
 from tests.support.emulator_process import EmulatorProcess, running_emulator
 
 ROOT_KEY = "root-key-value"

@@ -34,7 +34,7 @@ from azure.servicebus.exceptions import (
     ServiceBusQuotaExceededError,
 )
 
-from shared.sbadmin import servicebus_client
+from socketio_servicebus.servicebus.clients import servicebus_client
 from tests.support.emulator_process import EmulatorProcess, running_emulator
 
 UTC = dt.UTC

@@ -14,7 +14,7 @@ from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
 from azure.servicebus.exceptions import MessagingEntityNotFoundError
 from proton import Collector, Connection, Endpoint, Transport
 
-from shared.sbadmin import servicebus_client
+from socketio_servicebus.servicebus.clients import servicebus_client
 from tests.support.emulator_process import EmulatorProcess, running_emulator
 
 CONFIG = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
 
-from shared.sbadmin import servicebus_client
+from socketio_servicebus.servicebus.clients import servicebus_client
 
 
 async def test_send_batch_receive_complete_and_filter(conn_str: str) -> None:

@@ -1,6 +1,6 @@
 """Hooks module loaded by the runner in the end-to-end tests (SIO_HOOKS_MODULE)."""
 
-from shared.hooks import StoredEvent, hooks
+from shared.persistence.hooks import StoredEvent, hooks
 
 
 @hooks.on("explode")

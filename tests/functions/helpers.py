@@ -9,7 +9,7 @@ import azure.functions as func
 from azure.functions.servicebus import ServiceBusMessage as WorkerServiceBusMessage
 
 from shared.appcontext import AppContext, AppSettings
-from shared.envelope import Batch, Envelope, Kind
+from socketio_servicebus.wire.envelope import Batch, Envelope, Kind
 
 
 def emit_envelope(region: str = "eu", *, room: str | None = "lobby", event: str = "chat", data: Any = "hi",

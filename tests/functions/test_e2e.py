@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode, ServiceBusSubQueue
 
-from shared.envelope import Batch
-from shared.sbadmin import servicebus_client
+from socketio_servicebus.servicebus.clients import servicebus_client
+from socketio_servicebus.wire.envelope import Batch
 from tests.support.emulator_process import EmulatorProcess
 from tests.support.stack_config import region_settings, stack_config
 

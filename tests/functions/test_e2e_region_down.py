@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
 
-from shared.dedupe import SeenIds
-from shared.envelope import Batch
-from shared.sbadmin import servicebus_client
+from socketio_servicebus.manager.dedupe import SeenIds
+from socketio_servicebus.servicebus.clients import servicebus_client
+from socketio_servicebus.wire.envelope import Batch
 from tests.support.emulator_process import EmulatorProcess
 from tests.support.stack_config import region_settings, stack_config
 

@@ -11,13 +11,13 @@ import pytest
 
 from shared import handlers
 from shared.appcontext import AppContext, AppSettings
-from shared.envelope import SERVICEBUS_MAX_MESSAGE_BYTES, Batch
-from shared.history import escape_key, partition_key, unescape_key
-from shared.hooks import HookFailed, HookRegistry, StoredEvent
-from shared.router import ForwardFailed
-from shared.routing import Unroutable
-from shared.topology import PROP_HOPS, PROP_ROUTE_DONE, PROP_VISITED
-from shared.webpubsub import hub_for_namespace
+from shared.edge.webpubsub import hub_for_namespace
+from shared.persistence.history import escape_key, partition_key, unescape_key
+from shared.persistence.hooks import HookFailed, HookRegistry, StoredEvent
+from shared.routing.plan import Unroutable
+from shared.routing.router import ForwardFailed
+from socketio_servicebus.topology import PROP_HOPS, PROP_ROUTE_DONE, PROP_VISITED
+from socketio_servicebus.wire.envelope import SERVICEBUS_MAX_MESSAGE_BYTES, Batch
 
 from .conftest import WPS_KEY
 from .helpers import FakeContext, RecordingSender, emit_envelope, http_request, sb_message

@@ -9,8 +9,8 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 
-from shared.routing import RegionMapError
-from shared.topology import load_topology
+from shared.routing.plan import RegionMapError
+from socketio_servicebus.topology import load_topology
 
 from .conftest import import_function_app
 

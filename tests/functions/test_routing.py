@@ -11,9 +11,9 @@ from collections import Counter
 import pytest
 
 from servicebus_emulator.filters import sql_filter
-from shared.envelope import Batch, Envelope, Kind
-from shared.routing import RegionMap, RegionMapError, Unroutable
-from shared.topology import load_topology
+from shared.routing.plan import RegionMap, RegionMapError, Unroutable
+from socketio_servicebus.topology import load_topology
+from socketio_servicebus.wire.envelope import Batch, Envelope, Kind
 
 ROUTER_RULE = sql_filter(load_topology()["functionSubscriptions"]["router"]["sql"])
 

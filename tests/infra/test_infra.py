@@ -1,7 +1,7 @@
 """Static checks of infra/ (issue 6): fast, no network, no Azure.
 
 What can be checked without the Bicep compiler is checked here by parsing the files:
-shared/topology.json, every loadJsonContent path, module wiring (paths, params),
+socketio_servicebus/topology.json, every loadJsonContent path, module wiring (paths, params),
 app setting names, role ids, main.parameters.json, the on-premise subscription
 template, the relay Container App, azure.yaml and infra/README.md.
 When `bicep` (or `az`) is on PATH, `bicep build` and `bicep lint` also run; that is the
@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
-TOPOLOGY_PATH = ROOT / "shared" / "topology.json"
+TOPOLOGY_PATH = ROOT / "socketio_servicebus" / "topology.json"
 MAIN = INFRA / "main.bicep"
 PARAMS = INFRA / "main.parameters.json"
 README = INFRA / "README.md"
@@ -238,7 +238,7 @@ def expected_app_setting_names(topology: dict, regions: list[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# shared/topology.json
+# socketio_servicebus/topology.json
 # --------------------------------------------------------------------------------------------
 
 
@@ -322,7 +322,7 @@ def test_every_load_json_content_path_exists():
             found += 1
             assert (path.parent / rel).resolve().is_file(), f"{path.name}: {rel}"
     assert found
-    assert "loadJsonContent('../shared/topology.json')" in MAIN.read_text(encoding="utf-8")
+    assert "loadJsonContent('../socketio_servicebus/topology.json')" in MAIN.read_text(encoding="utf-8")
 
 
 def test_modules_exist_and_get_valid_params():
@@ -421,7 +421,7 @@ def test_flex_consumption_function_app():
 
 def test_region_module_builds_everything_from_topology():
     text = (INFRA / "app" / "servicebus-region.bicep").read_text(encoding="utf-8")
-    assert "loadJsonContent('../../shared/topology.json')" in text
+    assert "loadJsonContent('../../socketio_servicebus/topology.json')" in text
     assert "items(topology.functionSubscriptions)" in text
     for field in ("name", "rule", "sql", "lockDuration", "maxDeliveryCount", "defaultMessageTimeToLive"):
         assert f"sub.value.{field}" in text, field

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.topology import load_topology
+from socketio_servicebus.topology import load_topology
 from tests.support.emulator_process import EmulatorProcess
 
 from .support import RelayProcess

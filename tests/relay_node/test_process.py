@@ -12,7 +12,7 @@ import jwt
 import pytest
 import socketio
 
-from shared.sbadmin import admin_client
+from socketio_servicebus.servicebus.clients import admin_client
 
 from .conftest import ONPREM_KEY, ONPREM_KEY_NAME, ONPREM_NODE
 from .support import SCALE, JsClient, RelayProcess

@@ -17,7 +17,7 @@ from relay_node.config import DEFAULT_APP, ConfigError, from_args, parse_cors, p
 from relay_node.loading import LoadError, load_ref, setup_apps
 from relay_node.metrics import translate_snapshot
 from relay_node.probe import client_kwargs
-from shared.metrics import ManagerMetrics
+from socketio_servicebus.manager.metrics import ManagerMetrics
 
 CONN = "Endpoint=sb://localhost:5672;SharedAccessKeyName=Root;SharedAccessKey=k;UseDevelopmentEmulator=true"
 SECRET = "unit-test-secret-at-least-32-bytes!!"

@@ -3,7 +3,7 @@
 Covered elsewhere, not repeated:
 
 * envelope decoder properties (hypothesis) and a mutational fuzz target:
-  ``tests/shared/test_envelope.py`` (``test_prop_*``, ``test_fuzz_mutated_valid_batches``); the
+  ``tests/library/test_envelope.py`` (``test_prop_*``, ``test_fuzz_mutated_valid_batches``); the
   standalone fuzz runner is ``bench/fuzz_envelope.py`` (run briefly below);
 * garbage AMQP frames, a client that never settles, abrupt disconnects, 200 connections at the
   emulator: ``tests/emulator/test_robustness.py``;
@@ -36,8 +36,15 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.exceptions import ServiceBusAuthenticationError, ServiceBusAuthorizationError
 
-from shared.envelope import MAX_BATCH_BYTES, MAX_ENVELOPES, Batch, Envelope, EnvelopeError, Kind
-from shared.sbadmin import admin_client, servicebus_client
+from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
+from socketio_servicebus.wire.envelope import (
+    MAX_BATCH_BYTES,
+    MAX_ENVELOPES,
+    Batch,
+    Envelope,
+    EnvelopeError,
+    Kind,
+)
 from tests.relay_node.support import RelayProcess, clean_env
 from tests.support.emulator_process import EmulatorProcess
 

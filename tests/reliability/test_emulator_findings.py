@@ -3,7 +3,7 @@
 Found by the reliability suite and fixed in the emulator: a sender link attached to a topic used
 to survive the topic's deletion (sends accepted and dropped). Azure detaches it with
 ``amqp:not-found``; so does the emulator now. The relay nodes cope either way: the manager opens a
-fresh sender when it finds its subscription gone (``shared/manager.py``, ``_listen``).
+fresh sender when it finds its subscription gone (``socketio_servicebus/manager/client_manager.py``, ``_listen``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.exceptions import MessagingEntityNotFoundError, ServiceBusError
 
-from shared.sbadmin import admin_client, servicebus_client
+from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
 from tests.support.emulator_process import EmulatorProcess
 
 pytestmark = pytest.mark.timeout(60)

@@ -9,7 +9,7 @@ Covered elsewhere, not repeated here:
   ``tests/functions/test_e2e.py::test_failing_hook_is_retried_then_dead_lettered`` (hooks module
   through ``SIO_HOOKS_MODULE``) and ``test_malformed_message_is_dead_lettered_by_service_bus``;
 * the router with one region down: ``tests/functions/test_e2e_region_down.py``;
-* poison messages at a node: ``tests/shared/test_manager_faults.py``.
+* poison messages at a node: ``tests/library/test_manager_faults.py``.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from azure.servicebus import ServiceBusMessage
 from azure.servicebus.management import SqlRuleFilter, TrueRuleFilter
 
 from local_stack.stack import LocalStack, parse_metrics
-from shared.envelope import Batch, Envelope, Kind
-from shared.manager import ServiceBusManager
-from shared.sbadmin import admin_client, servicebus_client
-from shared.topology import load_topology
+from socketio_servicebus.manager.client_manager import ServiceBusManager
+from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
+from socketio_servicebus.topology import load_topology
+from socketio_servicebus.wire.envelope import Batch, Envelope, Kind
 
 from .conftest import AUTO_DELETE_ON_IDLE, SUBSCRIPTION_CHECK_INTERVAL
 from .support import Counting, ReadyWatch, fetch_history, figure, wait_until

@@ -1,4 +1,4 @@
-"""Emulator ``Config.json`` for a multi-region stack, built from ``shared/topology.json``.
+"""Emulator ``Config.json`` for a multi-region stack, built from ``socketio_servicebus/topology.json``.
 
 One emulator namespace per region (each on its own port), each with the topic and the Function
 App subscriptions ``router`` / ``persist`` / ``webpubsub`` with their SQL rules, lock duration,
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from local_stack.topology_config import function_subscriptions
-from shared.topology import load_topology
+from socketio_servicebus.topology import load_topology
 
 __all__ = ["stack_config", "namespace_config", "region_settings", "function_subscriptions"]
 

@@ -1,4 +1,4 @@
-"""Counters and gauges of one :class:`~shared.manager.ServiceBusManager` (pure, no I/O).
+"""Counters and gauges of one :class:`~socketio_servicebus.manager.client_manager.ServiceBusManager` (pure, no I/O).
 
 The relay node turns :meth:`ManagerMetrics.snapshot` into Prometheus metrics; every value is
 a plain ``int`` or ``float`` so any exporter can take it as is.  Counters only grow; gauges

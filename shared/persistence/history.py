@@ -24,8 +24,8 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from .envelope import Batch, Envelope, EnvelopeError, Kind
-from .hooks import StoredEvent
+from shared.persistence.hooks import StoredEvent
+from socketio_servicebus.wire.envelope import Batch, Envelope, EnvelopeError, Kind
 
 __all__ = [
     "escape_key",

@@ -7,11 +7,11 @@ the pub/sub message dicts; this module adds the Service Bus transport (``_publis
 
 Pieces, each in its own module:
 
-* :mod:`shared.envelope` - wire format (one Service Bus message = one batch of envelopes);
-* :mod:`shared.batching` - adaptive outbound batching over a bounded buffer;
-* :mod:`shared.subscription` - the per-node subscription (name, SQL rule, admin calls);
-* :mod:`shared.registry`, :mod:`shared.requests`, :mod:`shared.dedupe`, :mod:`shared.metrics`,
-  :mod:`shared.retry` - pure bookkeeping.
+* :mod:`socketio_servicebus.wire.envelope` - wire format (one Service Bus message = one batch of envelopes);
+* :mod:`socketio_servicebus.manager.outbox` - adaptive outbound batching over a bounded buffer;
+* :mod:`socketio_servicebus.servicebus.subscription` - the per-node subscription (name, SQL rule, admin calls);
+* :mod:`socketio_servicebus.manager.registry`, :mod:`socketio_servicebus.manager.requests`, :mod:`socketio_servicebus.manager.dedupe`, :mod:`socketio_servicebus.manager.metrics`,
+  :mod:`socketio_servicebus.servicebus.retry` - pure bookkeeping.
 
 Task layout once started (all on the server's event loop):
 
@@ -41,9 +41,21 @@ from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
 from azure.servicebus.exceptions import MessageSizeExceededError
 from socketio.async_pubsub_manager import AsyncPubSubManager  # type: ignore[import-untyped]
 
-from .batching import Outbox
-from .dedupe import SeenIds
-from .envelope import (
+from socketio_servicebus.manager.dedupe import SeenIds
+from socketio_servicebus.manager.metrics import ManagerMetrics
+from socketio_servicebus.manager.outbox import Outbox
+from socketio_servicebus.manager.registry import NodeRegistry
+from socketio_servicebus.manager.requests import Reply, RequestTracker
+from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
+from socketio_servicebus.servicebus.retry import backoff, is_entity_gone, is_fatal
+from socketio_servicebus.servicebus.subscription import (
+    NodeSubscriptionSpec,
+    check_node_subscription,
+    delete_node_subscription,
+    ensure_node_subscription,
+    node_subscription_spec,
+)
+from socketio_servicebus.wire.envelope import (
     MAX_BATCH_BYTES,
     SOCKETIO_KINDS,
     Batch,
@@ -51,18 +63,6 @@ from .envelope import (
     EnvelopeError,
     EnvelopeTooLarge,
     Kind,
-)
-from .metrics import ManagerMetrics
-from .registry import NodeRegistry
-from .requests import Reply, RequestTracker
-from .retry import backoff, is_entity_gone, is_fatal
-from .sbadmin import admin_client, servicebus_client
-from .subscription import (
-    NodeSubscriptionSpec,
-    check_node_subscription,
-    delete_node_subscription,
-    ensure_node_subscription,
-    node_subscription_spec,
 )
 
 __all__ = ["ServiceBusManager", "ServerEventHandler"]
@@ -149,7 +149,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     :param buffer_size: envelopes kept for sending while Service Bus is unreachable; beyond it
         the oldest waiting one is dropped (``buffer_dropped``).
     :param max_message_bytes: Service Bus message size limit; batches stay below it and a single
-        envelope that cannot fit raises :class:`~shared.envelope.EnvelopeTooLarge` to the caller.
+        envelope that cannot fit raises :class:`~socketio_servicebus.wire.envelope.EnvelopeTooLarge` to the caller.
     :param heartbeat_interval: seconds between heartbeats.
     :param node_timeout: a node without heartbeat for this long is considered gone.
     :param request_timeout: default timeout of ``fetch_sockets`` / ``server_side_emit``.
@@ -160,7 +160,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         no heartbeats; ``fetch_sockets`` / ``server_side_emit`` are unavailable.
     :param logger: logger (default ``socketio.servicebus``).
     :param json: passed to python-socketio (packet encoding); the wire always uses
-        :mod:`shared.wire`.
+        :mod:`socketio_servicebus.wire.codec`.
     :param backoff_initial: first reconnect delay (doubles up to ``backoff_max``, with jitter).
     :param backoff_max: reconnect delay cap.
     :param dedupe_size: envelope ids remembered for duplicate suppression.
@@ -458,7 +458,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         """Queue a python-socketio pub/sub message; it leaves in the next batch.
 
         Returns at once (never waits for Service Bus).  Raises
-        :class:`~shared.envelope.EnvelopeTooLarge` if it can never fit in one message.
+        :class:`~socketio_servicebus.wire.envelope.EnvelopeTooLarge` if it can never fit in one message.
         """
         method = data.get("method")
         kind = Kind(str(method))

@@ -19,9 +19,9 @@ import pytest
 import socketio
 from aiohttp import web
 
-from shared import ServiceBusManager
-from shared.sbadmin import admin_client
-from shared.subscription import node_subscription_spec
+from socketio_servicebus import ServiceBusManager
+from socketio_servicebus.servicebus.clients import admin_client
+from socketio_servicebus.servicebus.subscription import node_subscription_spec
 from tests.support.emulator_process import EmulatorProcess
 
 #: One scale for every wait in these tests.
@@ -411,7 +411,7 @@ async def test_burst_is_batched_and_ordered(cluster: Factory) -> None:
 
 async def test_too_large_envelope_raises_to_caller(cluster: Factory) -> None:
     a = await cluster(max_message_bytes=64 * 1024)
-    from shared import EnvelopeTooLarge
+    from socketio_servicebus import EnvelopeTooLarge
 
     with pytest.raises(EnvelopeTooLarge):
         await a.sio.emit("msg", "x" * (64 * 1024))

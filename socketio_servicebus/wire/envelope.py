@@ -29,8 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import wire
-from .topology import (
+from socketio_servicebus.topology import (
     PROP_HOPS,
     PROP_KIND,
     PROP_NAMESPACE,
@@ -41,7 +40,8 @@ from .topology import (
     PROP_TARGET_NODE,
     PROP_VISITED,
 )
-from .wire import MAX_DEPTH, EnvelopeError, EnvelopeTooLarge
+from socketio_servicebus.wire import codec as wire
+from socketio_servicebus.wire.codec import MAX_DEPTH, EnvelopeError, EnvelopeTooLarge
 
 __all__ = [
     "VERSION",

@@ -5,7 +5,7 @@
 
 ``publish_emit`` publishes the same python-socketio message dict that
 ``AsyncPubSubManager.emit`` publishes (``method/event/data/binary/namespace/room/skip_sid/
-callback/host_id``) wrapped in an envelope (``shared.envelope``), so relay nodes handle it exactly
+callback/host_id``) wrapped in an envelope (``socketio_servicebus.wire.envelope``), so relay nodes handle it exactly
 like an emit from another node.
 
 Why not ``ServiceBusManager(..., write_only=True).emit``: the manager queues into a background
@@ -26,7 +26,7 @@ from typing import Any
 
 from azure.servicebus import ServiceBusMessage as SBMessage
 
-from .envelope import DEFAULT_BATCH_BYTES, Envelope, EnvelopeError, Kind, pack_batches
+from socketio_servicebus.wire.envelope import DEFAULT_BATCH_BYTES, Envelope, EnvelopeError, Kind, pack_batches
 
 __all__ = ["EmitRequest", "EmitRequestError", "parse_emit_request", "publish_emit", "NODE_ID"]
 

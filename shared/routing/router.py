@@ -1,4 +1,4 @@
-"""The cross-region router function's work: decode, plan (``shared.routing``), forward.
+"""The cross-region router function's work: decode, plan (``shared.routing.plan``), forward.
 
 Called by ``function_app.py`` with a ``func.ServiceBusMessage`` received on region X's ``router``
 subscription. Outcomes:
@@ -23,10 +23,10 @@ from typing import Any
 
 from azure.servicebus import ServiceBusMessage as SBMessage
 
-from .appcontext import AppContext
-from .envelope import Batch, EnvelopeError
-from .routing import RoutePlan, Unroutable
-from .topology import PROP_ROUTE_DONE, PROP_TARGET_NODE
+from shared.appcontext import AppContext
+from shared.routing.plan import RoutePlan, Unroutable
+from socketio_servicebus.topology import PROP_ROUTE_DONE, PROP_TARGET_NODE
+from socketio_servicebus.wire.envelope import Batch, EnvelopeError
 
 __all__ = ["ForwardFailed", "Unroutable", "route_message", "message_body", "message_properties"]
 

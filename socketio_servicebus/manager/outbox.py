@@ -1,13 +1,13 @@
 """Adaptive outbound batching over a bounded buffer.
 
 :class:`Outbox` takes envelopes one by one (:meth:`Outbox.put`, synchronous, raises
-:class:`~shared.envelope.EnvelopeTooLarge` at once) and one sender task drains it:
+:class:`~socketio_servicebus.wire.envelope.EnvelopeTooLarge` at once) and one sender task drains it:
 
 * idle: the first envelope leaves immediately (no timer, no added latency);
 * busy: while a send is in flight, or less than ``min_interval`` seconds after the previous send
   started (sustained high rates only), new envelopes accumulate and leave together in the next
   message(s), each at most ``body_limit`` bytes and homogeneous in
-  :func:`~shared.envelope.batch_key` (consecutive runs only, so the send order is kept);
+  :func:`~socketio_servicebus.wire.envelope.batch_key` (consecutive runs only, so the send order is kept);
 * outage: a failed send leaves its envelopes at the head; the task retries with backoff while
   the buffer keeps at most ``max_items`` envelopes, dropping the oldest waiting one on overflow
   (counted, and logged at most once per ``drop_log_interval`` seconds).
@@ -25,7 +25,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
-from .envelope import (
+from socketio_servicebus.manager.metrics import ManagerMetrics
+from socketio_servicebus.servicebus.retry import backoff
+from socketio_servicebus.wire.envelope import (
     ENVELOPE_SEPARATOR_BYTES,
     MAX_ENVELOPES,
     Batch,
@@ -37,8 +39,6 @@ from .envelope import (
     batch_overhead,
     encode_envelope,
 )
-from .metrics import ManagerMetrics
-from .retry import backoff
 
 __all__ = ["Outbox", "SendFn"]
 

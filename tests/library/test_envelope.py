@@ -1,4 +1,4 @@
-"""Tests for the wire format: shared/envelope.py, shared/wire.py, shared/topology.py."""
+"""Tests for the wire format: socketio_servicebus/wire/ and socketio_servicebus/topology.py."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from socketio.async_manager import AsyncManager
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
-import shared
-from shared import topology, wire
-from shared.envelope import (
+import socketio_servicebus
+from socketio_servicebus import topology
+from socketio_servicebus.wire import codec as wire
+from socketio_servicebus.wire.envelope import (
     BATCH_OVERHEAD,
     DEFAULT_BATCH_BYTES,
     MAX_DEPTH,
@@ -667,9 +668,9 @@ def test_pack_batches_order_and_limits():
 
 
 def test_public_api_exported():
-    for name in shared.__all__:
-        assert getattr(shared, name) is not None
-    assert shared.Envelope is Envelope
+    for name in socketio_servicebus.__all__:
+        assert getattr(socketio_servicebus, name) is not None
+    assert socketio_servicebus.Envelope is Envelope
 
 
 # ---------------------------------------------------------------- hypothesis

@@ -1,4 +1,4 @@
-"""Access to ``shared/topology.json``, the single source of truth for names.
+"""Access to ``socketio_servicebus/topology.json``, the single source of truth for names.
 
 The JSON file is read once (cached).  :func:`load_topology` hands out a deep
 copy so callers can never corrupt the cached document.  The ``PROP_*``

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from azure.servicebus import ServiceBusMessage
 
-from shared import Envelope, Kind, encode_batch
-from shared.sbadmin import admin_client, servicebus_client
-from shared.subscription import node_subscription_spec
-from tests.shared.test_manager import (  # noqa: F401 - fixtures
+from socketio_servicebus import Envelope, Kind, encode_batch
+from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
+from socketio_servicebus.servicebus.subscription import node_subscription_spec
+from tests.library.test_manager import (  # noqa: F401 - fixtures
     NODES,
     Factory,
     Node,
@@ -100,8 +100,8 @@ def free_port() -> int:
 async def test_emulator_restart_on_same_port(tmp_path: Any) -> None:
     """Broker down mid-stream: local delivery goes on, the buffer holds, health flips, and
     after the restart (same port) delivery resumes and the buffer drains."""
-    from shared import ServiceBusManager
-    from tests.shared.test_manager import Node as _Node
+    from socketio_servicebus import ServiceBusManager
+    from tests.library.test_manager import Node as _Node
 
     port = free_port()
     cfg = tmp_path / "Config.json"

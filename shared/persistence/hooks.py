@@ -3,7 +3,7 @@
 In the application's hooks module (named by the app setting ``SIO_HOOKS_MODULE``, imported once
 when ``function_app.py`` is loaded)::
 
-    from shared.hooks import hooks, StoredEvent
+    from shared.persistence.hooks import hooks, StoredEvent
 
     @hooks.on("chat")
     async def moderate(event: StoredEvent) -> None:

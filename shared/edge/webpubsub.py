@@ -22,7 +22,7 @@ import logging
 import re
 from typing import Any
 
-from .envelope import Batch, Envelope, Kind
+from socketio_servicebus.wire.envelope import Batch, Envelope, Kind
 
 __all__ = ["hub_for_namespace", "payload_for", "push_batch", "negotiate", "group_name_ok"]
 

@@ -3,7 +3,7 @@
 This module knows nothing about envelopes; it provides
 
 * :class:`EnvelopeError` / :class:`EnvelopeTooLarge` (re-exported by
-  :mod:`shared.envelope`),
+  :mod:`socketio_servicebus.wire.envelope`),
 * :func:`dumps` - compact UTF-8 JSON with the tagged ``{"_b64": ...}`` form for
   raw ``bytes`` and the ``{"_esc": ...}`` escape for user dicts that would
   otherwise look like a tag,

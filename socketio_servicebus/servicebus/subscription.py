@@ -2,7 +2,7 @@
 and the admin calls that create, repair and delete it.
 
 Only :func:`ensure_node_subscription` and :func:`delete_node_subscription` talk to Service Bus
-(through :func:`shared.sbadmin.admin_client`); the rest is pure.
+(through :func:`socketio_servicebus.servicebus.clients.admin_client`); the rest is pure.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.servicebus.management import SqlRuleFilter
 
-from .topology import load_topology
+from socketio_servicebus.topology import load_topology
 
 __all__ = [
     "NodeSubscriptionSpec",

@@ -1,0 +1,79 @@
+"""The emulator command line: ``servicebus-emulator --config FILE [--host 127.0.0.1] [--port N]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from .config import ConfigError, load_config
+from .server import Emulator
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="servicebus-emulator",
+        description="Local Azure Service Bus emulator (AMQP 1.0 + admin API on one port per namespace).",
+    )
+    parser.add_argument("--config", default=os.environ.get("SERVICEBUS_EMULATOR_CONFIG"),
+                        help="Config.json in the official emulator's format (default: one namespace, topic 'socketio')")
+    parser.add_argument("--host", default=os.environ.get("SERVICEBUS_EMULATOR_HOST", "127.0.0.1"),
+                        help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SERVICEBUS_EMULATOR_PORT", "5672")),
+                        help="port of the first namespace; the next ones follow; 0 = ephemeral (default 5672)")
+    parser.add_argument("--log-level", default=os.environ.get("SERVICEBUS_EMULATOR_LOG_LEVEL", "INFO"))
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"servicebus-emulator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    emulator = Emulator(config, host=args.host, port=args.port)
+    try:
+        await emulator.start()
+    except OSError as exc:
+        print(f"servicebus-emulator: cannot listen on {args.host}:{args.port}: {exc.strerror}; "
+              "pick another --port (0 for an ephemeral one)", file=sys.stderr)
+        await emulator.stop()
+        return 2
+    except ConfigError as exc:
+        print(f"servicebus-emulator: configuration error: {exc}", file=sys.stderr)
+        await emulator.stop()
+        return 2
+    for name, conn in emulator.connection_strings().items():
+        print(f"namespace {name}: {conn}", flush=True)
+    print("servicebus-emulator ready", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await emulator.stop()
+    print("servicebus-emulator stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    profile_to = os.environ.get("SERVICEBUS_EMULATOR_PROFILE")
+    if not profile_to:
+        return asyncio.run(serve(args))
+    # development aid: SERVICEBUS_EMULATOR_PROFILE=out.prof profiles the whole run with cProfile
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(asyncio.run, serve(args))
+    finally:
+        profiler.dump_stats(profile_to)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

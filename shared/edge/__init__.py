@@ -1,0 +1,1 @@
+"""Edges of the Function App: the HTTP emit API and the Azure Web PubSub feed."""

@@ -1,0 +1,6 @@
+"""The python-socketio client manager over a Service Bus topic and its bookkeeping parts."""
+
+from socketio_servicebus.manager.client_manager import ServiceBusManager
+from socketio_servicebus.manager.metrics import ManagerMetrics
+
+__all__ = ["ManagerMetrics", "ServiceBusManager"]
