@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,17 @@ ROOT = Path(__file__).resolve().parents[2]
 class EmulatorProcess:
     """The emulator in its own process, on ephemeral ports, read through its stdout."""
 
-    def __init__(self, config: Path | None = None, port: int = 0, extra_args: list[str] | None = None):
+    def __init__(self, config: Path | None = None, port: int = 0, extra_args: list[str] | None = None, *,
+                 command: Sequence[str] | None = None, cwd: Path | None = None,
+                 env: Mapping[str, str] | None = None):
+        """``command``/``cwd``/``env``: how to run it (default ``python -m servicebus_emulator`` from the
+        repo with this environment), e.g. an installed ``servicebus-emulator`` script elsewhere."""
         self.config = config
         self.port = port
         self.extra_args = extra_args or []
+        self.command = list(command or [sys.executable, "-m", "servicebus_emulator"])
+        self.cwd = cwd or ROOT
+        self.env = None if env is None else dict(env)  # None: os.environ at start()
         self.proc: subprocess.Popen[str] | None = None
         self.connection_strings: dict[str, str] = {}
         self.output: list[str] = []
@@ -60,12 +67,12 @@ class EmulatorProcess:
         return {"UserConfig": {"Namespaces": spaces, "Logging": {"Type": "Console"}}}
 
     def start(self, timeout: float = 20.0) -> None:
-        args = [sys.executable, "-m", "servicebus_emulator", "--port", str(self.port), *self.extra_args]
+        args = [*self.command, "--port", str(self.port), *self.extra_args]
         if self.config is not None:
             args += ["--config", str(self.config)]
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            args, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**(os.environ if self.env is None else self.env), "PYTHONUNBUFFERED": "1"},
         )
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
