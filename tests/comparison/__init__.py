@@ -1,0 +1,1 @@
+"""Comparisons of ServiceBusManager with other ways to run python-socketio over Service Bus."""
