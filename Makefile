@@ -52,7 +52,7 @@ bench: $(STAMP) $(NPM_STAMP)
 
 # wheel + sdist in dist/, checked by twine
 dist: $(STAMP)
-	rm -rf dist build
+	rm -rf dist build *.egg-info
 	$(PY) -m build --outdir dist .
 	$(VENV)/bin/twine check --strict dist/*
 
