@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import socketio
+import socketio  # type: ignore[import-untyped]
 import uvicorn
 
 from socketio_servicebus.manager.client_manager import ServiceBusManager
@@ -42,34 +42,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class _Manager(ServiceBusManager):
-    """ServiceBusManager whose clients use the node's transport and proxy settings.
-
-    The manager builds its client in ``_ensure_started`` from the connection settings only; the
-    replacement happens before any of its tasks has run (they start at the next await).
-    """
-
-    relay_client_kwargs: dict[str, Any] = {}
-    relay_admin_kwargs: dict[str, Any] = {}
-
-    def _admin(self) -> Any:
-        from socketio_servicebus.servicebus.clients import admin_client
-
-        return admin_client(**self._conn, **self.relay_admin_kwargs)
-
-    def _ensure_started(self) -> None:
-        was_started = self._started
-        super()._ensure_started()
-        if not was_started and self.relay_client_kwargs:
-            from socketio_servicebus.servicebus.clients import servicebus_client
-
-            self._client = servicebus_client(
-                **self._conn, **self.relay_client_kwargs, retry_total=1, retry_backoff_factor=0.5,
-                retry_backoff_max=2,
-            )
-
-
-class _RelayServer(socketio.AsyncServer):
+class _RelayServer(socketio.AsyncServer):  # type: ignore[misc]
     """AsyncServer that runs the node's connect guard (drain + auth) before any app handler."""
 
     relay_guard: Callable[[str, dict[str, Any], Any], Awaitable[None]] | None = None
@@ -165,7 +138,7 @@ class RelayNode:
                     "last_error": "starting", "buffered": 0}
         try:
             return dict(self.manager.health())
-        except Exception as exc:  # a probe must answer even if the manager is broken
+        except Exception as exc:  # noqa: BLE001 - a probe must answer even if the manager is broken; the error is the reason
             return {"ready": False, "last_error": f"health() failed: {exc}"}
 
     def counters(self) -> list[tuple[str, str, float]]:
@@ -181,6 +154,8 @@ class RelayNode:
         if self.draining:
             return False, {**body, "ready": False, "reason": "draining"}
         if not health.get("ready"):
+            if health.get("reason"):  # the manager says why (ServiceBusManager does)
+                return False, {**body, "ready": False, "reason": str(health["reason"])}
             if not health.get("connected"):
                 reason = "servicebus not connected"
             elif not health.get("subscription_ready"):
@@ -209,10 +184,8 @@ class RelayNode:
         )
         if self.manager_factory is not None:
             return self.manager_factory(**kwargs)
-        manager = _Manager(**kwargs)
-        manager.relay_client_kwargs = client_kwargs(self.cfg)
-        manager.relay_admin_kwargs = admin_kwargs(self.cfg)
-        return manager
+        return ServiceBusManager(**kwargs, client_options=client_kwargs(self.cfg),
+                                 admin_options=admin_kwargs(self.cfg))
 
     async def _guard(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         if self.draining:
@@ -346,7 +319,10 @@ class RelayNode:
         cfg = self.cfg
         log.info("draining (at most %.0fs): /readyz now answers 503", cfg.drain_seconds)
         deadline = time.monotonic() + cfg.drain_seconds
-        left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731
+
+        def left() -> float:
+            return max(0.1, deadline - time.monotonic())
+
         try:
             async with asyncio.timeout(cfg.drain_seconds):
                 if self.manager is None:
@@ -370,7 +346,8 @@ class RelayNode:
             if self._serve_task is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(self._serve_task), 5.0)
-                except (TimeoutError, Exception):
+                except Exception as exc:  # noqa: BLE001 - stopping anyway; logged
+                    log.warning("uvicorn did not stop cleanly (%s: %s); forcing exit", type(exc).__name__, exc)
                     self._uvicorn.force_exit = True
         if self.credential is not None and hasattr(self.credential, "close"):
             with contextlib.suppress(Exception):

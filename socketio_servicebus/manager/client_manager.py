@@ -774,7 +774,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                 elif kind is Kind.RESPONSE:
                     self._on_response(env)
                 self._seen.add(env.id)
-        except Exception:
+        except Exception:  # noqa: BLE001 - logged with traceback; the message is abandoned for redelivery
             self._log.exception("servicebus: failed to process message %s; abandoning it for redelivery",
                                 msg.message_id)
             self._settle(receiver, msg, "abandon")

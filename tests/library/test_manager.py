@@ -137,7 +137,7 @@ class Node:
         for c in self.clients:
             try:
                 await c.disconnect()
-            except Exception:
+            except Exception:  # noqa: BLE001 - teardown: the manager close below is what matters
                 pass
         await self.mgr.close()
         await self.runner.cleanup()
