@@ -1,0 +1,287 @@
+# ruff: noqa: F811
+"""ServiceBusManager's lifecycle and failure paths over the real emulator: nothing is lost
+silently, and ``health()`` says why it is not ready.
+
+Faults are injected into the manager's own parts (a method that raises, a handler that hangs);
+Service Bus is always the real emulator, driven by the unmodified SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import pytest
+from azure.servicebus import ServiceBusMessage
+
+from socketio_servicebus import Envelope, Kind, ManagerClosed, ServiceBusManager, encode_batch
+from socketio_servicebus.servicebus.clients import ConnectionSettingsError, servicebus_client
+from socketio_servicebus.servicebus.subscription import node_subscription_spec
+from tests.library.test_manager import (  # noqa: F401 - fixtures
+    NODES,
+    Factory,
+    Node,
+    cluster,
+    eventually,
+    meshed,
+    node_config,
+    quiet,
+    sb,
+    sb_conn,
+    topic,
+)
+from tests.library.test_manager_faults import free_port, routed_to
+from tests.support.emulator_process import EmulatorProcess
+
+
+def emit_body(data: Any) -> dict[str, Any]:
+    return {"method": "emit", "event": "msg", "data": [data], "binary": False, "namespace": "/",
+            "room": None, "skip_sid": None, "callback": None, "host_id": "outsider"}
+
+
+# ====================================================================== 1. lifecycle
+
+
+async def test_emit_after_close_raises_and_nothing_is_queued(cluster: Factory) -> None:
+    a = await cluster()
+    await a.mgr.close()
+    assert a.mgr.health()["state"] == "closed" and a.mgr.health()["ready"] is False
+    with pytest.raises(ManagerClosed):
+        await a.sio.emit("msg", "after close")
+    with pytest.raises(ManagerClosed):
+        await a.mgr.emit("msg", "after close")
+    with pytest.raises(ManagerClosed):
+        await a.mgr.start()
+    assert await a.mgr.wait_ready(0.2) is False
+    assert a.mgr.health()["buffered"] == 0
+    await a.mgr.close()  # idempotent
+
+
+async def test_failed_start_leaves_the_manager_new_not_wedged() -> None:
+    # passes the constructor's check, fails when the SDK client is built
+    mgr = ServiceBusManager(connection_string="Endpoint=http://nowhere/;SharedAccessKeyName=k;SharedAccessKey=v",
+                            write_only=True)
+    for _ in range(2):  # the same clear error each time, not a half-started manager
+        with pytest.raises(ConnectionSettingsError):
+            await mgr.start()
+        assert mgr.health()["state"] == "new" and not mgr.health()["ready"]
+    with pytest.raises(ConnectionSettingsError):
+        await mgr.emit("msg", "x")
+    await mgr.close()
+    assert mgr.health()["state"] == "closed"
+    with pytest.raises(ManagerClosed):
+        await mgr.emit("msg", "x")
+
+
+@pytest.mark.slow
+async def test_start_against_closed_port_becomes_ready_when_the_emulator_comes_up(tmp_path: Any) -> None:
+    port = free_port()
+    cfg = tmp_path / "Config.json"
+    cfg.write_text(json.dumps(node_config(["socketio"], NODES, port=port)))
+    first = EmulatorProcess(cfg, port=port)
+    first.start()  # only to learn the connection string (its key) for that port
+    conn = first.connection_string("sbemulatorns")
+    first.stop()
+    em = EmulatorProcess(cfg, port=port)
+    mgr = ServiceBusManager(connection_string=conn, node_id="n0",
+                            backoff_initial=0.2, backoff_max=1.0,
+                            subscription=node_subscription_spec(topic="socketio", node_id="n0").name)
+    node = Node(mgr)
+    try:
+        await node.start()  # nothing listens on the port yet
+        assert await mgr.wait_ready(2) is False
+        health = mgr.health()
+        assert health["state"] == "running" and health["reason"].startswith("servicebus not connected")
+        assert health["last_error"]
+        em.start()
+        assert await mgr.wait_ready(30), mgr.health()
+        assert mgr.health()["reason"] is None
+    finally:
+        await node.stop()
+        em.stop()
+
+
+# ====================================================================== 2. supervised tasks
+
+
+async def test_dead_outbox_is_reported_then_restarted_without_losing_envelopes(cluster: Factory) -> None:
+    a, b = await cluster(), await cluster()
+    cb = await b.client()
+    outbox = a.mgr._outbox
+    assert outbox is not None
+    broken = True
+    real_take = outbox._take
+
+    def take() -> Any:
+        if broken:
+            raise RuntimeError("injected outbox fault")
+        return real_take()
+
+    outbox._take = take  # type: ignore[method-assign]
+    await a.sio.emit("msg", "survives")
+    await eventually(lambda: not a.mgr.health()["ready"], what="not ready once the outbox died")
+    health = a.mgr.health()
+    assert "outbox" in health["failed_tasks"] and "injected outbox fault" in health["reason"], health
+    await eventually(lambda: a.mgr.metrics.snapshot()["task_failures"] >= 2, what="restarted, died again")
+    assert not a.mgr.health()["ready"]
+    broken = False
+    await eventually(lambda: a.mgr.health()["ready"], what="ready after a restart that lives")
+    await eventually(lambda: cb.got["msg"] == ["survives"], what="the buffered emit is delivered")
+
+
+async def test_listener_cancelled_from_outside_is_restarted(cluster: Factory) -> None:
+    a, b = await cluster(), await cluster()
+    ca = await a.client()
+    assert a.mgr._supervisor is not None
+    first = a.mgr._supervisor.task("listener")
+    assert first is not None
+    first.cancel()
+    await eventually(lambda: a.mgr._supervisor is not None and a.mgr._supervisor.task("listener") is not first,
+                     what="listener restarted")
+    assert a.mgr.metrics.snapshot()["task_failures"] >= 1
+    await eventually(lambda: a.mgr.health()["ready"], what="ready again")
+
+    async def delivered() -> bool:
+        await b.sio.emit("msg", "after restart")
+        await asyncio.sleep(0.3)
+        return "after restart" in ca.got["msg"]
+
+    await eventually(delivered, what="receiving again")
+
+
+async def test_requests_beyond_the_bound_are_answered_busy(cluster: Factory) -> None:
+    a = await cluster()
+    b = await cluster(max_concurrent_requests=1)
+    await meshed(a, b)
+    release = asyncio.Event()
+
+    @b.mgr.on_server_event("slow")
+    async def slow() -> str:
+        await release.wait()
+        return "done"
+
+    first = asyncio.ensure_future(a.mgr.server_side_emit("slow", timeout=10))
+    await eventually(lambda: b.mgr._requests_active == 1, what="first request being served")
+    assert await a.mgr.server_side_emit("slow", timeout=5) == []  # b answered "busy" at once
+    assert b.mgr.metrics.snapshot()["requests_refused"] == 1
+    assert a.mgr.metrics.snapshot()["requests_timed_out"] == 0
+    release.set()
+    assert await first == ["done"]
+
+
+# ====================================================================== 3. close order
+
+
+async def test_close_settles_every_message_it_received(cluster: Factory, sb_conn: str, topic: str) -> None:
+    # a pre-provisioned subscription: close() keeps it, so what it did not settle would stay
+    a = await cluster(subscription=node_subscription_spec(topic=topic, node_id="n0").name, node_id="n0")
+    n = 400
+    async with servicebus_client(connection_string=sb_conn) as client, client.get_topic_sender(topic) as sender:
+        for start in range(0, n, 100):
+            batch = [ServiceBusMessage(encode_batch([Envelope(kind=Kind.EMIT, origin_node="outsider",
+                                                              origin_region="local", body=emit_body(i))],
+                                                    visited=("local",)), application_properties=routed_to(a))
+                     for i in range(start, start + 100)]
+            await sender.send_messages(batch)
+    await eventually(lambda: a.mgr.metrics.snapshot()["messages_received"] >= 50, what="receiving")
+    await a.mgr.close()  # in the middle of the stream
+    snap = a.mgr.metrics.snapshot()
+    assert snap["settle_errors"] == 0, snap
+    assert snap["settled"] == snap["messages_received"] > 0, snap
+    assert a.mgr._to_settle == []
+    # what was settled is gone; the rest is still there for the next node
+    async with servicebus_client(connection_string=sb_conn) as client, \
+            client.get_subscription_receiver(topic, a.mgr.subscription_name) as r:
+        left = 0
+        while msgs := await r.receive_messages(max_message_count=100, max_wait_time=1):
+            left += len(msgs)
+            for m in msgs:
+                await r.complete_message(m)
+    assert left == n - snap["settled"]
+
+
+# ====================================================================== 4. idempotence that retries
+
+
+async def test_abandoned_message_is_processed_on_redelivery(cluster: Factory, sb_conn: str, topic: str) -> None:
+    a = await cluster()
+    calls: list[str] = []
+    real = a.mgr._on_heartbeat
+
+    def flaky(env: Envelope) -> None:
+        if env.origin_node == "outsider":
+            calls.append(env.id)
+            if len(calls) == 1:
+                raise RuntimeError("injected handler fault")
+        real(env)
+
+    a.mgr._on_heartbeat = flaky  # type: ignore[method-assign]
+    hb = Envelope(kind=Kind.HEARTBEAT, origin_node="outsider", origin_region="local",
+                  body={"clients": 3, "interval": 5})
+    async with servicebus_client(connection_string=sb_conn) as client, client.get_topic_sender(topic) as sender:
+        await sender.send_messages(ServiceBusMessage(encode_batch([hb], visited=("local",)),
+                                                     application_properties=routed_to(a)))
+    await eventually(lambda: any(n["node_id"] == "outsider" for n in a.mgr.nodes()), what="redelivery processed")
+    snap = a.mgr.metrics.snapshot()
+    assert calls == [hb.id, hb.id]
+    assert snap["abandoned"] == 1 and snap["duplicates_dropped"] == 0, snap
+
+
+async def test_redelivery_skips_only_the_envelopes_already_handled(cluster: Factory, sb_conn: str,
+                                                                   topic: str) -> None:
+    a = await cluster()
+    handled: list[str] = []
+    failing: set[str] = set()
+    real = a.mgr._on_heartbeat
+
+    def flaky(env: Envelope) -> None:
+        if env.origin_node == "outsider":
+            if env.id in failing:
+                failing.discard(env.id)
+                raise RuntimeError("injected handler fault")
+            handled.append(env.id)
+        real(env)
+
+    a.mgr._on_heartbeat = flaky  # type: ignore[method-assign]
+    first = Envelope(kind=Kind.HEARTBEAT, origin_node="outsider", origin_region="local", body={"clients": 1})
+    second = Envelope(kind=Kind.HEARTBEAT, origin_node="outsider", origin_region="local", body={"clients": 2})
+    failing.add(second.id)
+    async with servicebus_client(connection_string=sb_conn) as client, client.get_topic_sender(topic) as sender:
+        # one Service Bus message: the first envelope is handled, the second fails once
+        await sender.send_messages(ServiceBusMessage(_two_envelopes(first, second),
+                                                     application_properties=routed_to(a)))
+    await eventually(lambda: len(handled) == 2, what="second envelope handled on redelivery")
+    await quiet()
+    assert handled == [first.id, second.id]  # the first one not again
+    snap = a.mgr.metrics.snapshot()
+    assert snap["abandoned"] == 1 and snap["duplicates_dropped"] == 1, snap
+
+
+def _two_envelopes(e1: Envelope, e2: Envelope) -> bytes:
+    from socketio_servicebus import assemble_batch, encode_envelope
+
+    return assemble_batch([encode_envelope(e1), encode_envelope(e2)], hops=0, visited=("local",))
+
+
+# ====================================================================== 6. loud failures
+
+
+async def test_settle_failures_are_counted_and_logged_at_warning(cluster: Factory, sb_conn: str, topic: str,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    a = await cluster()
+    ca = await a.client()
+
+    async def refuse(*_: Any) -> None:
+        raise RuntimeError("injected settle fault")
+
+    a.mgr._settle_one = refuse  # type: ignore[method-assign]
+    env = Envelope(kind=Kind.EMIT, origin_node="outsider", origin_region="local", body=emit_body("x"))
+    with caplog.at_level(logging.WARNING, logger="socketio.servicebus"):
+        async with servicebus_client(connection_string=sb_conn) as client, client.get_topic_sender(topic) as sender:
+            await sender.send_messages(ServiceBusMessage(encode_batch([env], visited=("local",)),
+                                                         application_properties=routed_to(a)))
+        await eventually(lambda: a.mgr.metrics.snapshot()["settle_errors"] >= 1, what="settle error counted")
+    assert ca.got["msg"][:1] == ["x"]
+    assert any("injected settle fault" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
