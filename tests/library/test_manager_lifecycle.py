@@ -285,3 +285,25 @@ async def test_settle_failures_are_counted_and_logged_at_warning(cluster: Factor
         await eventually(lambda: a.mgr.metrics.snapshot()["settle_errors"] >= 1, what="settle error counted")
     assert ca.got["msg"][:1] == ["x"]
     assert any("injected settle fault" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+# ====================================================================== 7. misaddressed envelopes are counted
+
+
+async def test_misaddressed_envelopes_are_counted_not_delivered(cluster: Factory, sb_conn: str, topic: str) -> None:
+    """What the node assertions elsewhere rely on: an envelope that gets past a subscription
+    rule (here: application properties that lie) but is not for this node is counted."""
+    a = await cluster()
+    ca = await a.client()
+    other = Envelope(kind=Kind.EMIT, origin_node="outsider", origin_region="local", target_node="someone-else",
+                     body=emit_body("not for a"))
+    own = Envelope(kind=Kind.EMIT, origin_node=a.mgr.node_id, origin_region="local", body=emit_body("a's own"))
+    good = Envelope(kind=Kind.EMIT, origin_node="outsider", origin_region="local", body=emit_body("for a"))
+    async with servicebus_client(connection_string=sb_conn) as client, client.get_topic_sender(topic) as sender:
+        for env in (other, own, good):
+            await sender.send_messages(ServiceBusMessage(encode_batch([env], visited=("local",)),
+                                                         application_properties=routed_to(a)))
+    await eventually(lambda: ca.got["msg"] == ["for a"], what="the good one")
+    await eventually(lambda: a.mgr.metrics.snapshot()["misaddressed_dropped"] == 2, what="two counted")
+    await quiet()
+    assert ca.got["msg"] == ["for a"]

@@ -189,3 +189,16 @@ def test_snapshot_translation() -> None:
     assert "socketio_servicebus_text" not in families
     assert families["socketio_servicebus_flag"].samples[0].value == 1
     assert not any(n.startswith("socketio_servicebus_batch_size_le") for n in families)
+
+
+def test_failure_counters_are_exported() -> None:
+    m = ManagerMetrics()
+    m.misaddressed_dropped = 2
+    m.send_dropped = 3
+    m.task_failures = 1
+    families = {f.name: f for f in translate_snapshot(m.snapshot())}
+    for name, value in (("misaddressed_dropped", 2), ("send_dropped", 3), ("task_failures", 1),
+                        ("requests_refused", 0), ("close_dropped", 0), ("sdk_probe_failures", 0),
+                        ("receiver_stalls", 0), ("subscription_check_errors", 0)):
+        family = families[f"socketio_servicebus_{name}"]
+        assert family.type == "counter" and family.samples[0].value == value, name
