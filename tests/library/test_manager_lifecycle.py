@@ -265,6 +265,46 @@ def _two_envelopes(e1: Envelope, e2: Envelope) -> bytes:
     return assemble_batch([encode_envelope(e1), encode_envelope(e2)], hops=0, visited=("local",))
 
 
+# ====================================================================== 5. send failures
+
+
+@pytest.mark.slow
+async def test_a_refused_message_drops_only_its_envelopes(tmp_path: Any) -> None:
+    """The broker's limit (64 KiB) is below the manager's (256 KiB): of three messages sent
+    together, the oversized one is refused and counted; the other two are delivered."""
+    cfg = node_config(["socketio"], NODES)
+    cfg["UserConfig"]["Namespaces"][0]["MaxMessageSizeInKilobytes"] = 64
+    path = tmp_path / "Config.json"
+    path.write_text(json.dumps(cfg))
+    em = EmulatorProcess(path)
+    em.start()
+    conn = em.connection_string("sbemulatorns")
+    nodes: list[Node] = []
+    try:
+        for n, kw in (("n0", {"send_interval": 1.0}), ("n1", {})):
+            mgr = ServiceBusManager(connection_string=conn, node_id=n, backoff_initial=0.2, backoff_max=1.0,
+                                    subscription=node_subscription_spec(topic="socketio", node_id=n).name,
+                                    heartbeat_interval=30, **kw)  # type: ignore[arg-type]
+            nodes.append(Node(mgr))
+            await nodes[-1].start()
+            assert await mgr.wait_ready(15), mgr.health()
+        a, b = nodes
+        cb = await b.client()
+        await a.sio.emit("msg", "first")  # leaves at once; the next ones wait for send_interval
+        await a.sio.emit("msg", "before")
+        await a.sio.emit("msg", "x" * 100_000, namespace="/big")  # another batch key: its own message
+        await a.sio.emit("msg", "after")
+        assert await a.mgr.flush(10)
+        await eventually(lambda: cb.got["msg"] == ["first", "before", "after"], what="the two small ones")
+        snap = a.mgr.metrics.snapshot()
+        assert snap["send_dropped"] == 1 and snap["envelopes_published"] >= 3, snap
+        assert a.mgr.health()["ready"]
+    finally:
+        for node in nodes:
+            await node.stop()
+        em.stop()
+
+
 # ====================================================================== 6. loud failures
 
 
