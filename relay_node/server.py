@@ -25,6 +25,7 @@ from socketio_servicebus.manager.client_manager import ServiceBusManager
 
 from .auth import Authorizer
 from .config import RelayConfig
+from .guard import install_connect_guard
 from .loading import LoadError, setup_apps
 from .metrics import CONTENT_TYPE, make_registry
 from .probe import StartupError, admin_kwargs, client_kwargs, endpoint_of, probe
@@ -40,19 +41,6 @@ _STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class _RelayServer(socketio.AsyncServer):  # type: ignore[misc]
-    """AsyncServer that runs the node's connect guard (drain + auth) before any app handler."""
-
-    relay_guard: Callable[[str, dict[str, Any], Any], Awaitable[None]] | None = None
-
-    async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
-        # first connect call carries (sid, environ, auth); the legacy retry (sid, environ) comes
-        # only after the handler itself raised TypeError, i.e. after the guard passed
-        if event == "connect" and len(args) == 3 and self.relay_guard is not None:
-            await self.relay_guard(*args)
-        return await super()._trigger_event(event, namespace, *args)
 
 
 class _DrainGate:
@@ -201,7 +189,7 @@ class RelayNode:
         cors: Any = self.cfg.cors_origins
         if cors == ["*"]:
             cors = "*"
-        self.sio = _RelayServer(
+        self.sio = socketio.AsyncServer(
             async_mode="asgi",
             client_manager=self.manager,
             cors_allowed_origins=cors,
@@ -209,8 +197,8 @@ class RelayNode:
             logger=False,
             engineio_logger=False,
         )
-        self.sio.relay_guard = self._guard
         await setup_apps(self.sio, self.cfg.apps)
+        install_connect_guard(self.sio, self._guard)  # last: it wraps what the apps registered
         self.asgi = _DrainGate(self, socketio.ASGIApp(self.sio, other_asgi_app=self._routes))
 
     # ------------------------------------------------------------------ HTTP routes
