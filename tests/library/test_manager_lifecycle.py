@@ -347,3 +347,51 @@ async def test_misaddressed_envelopes_are_counted_not_delivered(cluster: Factory
     await eventually(lambda: a.mgr.metrics.snapshot()["misaddressed_dropped"] == 2, what="two counted")
     await quiet()
     assert ca.got["msg"] == ["for a"]
+
+
+async def test_subscription_check_failures_are_counted_and_logged(cluster: Factory,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    a = await cluster(subscription_check_interval=0.2)
+
+    def broken_admin() -> Any:
+        raise RuntimeError("injected admin fault")
+
+    a.mgr._admin = broken_admin  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="socketio.servicebus"):
+        await eventually(lambda: a.mgr.metrics.snapshot()["subscription_check_errors"] >= 2, what="checks failing")
+    assert any("injected admin fault" in r.getMessage() for r in caplog.records)
+    assert a.mgr.health()["ready"]  # the subscription itself is fine
+
+
+# ====================================================================== 8. SDK options are public
+
+
+async def test_admin_and_client_options_reach_the_sdk(sb_conn: str, topic: str) -> None:
+    """Options are passed through: a proxy nobody listens on (admin) and an endpoint nobody
+    listens on (data plane) show up as the errors that keep the node from being ready."""
+    dead = free_port()
+    mgr = ServiceBusManager(connection_string=sb_conn, topic=topic, node_id="n3", backoff_initial=0.2,
+                            backoff_max=0.5,
+                            admin_options={"proxies": {"http": f"http://127.0.0.1:{dead}",
+                                                       "https": f"http://127.0.0.1:{dead}"}})
+    node = Node(mgr)
+    try:
+        await node.start()
+        assert await mgr.wait_ready(2) is False
+        await eventually(lambda: str(dead) in (mgr.health()["last_error"] or ""), what="the proxy's port in the error")
+    finally:
+        await node.stop()
+    emitter = ServiceBusManager(connection_string=sb_conn, topic=topic, write_only=True, backoff_initial=0.2,
+                                client_options={"custom_endpoint_address": f"sb://127.0.0.1:{dead}"})
+    try:
+        await emitter.start()
+        assert await emitter.wait_ready(2) is False
+        assert emitter.health()["reason"].startswith("servicebus not connected")
+    finally:
+        await emitter.close()
+    plain = ServiceBusManager(connection_string=sb_conn, topic=topic, write_only=True)
+    try:
+        await plain.start()
+        assert await plain.wait_ready(10), plain.health()  # the same settings without the options work
+    finally:
+        await plain.close()
