@@ -437,12 +437,10 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             reason = f"manager {state.value}"
         elif failed:
             reason = "background task died: " + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
-        elif not connected:
-            reason = "servicebus not connected"
-        elif not sub_ready:
-            reason = "subscription not ready"
-        if reason is not None and self._last_error and not failed:
-            reason += f": {self._last_error}"
+        elif not connected or not sub_ready:
+            reason = "servicebus not connected" if not connected else "subscription not ready"
+            if self._last_error:
+                reason += f": {self._last_error}"
         return {
             "state": state.value,
             "connected": connected,
@@ -673,6 +671,10 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         burst of its last receive call is delivered and settled.
         """
         assert self._closing_event is not None
+        if self._receiver is not None:  # restarted after the previous run died: its link first
+            if self._to_settle:
+                await self._settle_burst()
+            await self._close_receiver()
         delays = None
         while True:
             if not self._life.running:
