@@ -10,17 +10,22 @@ Pieces, each in its own module:
 * :mod:`socketio_servicebus.wire.envelope` - wire format (one Service Bus message = one batch of envelopes);
 * :mod:`socketio_servicebus.manager.outbox` - adaptive outbound batching over a bounded buffer;
 * :mod:`socketio_servicebus.servicebus.subscription` - the per-node subscription (name, SQL rule, admin calls);
+* :mod:`socketio_servicebus.manager.lifecycle` - the one state field (new/running/closing/closed);
+* :mod:`socketio_servicebus.manager.supervisor` - background tasks whose end is always observed;
 * :mod:`socketio_servicebus.manager.registry`, :mod:`socketio_servicebus.manager.requests`, :mod:`socketio_servicebus.manager.dedupe`, :mod:`socketio_servicebus.manager.metrics`,
   :mod:`socketio_servicebus.servicebus.retry` - pure bookkeeping.
 
-Task layout once started (all on the server's event loop):
+Task layout once running (all on the server's event loop, all supervised: a task that dies is
+logged, makes ``health()`` not ready with the reason, and is restarted):
 
-* ``outbox`` - sends batches; one send in flight at a time (the SDK sender is not safe for
-  concurrent sends);
-* ``_thread`` (python-socketio's) - iterates :meth:`ServiceBusManager._listen`, which
-  reconnects forever with backoff and never raises;
-* ``settler`` - completes / dead-letters received messages off the delivery path;
-* ``heartbeat`` - announces this node and expires silent ones.
+* ``outbox`` - sends batches; one send in flight at a time, under ``_sender_lock`` (the SDK
+  sender is not safe for concurrent sends, nor for a close during a send);
+* ``listener`` - python-socketio's ``_thread`` iterating :meth:`ServiceBusManager._listen`,
+  which reconnects with backoff and settles each received burst between receive calls; it
+  ends only when close() begins;
+* ``heartbeat`` - announces this node and expires silent ones;
+* ``subscription-watch`` - re-asserts the own subscription's rule;
+* ``request`` - one per request served for another node (at most ``max_concurrent_requests``).
 
 See ``docs/manager.md`` for usage and guarantees.
 """
@@ -314,6 +319,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         if self._life.running:
             return
         self._life.check_open("start")
+        asyncio.get_running_loop()  # raises while still new: the tasks need the server's loop
         if not self.write_only and self.server is None:
             raise RuntimeError(
                 "attach the manager to a server first: socketio.AsyncServer(client_manager=manager)"
