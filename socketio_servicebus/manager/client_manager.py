@@ -374,6 +374,8 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self._closing_event.set()
         sup.stop_supervising()
         self._update_ready()
+        assert self._ready_event is not None
+        self._ready_event.set()  # wake wait_ready() callers: they return False (not running)
         if not self.write_only:
             await self._stop_receiving(sup)
             try:
@@ -397,7 +399,6 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                 self._log.warning("close: SDK client close failed: %s: %s", type(exc).__name__, exc)
         self._send_ok = self._recv_ok = self._subscription_ready = False
         self._life.to(State.CLOSED)
-        self._update_ready()
 
     async def _stop_receiving(self, sup: Supervisor) -> None:
         """End the listener after its current receive call (it settles that burst itself), then
@@ -459,8 +460,8 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         }
 
     def _update_ready(self) -> None:
-        if self._ready_event is None:
-            return
+        if self._ready_event is None or self._life.stopping:
+            return  # close() has set the event for good: waiters return False
         self.metrics.nodes = self.server_count()
         if self.health()["ready"]:
             self._ready_event.set()

@@ -59,6 +59,18 @@ async def test_emit_after_close_raises_and_nothing_is_queued(cluster: Factory) -
     await a.mgr.close()  # idempotent
 
 
+async def test_close_wakes_wait_ready_with_false(sb_conn: str, topic: str) -> None:
+    dead = free_port()  # an endpoint nobody listens on: never ready
+    mgr = ServiceBusManager(connection_string=sb_conn, topic=topic, write_only=True,
+                            client_options={"custom_endpoint_address": f"sb://127.0.0.1:{dead}"})
+    await mgr.start()
+    waiter = asyncio.ensure_future(mgr.wait_ready(600))
+    await asyncio.sleep(0.2)
+    assert not waiter.done()
+    await mgr.close()
+    assert await asyncio.wait_for(waiter, 30) is False  # woken by close, not by its 600 s timeout
+
+
 async def test_failed_start_leaves_the_manager_new_not_wedged() -> None:
     # passes the constructor's check, fails when the SDK client is built
     mgr = ServiceBusManager(connection_string="Endpoint=http://nowhere/;SharedAccessKeyName=k;SharedAccessKey=v",
