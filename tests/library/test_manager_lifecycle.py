@@ -143,6 +143,25 @@ async def test_dead_outbox_is_reported_then_restarted_without_losing_envelopes(c
     await eventually(lambda: cb.got["msg"] == ["survives"], what="the buffered emit is delivered")
 
 
+async def test_dead_heartbeat_loop_is_reported_then_restarted(cluster: Factory) -> None:
+    a = await cluster()
+    broken = True
+    real = a.mgr._heartbeat_envelope
+
+    def heartbeat(**kw: Any) -> Envelope:
+        if broken:
+            raise RuntimeError("injected heartbeat fault")
+        return real(**kw)
+
+    a.mgr._heartbeat_envelope = heartbeat  # type: ignore[method-assign]
+    await eventually(lambda: "heartbeat" in a.mgr.health()["failed_tasks"], what="heartbeat death reported")
+    assert "injected heartbeat fault" in a.mgr.health()["reason"]
+    broken = False
+    await eventually(lambda: a.mgr.health()["ready"], what="ready once the restarted loop lives")
+    before = a.mgr.metrics.snapshot()["envelopes_published"]
+    await eventually(lambda: a.mgr.metrics.snapshot()["envelopes_published"] > before, what="heartbeats again")
+
+
 async def test_listener_cancelled_from_outside_is_restarted(cluster: Factory) -> None:
     a, b = await cluster(), await cluster()
     ca = await a.client()
