@@ -87,6 +87,27 @@ async def test_failed_start_leaves_the_manager_new_not_wedged() -> None:
         await mgr.emit("msg", "x")
 
 
+async def test_bad_key_is_reported_not_wedged(sb_conn: str, topic: str) -> None:
+    import re
+
+    bad = re.sub(r"SharedAccessKey=[^;]*", "SharedAccessKey=d3Jvbmcta2V5", sb_conn)
+    assert bad != sb_conn
+    mgr = ServiceBusManager(connection_string=bad, topic=topic, write_only=True, backoff_initial=0.2, backoff_max=0.5)
+    try:
+        await mgr.start()
+        await eventually(lambda: mgr.health()["last_error"] is not None, what="the refusal reported")
+        health = mgr.health()
+        assert health["state"] == "running" and not health["ready"]
+        assert "Authentication" in health["reason"] or "Unauthorized" in health["reason"], health
+        errors = mgr.metrics.snapshot()["publish_errors"]
+        await mgr.emit("msg", "kept")  # buffered, retried with backoff: not lost, not raised
+        await eventually(lambda: mgr.metrics.snapshot()["publish_errors"] > errors, what="a failed send of it")
+        assert mgr.health()["buffered"] == 1
+    finally:
+        await mgr.close()
+    assert mgr.metrics.snapshot()["close_dropped"] == 1  # counted when close() gave up on it
+
+
 @pytest.mark.slow
 async def test_start_against_closed_port_becomes_ready_when_the_emulator_comes_up(tmp_path: Any) -> None:
     port = free_port()
