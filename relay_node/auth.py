@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jwt
-from socketio.exceptions import ConnectionRefusedError
+from socketio.exceptions import ConnectionRefusedError  # type: ignore[import-untyped]
 
 from .config import RelayConfig
 from .loading import load_ref
@@ -83,7 +83,7 @@ class Authorizer:
         if len(token) > MAX_TOKEN_CHARS:
             raise refuse("token too long")
         # tokens must expire: a leaked never-expiring token would be valid forever
-        options = {"require": ["exp"]}
+        options: Any = {"require": ["exp"]}
         last: Exception | None = None
         for alg, key in self.keys:
             try:

@@ -20,6 +20,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("relay_node.chat")
@@ -62,6 +63,18 @@ def _supports(func: Any, kwarg: str) -> bool:
     return kwarg in params
 
 
+Handler = Callable[..., Any]
+
+
+def _on(sio: Any, event: str) -> Callable[[Handler], Handler]:
+    """``@sio.on(event, namespace=NAMESPACE)`` with a typed signature."""
+    def register(handler: Handler) -> Handler:
+        sio.on(event, handler, namespace=NAMESPACE)
+        return handler
+
+    return register
+
+
 def setup(sio: Any) -> None:
     manager = sio.manager
     node = str(getattr(manager, "node_id", "") or "local")
@@ -84,7 +97,7 @@ def setup(sio: Any) -> None:
         name = claims.get("name") or claims.get("sub")
         return str(name)[:64] if name else None
 
-    @sio.on("join", namespace=NAMESPACE)
+    @_on(sio, "join")
     async def join(sid: str, data: Any = None) -> dict[str, Any]:
         try:
             room = room_name(data)
@@ -95,7 +108,7 @@ def setup(sio: Any) -> None:
         await sio.enter_room(sid, ROOM_PREFIX + room, namespace=NAMESPACE)
         return {"ok": True, "room": room, "node": node, "region": region}
 
-    @sio.on("leave", namespace=NAMESPACE)
+    @_on(sio, "leave")
     async def leave(sid: str, data: Any = None) -> dict[str, Any]:
         try:
             room = room_name(data)
@@ -104,7 +117,7 @@ def setup(sio: Any) -> None:
         await sio.leave_room(sid, ROOM_PREFIX + room, namespace=NAMESPACE)
         return {"ok": True, "room": room}
 
-    @sio.on("chat", namespace=NAMESPACE)
+    @_on(sio, "chat")
     async def chat(sid: str, data: Any = None) -> dict[str, Any]:
         try:
             if not isinstance(data, dict):
@@ -125,7 +138,7 @@ def setup(sio: Any) -> None:
         await manager.emit("chat", message, namespace=NAMESPACE, room=ROOM_PREFIX + room, **persist_kw)
         return {"ok": True, "id": message["id"]}
 
-    @sio.on("who", namespace=NAMESPACE)
+    @_on(sio, "who")
     async def who(sid: str, data: Any = None) -> dict[str, Any]:
         try:
             room = room_name(data)
@@ -133,7 +146,7 @@ def setup(sio: Any) -> None:
             return await fail(sid, "who", exc)
         try:
             members = await room_members(sio, NAMESPACE, ROOM_PREFIX + room, node, region)
-        except Exception as exc:  # a slow or failed cross-node query answers partially, never crashes
+        except Exception as exc:  # noqa: BLE001 - a failed cross-node query answers with the error, logged
             log.warning("who %s failed: %s", room, exc)
             return await fail(sid, "who", ChatError(f"member list unavailable: {exc}"))
         return {"room": room, "members": members, "count": len(members)}

@@ -57,7 +57,7 @@ async def run(cfg: RelayConfig) -> int:
     try:
         await node.start()
     except StartupError as exc:
-        _error(exc)
+        _error(str(exc))
         await _cleanup(node, credential)
         return 2 if exc.fatal else 1
     except asyncio.CancelledError:
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = from_args(argv, os.environ)
     except ConfigError as exc:
-        _error(exc)
+        _error(str(exc))
         return 2
     _setup_logging(cfg.log_level)
     try:

@@ -210,7 +210,10 @@ def from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> RelayConfig
     """Parse argv (``None`` = ``sys.argv[1:]``) over ``env``; raises ConfigError or SystemExit(2) for --help."""
     ns = build_parser().parse_args(argv)
     cfg = RelayConfig()
-    pick = lambda dest: _pick(ns, env, dest)  # noqa: E731
+
+    def pick(dest: str) -> str | None:
+        return _pick(ns, env, dest)
+
 
     cfg.host = pick("host") or cfg.host
     port = pick("port")

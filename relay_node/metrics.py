@@ -86,7 +86,7 @@ def translate_snapshot(snapshot: dict[str, Any], prefix: str = MANAGER_PREFIX) -
             base = key[: -len("_sum")]
             if f"{base}_count" in values:
                 out.append(SummaryMetricFamily(metric_name(base, prefix), f"manager summary {base}",
-                                               count_value=values[f"{base}_count"], sum_value=values[key]))
+                                               count_value=int(values[f"{base}_count"]), sum_value=values[key]))
                 used.update({key, f"{base}_count"})
 
     for key in sorted(values):

@@ -18,13 +18,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import socketio
+import socketio  # type: ignore[import-untyped]
 import uvicorn
 
 from socketio_servicebus.manager.client_manager import ServiceBusManager
 
 from .auth import Authorizer
 from .config import RelayConfig
+from .guard import install_connect_guard
 from .loading import LoadError, setup_apps
 from .metrics import CONTENT_TYPE, make_registry
 from .probe import StartupError, admin_kwargs, client_kwargs, endpoint_of, probe
@@ -40,46 +41,6 @@ _STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class _Manager(ServiceBusManager):
-    """ServiceBusManager whose clients use the node's transport and proxy settings.
-
-    The manager builds its client in ``_ensure_started`` from the connection settings only; the
-    replacement happens before any of its tasks has run (they start at the next await).
-    """
-
-    relay_client_kwargs: dict[str, Any] = {}
-    relay_admin_kwargs: dict[str, Any] = {}
-
-    def _admin(self) -> Any:
-        from socketio_servicebus.servicebus.clients import admin_client
-
-        return admin_client(**self._conn, **self.relay_admin_kwargs)
-
-    def _ensure_started(self) -> None:
-        was_started = self._started
-        super()._ensure_started()
-        if not was_started and self.relay_client_kwargs:
-            from socketio_servicebus.servicebus.clients import servicebus_client
-
-            self._client = servicebus_client(
-                **self._conn, **self.relay_client_kwargs, retry_total=1, retry_backoff_factor=0.5,
-                retry_backoff_max=2,
-            )
-
-
-class _RelayServer(socketio.AsyncServer):
-    """AsyncServer that runs the node's connect guard (drain + auth) before any app handler."""
-
-    relay_guard: Callable[[str, dict[str, Any], Any], Awaitable[None]] | None = None
-
-    async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
-        # first connect call carries (sid, environ, auth); the legacy retry (sid, environ) comes
-        # only after the handler itself raised TypeError, i.e. after the guard passed
-        if event == "connect" and len(args) == 3 and self.relay_guard is not None:
-            await self.relay_guard(*args)
-        return await super()._trigger_event(event, namespace, *args)
 
 
 class _DrainGate:
@@ -165,7 +126,7 @@ class RelayNode:
                     "last_error": "starting", "buffered": 0}
         try:
             return dict(self.manager.health())
-        except Exception as exc:  # a probe must answer even if the manager is broken
+        except Exception as exc:  # noqa: BLE001 - a probe must answer even if the manager is broken; the error is the reason
             return {"ready": False, "last_error": f"health() failed: {exc}"}
 
     def counters(self) -> list[tuple[str, str, float]]:
@@ -181,6 +142,8 @@ class RelayNode:
         if self.draining:
             return False, {**body, "ready": False, "reason": "draining"}
         if not health.get("ready"):
+            if health.get("reason"):  # the manager says why (ServiceBusManager does)
+                return False, {**body, "ready": False, "reason": str(health["reason"])}
             if not health.get("connected"):
                 reason = "servicebus not connected"
             elif not health.get("subscription_ready"):
@@ -209,10 +172,8 @@ class RelayNode:
         )
         if self.manager_factory is not None:
             return self.manager_factory(**kwargs)
-        manager = _Manager(**kwargs)
-        manager.relay_client_kwargs = client_kwargs(self.cfg)
-        manager.relay_admin_kwargs = admin_kwargs(self.cfg)
-        return manager
+        return ServiceBusManager(**kwargs, client_options=client_kwargs(self.cfg),
+                                 admin_options=admin_kwargs(self.cfg))
 
     async def _guard(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         if self.draining:
@@ -228,7 +189,7 @@ class RelayNode:
         cors: Any = self.cfg.cors_origins
         if cors == ["*"]:
             cors = "*"
-        self.sio = _RelayServer(
+        self.sio = socketio.AsyncServer(
             async_mode="asgi",
             client_manager=self.manager,
             cors_allowed_origins=cors,
@@ -236,8 +197,8 @@ class RelayNode:
             logger=False,
             engineio_logger=False,
         )
-        self.sio.relay_guard = self._guard
         await setup_apps(self.sio, self.cfg.apps)
+        install_connect_guard(self.sio, self._guard)  # last: it wraps what the apps registered
         self.asgi = _DrainGate(self, socketio.ASGIApp(self.sio, other_asgi_app=self._routes))
 
     # ------------------------------------------------------------------ HTTP routes
@@ -346,7 +307,10 @@ class RelayNode:
         cfg = self.cfg
         log.info("draining (at most %.0fs): /readyz now answers 503", cfg.drain_seconds)
         deadline = time.monotonic() + cfg.drain_seconds
-        left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731
+
+        def left() -> float:
+            return max(0.1, deadline - time.monotonic())
+
         try:
             async with asyncio.timeout(cfg.drain_seconds):
                 if self.manager is None:
@@ -370,7 +334,8 @@ class RelayNode:
             if self._serve_task is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(self._serve_task), 5.0)
-                except (TimeoutError, Exception):
+                except Exception as exc:  # noqa: BLE001 - stopping anyway; logged
+                    log.warning("uvicorn did not stop cleanly (%s: %s); forcing exit", type(exc).__name__, exc)
                     self._uvicorn.force_exit = True
         if self.credential is not None and hasattr(self.credential, "close"):
             with contextlib.suppress(Exception):

@@ -10,7 +10,7 @@ public wire-format API (envelopes and batches, see ``docs/wire-format.md``). Lay
 """
 
 from socketio_servicebus._version import __version__
-from socketio_servicebus.manager import ManagerMetrics, ServiceBusManager
+from socketio_servicebus.manager import ManagerClosed, ManagerMetrics, ServiceBusManager
 from socketio_servicebus.wire.envelope import (
     BATCH_OVERHEAD,
     DEFAULT_BATCH_BYTES,
@@ -69,5 +69,6 @@ __all__ = [
     "envelope_size",
     "pack_batches",
     "ServiceBusManager",
+    "ManagerClosed",
     "ManagerMetrics",
 ]

@@ -1,6 +1,7 @@
 """The python-socketio client manager over a Service Bus topic and its bookkeeping parts."""
 
 from socketio_servicebus.manager.client_manager import ServiceBusManager
+from socketio_servicebus.manager.lifecycle import ManagerClosed
 from socketio_servicebus.manager.metrics import ManagerMetrics
 
-__all__ = ["ManagerMetrics", "ServiceBusManager"]
+__all__ = ["ManagerClosed", "ManagerMetrics", "ServiceBusManager"]

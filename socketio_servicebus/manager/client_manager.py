@@ -10,17 +10,22 @@ Pieces, each in its own module:
 * :mod:`socketio_servicebus.wire.envelope` - wire format (one Service Bus message = one batch of envelopes);
 * :mod:`socketio_servicebus.manager.outbox` - adaptive outbound batching over a bounded buffer;
 * :mod:`socketio_servicebus.servicebus.subscription` - the per-node subscription (name, SQL rule, admin calls);
+* :mod:`socketio_servicebus.manager.lifecycle` - the one state field (new/running/closing/closed);
+* :mod:`socketio_servicebus.manager.supervisor` - background tasks whose end is always observed;
 * :mod:`socketio_servicebus.manager.registry`, :mod:`socketio_servicebus.manager.requests`, :mod:`socketio_servicebus.manager.dedupe`, :mod:`socketio_servicebus.manager.metrics`,
   :mod:`socketio_servicebus.servicebus.retry` - pure bookkeeping.
 
-Task layout once started (all on the server's event loop):
+Task layout once running (all on the server's event loop, all supervised: a task that dies is
+logged, makes ``health()`` not ready with the reason, and is restarted):
 
-* ``outbox`` - sends batches; one send in flight at a time (the SDK sender is not safe for
-  concurrent sends);
-* ``_thread`` (python-socketio's) - iterates :meth:`ServiceBusManager._listen`, which
-  reconnects forever with backoff and never raises;
-* ``settler`` - completes / dead-letters received messages off the delivery path;
-* ``heartbeat`` - announces this node and expires silent ones.
+* ``outbox`` - sends batches; one send in flight at a time, under ``_sender_lock`` (the SDK
+  sender is not safe for concurrent sends, nor for a close during a send);
+* ``listener`` - python-socketio's ``_thread`` iterating :meth:`ServiceBusManager._listen`,
+  which reconnects with backoff and settles each received burst between receive calls; it
+  ends only when close() begins;
+* ``heartbeat`` - announces this node and expires silent ones;
+* ``subscription-watch`` - re-asserts the own subscription's rule;
+* ``request`` - one per request served for another node (at most ``max_concurrent_requests``).
 
 See ``docs/manager.md`` for usage and guarantees.
 """
@@ -34,7 +39,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
@@ -42,12 +47,15 @@ from azure.servicebus.exceptions import MessageSizeExceededError
 from socketio.async_pubsub_manager import AsyncPubSubManager  # type: ignore[import-untyped]
 
 from socketio_servicebus.manager.dedupe import SeenIds
+from socketio_servicebus.manager.lifecycle import Lifecycle, ManagerClosed, State
 from socketio_servicebus.manager.metrics import ManagerMetrics
-from socketio_servicebus.manager.outbox import Outbox
+from socketio_servicebus.manager.outbox import Outbox, PartialSendError
 from socketio_servicebus.manager.registry import NodeRegistry
 from socketio_servicebus.manager.requests import Reply, RequestTracker
+from socketio_servicebus.manager.supervisor import Supervisor
 from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
 from socketio_servicebus.servicebus.retry import backoff, is_entity_gone, is_fatal
+from socketio_servicebus.servicebus.sdk_internals import PrefetchProbe
 from socketio_servicebus.servicebus.subscription import (
     NodeSubscriptionSpec,
     check_node_subscription,
@@ -65,7 +73,7 @@ from socketio_servicebus.wire.envelope import (
     Kind,
 )
 
-__all__ = ["ServiceBusManager", "ServerEventHandler"]
+__all__ = ["ManagerClosed", "ServiceBusManager", "ServerEventHandler"]
 
 default_logger = logging.getLogger("socketio.servicebus")
 
@@ -80,24 +88,17 @@ _RECEIVE_MODES = {
 _SOCKETS_PER_PART = 500
 #: Seconds close() waits for the outbound buffer to drain.
 _CLOSE_FLUSH_TIMEOUT = 5.0
+#: Seconds close() waits for the settlement of what was received before closing the link.
+_CLOSE_SETTLE_TIMEOUT = 5.0
+#: ServiceBusClient options unless ``client_options`` says otherwise: one quick SDK retry, then
+#: the manager's own backoff (which keeps health() truthful meanwhile).
+_CLIENT_DEFAULTS: dict[str, Any] = {"retry_total": 1, "retry_backoff_factor": 0.5, "retry_backoff_max": 2}
 
 
 #: max_wait_time of one receive call; also the longest a detached SDK link can stall the loop.
 _RECEIVE_WAIT = 1.0
 #: most messages taken from the SDK's prefetch buffer in one receive call
 _RECEIVE_BATCH = 256
-
-
-def _prefetched(receiver: Any) -> int:
-    """Messages already in the SDK receiver's prefetch buffer (0 if it cannot tell).
-
-    A receive call asking for no more than these returns at once without waiting; asking for
-    more would make the SDK wait up to 0.2 s for the rest, hence the exact count.
-    """
-    try:
-        return min(int(receiver._handler._received_messages.qsize()), _RECEIVE_BATCH)
-    except Exception:
-        return 0
 
 
 _PERSIST: contextvars.ContextVar[bool] = contextvars.ContextVar("sio_persist", default=False)
@@ -170,6 +171,19 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     :param send_interval: sends start at least this many seconds apart; below that rate the
         first envelope still leaves at once, above it the envelopes of each interval share one
         Service Bus message (``0``: a send starts as soon as the previous one ended).
+    :param client_options: extra keyword arguments for the SDK's ``ServiceBusClient`` (e.g.
+        ``transport_type``, ``http_proxy``, ``retry_total``); they override the manager's
+        defaults (``retry_total=1, retry_backoff_factor=0.5, retry_backoff_max=2``: the manager
+        retries with its own backoff).
+    :param admin_options: extra keyword arguments for the SDK's
+        ``ServiceBusAdministrationClient`` (e.g. ``proxies``, ``transport``).
+    :param max_concurrent_requests: ``fetch_sockets`` / ``server_side_emit`` requests from
+        other nodes served at once; beyond it a request is answered at once with the error
+        ``busy`` (counted in ``requests_refused``).
+
+    Lifecycle: ``new`` → ``running`` (:meth:`start`, or python-socketio's first connection) →
+    ``closing`` → ``closed`` (:meth:`close`).  Emitting once closing raises
+    :class:`~socketio_servicebus.manager.lifecycle.ManagerClosed`.
     """
 
     name = "servicebus"
@@ -201,6 +215,9 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         prefetch_count: int = 256,
         subscription_check_interval: float = 60.0,
         send_interval: float = 0.015,
+        client_options: Mapping[str, Any] | None = None,
+        admin_options: Mapping[str, Any] | None = None,
+        max_concurrent_requests: int = 64,
     ) -> None:
         if not connection_string and not (fully_qualified_namespace and credential is not None):
             raise ValueError("give connection_string, or fully_qualified_namespace and credential")
@@ -239,11 +256,15 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self.prefetch_count = prefetch_count
         self.send_interval = send_interval
         self.subscription_check_interval = subscription_check_interval
+        self.client_options: dict[str, Any] = {**_CLIENT_DEFAULTS, **(client_options or {})}
+        self.admin_options: dict[str, Any] = dict(admin_options or {})
+        self.max_concurrent_requests = max(1, max_concurrent_requests)
 
         self.metrics = ManagerMetrics()
         self._registry = NodeRegistry(node_timeout)
         self._requests = RequestTracker()
         self._seen = SeenIds(dedupe_size)
+        self._prefetched = PrefetchProbe(self.metrics, self.logger or default_logger, _RECEIVE_BATCH)
         self._server_handlers: dict[tuple[str, str], ServerEventHandler] = {}
 
         self._client: Any = None
@@ -251,13 +272,15 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self._sender_lock: asyncio.Lock | None = None
         self._receiver: Any = None
         self._outbox: Outbox | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._life = Lifecycle()
+        self._supervisor: Supervisor | None = None
+        #: set when close() begins: cuts the listener's backoff waits short
+        self._closing_event: asyncio.Event | None = None
+        self._requests_active = 0
         #: settlements of the burst being delivered; sent between receive calls (see _settle_burst)
         self._to_settle: list[tuple[Any, Any, str, str, str]] = []
         self._ready_event: asyncio.Event | None = None
-        self._started = False
-        self._closing = False
-        self._closed = False
+        # health conditions (the lifecycle is self._life)
         self._send_ok = False
         self._recv_ok = False
         self._subscription_ready = False
@@ -279,29 +302,37 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self._ensure_started()
 
     async def wait_ready(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - public API
-        """Wait until :meth:`health` says ``ready``; ``False`` on timeout."""
+        """Wait until :meth:`health` says ``ready``; ``False`` on timeout or once closing."""
+        if self._life.stopping:
+            return False
         self._ensure_started()
         assert self._ready_event is not None
         try:
             await asyncio.wait_for(self._ready_event.wait(), timeout)
         except TimeoutError:
             return False
-        return True
+        return self._life.running
 
     def _ensure_started(self) -> None:
-        if self._started:
+        """``new`` → ``running``.  Builds the SDK client first: if that raises, the manager stays
+        ``new`` (nothing half-started) and the caller sees the error."""
+        if self._life.running:
             return
-        if self._closing:
-            raise RuntimeError("ServiceBusManager is closed")
+        self._life.check_open("start")
+        asyncio.get_running_loop()  # raises while still new: the tasks need the server's loop
         if not self.write_only and self.server is None:
             raise RuntimeError(
                 "attach the manager to a server first: socketio.AsyncServer(client_manager=manager)"
             )
-        self._started = True
+        self._client = servicebus_client(**self._conn, **self.client_options)
         self._sender_lock = asyncio.Lock()
         self._ready_event = asyncio.Event()
-        self._client = servicebus_client(**self._conn, retry_total=1, retry_backoff_factor=0.5, retry_backoff_max=2)
-        self._outbox = Outbox(
+        self._closing_event = asyncio.Event()
+        self._supervisor = sup = Supervisor(
+            prefix=f"sbmanager-{self.node_id}", logger=self._log, metrics=self.metrics,
+            on_change=self._update_ready, backoff_initial=self.backoff_initial, backoff_max=self.backoff_max,
+        )
+        self._outbox = outbox = Outbox(
             self._send,
             body_limit=self._body_limit,
             max_items=self.buffer_size,
@@ -313,71 +344,79 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             on_success=self._on_send_ok,
             min_interval=self.send_interval,
         )
-        self._spawn(self._outbox.run(), "outbox")
-        self._spawn(self._warm_sender(), "warm-sender")
+        self._life.to(State.RUNNING)
+        sup.spawn("outbox", outbox.run, restart=True)
+        sup.spawn("warm-sender", self._warm_sender, restart=False)
         if not self.write_only:
-            self.thread = self._spawn(self._thread(), "listener")
-            self._spawn(self._heartbeat_loop(), "heartbeat")
+            self.thread = sup.spawn("listener", self._thread, restart=True)
+            sup.spawn("heartbeat", self._heartbeat_loop, restart=True)
             if self._owns_subscription and self.subscription_check_interval > 0:
-                self._spawn(self._subscription_watch(), "subscription-watch")
+                sup.spawn("subscription-watch", self._subscription_watch, restart=True)
         self._log.info(
             "servicebus manager %s (region %s) started on topic %s%s",
             self.node_id, self.region, self.topic, " (write-only)" if self.write_only else "",
         )
 
-    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        task.set_name(f"sbmanager-{self.node_id}-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     async def close(self) -> None:
-        """Say goodbye, flush the outbound buffer (up to 5 s), delete the own subscription
-        (if this manager created it) and close all links.  Idempotent."""
-        if self._closed or self._closing:
+        """Stop receiving, settle what was received, say goodbye, flush the outbound buffer (up
+        to 5 s), delete the own subscription (if this manager created it) and close all links.
+
+        Idempotent.  Once it has begun, emits raise :class:`ManagerClosed`.
+        """
+        if self._life.state is State.NEW:
+            self._life.to(State.CLOSED)
             return
-        self._closing = True
-        if not self._started:
-            self._closed = True
+        if not self._life.running:
             return
-        assert self._outbox is not None
+        self._life.to(State.CLOSING)
+        sup, outbox = self._supervisor, self._outbox
+        assert sup is not None and outbox is not None and self._closing_event is not None
+        self._closing_event.set()
+        sup.stop_supervising()
+        self._update_ready()
+        assert self._ready_event is not None
+        self._ready_event.set()  # wake wait_ready() callers: they return False (not running)
         if not self.write_only:
+            await self._stop_receiving(sup)
             try:
                 self._put(self._heartbeat_envelope(bye=True))
             except EnvelopeError:  # pragma: no cover - a heartbeat always fits
-                pass
-        if not await self._outbox.flush(_CLOSE_FLUSH_TIMEOUT):
+                self._log.warning("close: goodbye heartbeat did not fit")
+        if not await outbox.flush(_CLOSE_FLUSH_TIMEOUT):
+            lost = len(outbox)
+            self.metrics.close_dropped += lost
             self._log.warning("servicebus manager %s closing with %d unsent envelope(s) lost",
-                              self.node_id, len(self._outbox))
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
-        if self._to_settle:
-            try:
-                await asyncio.wait_for(self._settle_burst(), 2.0)
-            except TimeoutError:
-                pass
-        pending = {t for t in self._tasks if t is not current}
-        deadline = time.monotonic() + 5.0
-        while pending and time.monotonic() < deadline:
-            # Python 3.11's wait_for (used inside the SDK's socket reads) can swallow a
-            # cancellation that races with a completed read: cancel again until they stop.
-            for t in pending:
-                t.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.1)
-        if pending:
-            self._log.warning("close: tasks still running: %s", [t.get_name() for t in pending])
+                              self.node_id, lost)
+        left = await sup.cancel(None, 5.0)
+        if left:
+            self._log.warning("close: tasks still running: %s", left)
         # SDK link closes take ~0.5-1 s each (keep-alive task): run them side by side
         await asyncio.gather(self._close_receiver(), self._close_sender(), self._delete_own_subscription())
         if self._client is not None:
             try:
                 await self._client.close()
-            except Exception:  # pragma: no cover - best effort
-                pass
+            except Exception as exc:  # noqa: BLE001 - closing anyway; said in the log
+                self._log.warning("close: SDK client close failed: %s: %s", type(exc).__name__, exc)
         self._send_ok = self._recv_ok = self._subscription_ready = False
-        self._closed = True
+        self._life.to(State.CLOSED)
+
+    async def _stop_receiving(self, sup: Supervisor) -> None:
+        """End the listener after its current receive call (it settles that burst itself), then
+        settle anything still unsettled: one settler at a time on the link."""
+        listener = sup.task("listener")
+        if listener is not None and not listener.done():
+            _, pending = await asyncio.wait({listener}, timeout=_RECEIVE_WAIT + 2.0)
+            if pending:
+                self._log.warning("close: listener did not stop after its receive call; cancelling it")
+                left = await sup.cancel(("listener",), 5.0)
+                if left:
+                    self._log.warning("close: listener still running: %s", left)
+        if self._to_settle:
+            try:
+                await asyncio.wait_for(self._settle_burst(), _CLOSE_SETTLE_TIMEOUT)
+            except TimeoutError:
+                self._log.warning("close: settling %d received message(s) timed out; they will be "
+                                  "redelivered", len(self._to_settle))
 
     shutdown = close
 
@@ -387,25 +426,42 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         try:
             async with self._admin() as admin:
                 await asyncio.wait_for(delete_node_subscription(admin, self._spec), 10.0)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged; closing goes on
             self._log.warning("could not delete subscription %s: %s (AutoDeleteOnIdle will)",
                               self.subscription_name, exc)
 
     # ================================================================== status
     def health(self) -> dict[str, Any]:
+        """``ready`` and, when not ready, ``reason``: the first of closing/closed, a background
+        task that died (``failed_tasks``: name -> error; it is restarted), not connected, no
+        subscription."""
         connected = self._send_ok and (self.write_only or self._recv_ok)
         sub_ready = self._subscription_ready or self.write_only
+        failed = dict(self._supervisor.failures) if self._supervisor is not None else {}
+        state = self._life.state
+        reason: str | None = None
+        if state is not State.RUNNING:
+            reason = f"manager {state.value}"
+        elif failed:
+            reason = "background task died: " + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
+        elif not connected or not sub_ready:
+            reason = "servicebus not connected" if not connected else "subscription not ready"
+            if self._last_error:
+                reason += f": {self._last_error}"
         return {
+            "state": state.value,
             "connected": connected,
             "subscription_ready": self._subscription_ready,
             "last_error": self._last_error,
-            "ready": connected and sub_ready and not self._closing,
+            "failed_tasks": failed,
+            "ready": reason is None,
+            "reason": reason,
             "buffered": len(self._outbox) if self._outbox is not None else 0,
         }
 
     def _update_ready(self) -> None:
-        if self._ready_event is None:
-            return
+        if self._ready_event is None or self._life.stopping:
+            return  # close() has set the event for good: waiters return False
         self.metrics.nodes = self.server_count()
         if self.health()["ready"]:
             self._ready_event.set()
@@ -429,7 +485,12 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
 
     # ================================================================== sending
     def _put(self, env: Envelope) -> None:
-        self._ensure_started()
+        """Queue ``env``.  Allowed while closing (goodbye, replies) until close() has flushed;
+        raises :class:`ManagerClosed` once closed."""
+        if self._life.state is State.CLOSED:
+            raise ManagerClosed(f"ServiceBusManager {self.node_id} is closed: {env.kind.value} not sent")
+        if self._life.state is State.NEW:
+            self._ensure_started()
         assert self._outbox is not None
         self._outbox.put(env)
 
@@ -447,6 +508,8 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         Persisted emits carry the persist flag on the wire (``sio_persist``), so the Functions'
         ``persist`` subscription stores them in Table Storage for the history/replay API.
         """
+        if not kwargs.get("ignore_queue"):
+            self._life.check_open("emit")  # before the local delivery: all or nothing
         token = _PERSIST.set(bool(persist))
         try:
             await super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
@@ -458,8 +521,10 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         """Queue a python-socketio pub/sub message; it leaves in the next batch.
 
         Returns at once (never waits for Service Bus).  Raises
-        :class:`~socketio_servicebus.wire.envelope.EnvelopeTooLarge` if it can never fit in one message.
+        :class:`~socketio_servicebus.wire.envelope.EnvelopeTooLarge` if it can never fit in one message,
+        :class:`ManagerClosed` once :meth:`close` has begun.
         """
+        self._life.check_open(f"publish {data.get('method')!r}")
         method = data.get("method")
         kind = Kind(str(method))
         target = data.get("host_id") if kind is Kind.CALLBACK else None
@@ -472,71 +537,92 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             return True
         return await self._outbox.flush(timeout)
 
-    async def _get_sender(self) -> Any:
-        assert self._sender_lock is not None
-        async with self._sender_lock:
-            if self._sender is None:
-                sender = self._client.get_topic_sender(self.topic)
-                try:
-                    await sender.__aenter__()
-                except BaseException:
-                    try:
-                        await sender.close()
-                    except Exception:
-                        pass
-                    raise
-                self._sender = sender
-            return self._sender
+    async def _open_sender_locked(self) -> Any:
+        """The sender, opened if needed; the caller holds ``_sender_lock``."""
+        if self._sender is None:
+            sender = self._client.get_topic_sender(self.topic)
+            try:
+                await sender.__aenter__()
+            except BaseException:
+                await self._close_link(sender, "sender")
+                raise
+            self._sender = sender
+        return self._sender
+
+    async def _close_link(self, link: Any, what: str) -> None:
+        try:
+            await link.close()
+        except Exception as exc:  # noqa: BLE001 - a link being dropped anyway; logged
+            self._log.warning("servicebus: closing the %s failed: %s: %s", what, type(exc).__name__, exc)
 
     async def _close_sender(self) -> None:
-        sender, self._sender = self._sender, None
-        if sender is not None:
-            try:
-                await sender.close()
-            except Exception:
-                pass
+        """Close the sender; waits for a send in flight (both hold ``_sender_lock``)."""
+        assert self._sender_lock is not None
+        async with self._sender_lock:
+            sender, self._sender = self._sender, None
+            if sender is not None:
+                await self._close_link(sender, "sender")
 
     async def _warm_sender(self) -> None:
         """Open the sender before the first emit (it costs ~0.5 s)."""
+        assert self._sender_lock is not None
         delays = backoff(self.backoff_initial, self.backoff_max)
-        while not self._closing:
+        while self._life.running:
             try:
-                await self._get_sender()
+                async with self._sender_lock:
+                    await self._open_sender_locked()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reported through health(); the outbox retries too
                 self._on_send_error(exc)
+                self._log.warning("servicebus sender for %s not open (%s); retrying", self.topic, self._last_error)
                 await asyncio.sleep(next(delays))
                 continue
             self._on_send_ok()
             return
 
-    async def _send(self, messages: list[tuple[Batch, bytes]]) -> None:
-        sender = await self._get_sender()
+    async def _send(self, messages: list[tuple[Batch, bytes]]) -> list[str | None] | None:
+        """The outbox's transport (see :mod:`socketio_servicebus.manager.outbox` for the contract).
+
+        Holds ``_sender_lock`` for the whole send, so nobody closes the link under it.
+        """
+        assert self._sender_lock is not None
         sb = [
             ServiceBusMessage(body, application_properties=batch.application_properties(),
                               message_id=batch.envelopes[0].id, content_type="application/json")
             for batch, body in messages
         ]
-        try:
-            if len(sb) == 1:
-                await sender.send_messages(sb[0])
-            else:
+        async with self._sender_lock:
+            sender = await self._open_sender_locked()
+            if len(sb) > 1:
                 try:
                     await sender.send_messages(sb)
+                    return None
                 except (MessageSizeExceededError, ValueError):
-                    for m in sb:  # the AMQP batch was over the link limit: one by one
-                        await sender.send_messages(m)
-        except MessageSizeExceededError as exc:
-            # The broker's limit is below max_message_bytes: retrying cannot help.
-            n = sum(len(b.envelopes) for b, _ in messages)
-            self.metrics.publish_errors += 1
-            self._log.error("servicebus refused a message as too large (%s); %d envelope(s) dropped - "
-                            "lower max_message_bytes", exc, n)
-            return
-        except Exception:
-            await self._close_sender()
-            raise
+                    pass  # the list did not fit in one AMQP batch (nothing was sent): one by one
+                except Exception:
+                    await self._close_sender_locked()
+                    raise
+            done: list[str | None] = []
+            for m in sb:
+                try:
+                    await sender.send_messages(m)
+                except (MessageSizeExceededError, ValueError) as exc:
+                    # the broker's limit is below max_message_bytes: retrying cannot help
+                    done.append(f"{type(exc).__name__}: {exc} (lower max_message_bytes)"[:500])
+                except Exception as exc:
+                    await self._close_sender_locked()
+                    if not done:
+                        raise
+                    raise PartialSendError(done, exc) from exc
+                else:
+                    done.append(None)
+            return done
+
+    async def _close_sender_locked(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            await self._close_link(sender, "sender")
 
     def _on_send_error(self, exc: BaseException) -> None:
         self._send_ok = False
@@ -550,7 +636,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
 
     # ================================================================== receiving
     def _admin(self) -> Any:
-        return admin_client(**self._conn)
+        return admin_client(**self._conn, **self.admin_options)
 
     async def _open_receiver(self) -> Any:
         if self._owns_subscription:
@@ -567,10 +653,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         try:
             await receiver.__aenter__()
         except BaseException:
-            try:
-                await receiver.close()
-            except Exception:
-                pass
+            await self._close_link(receiver, "receiver")
             raise
         self._receiver = receiver
         self._recv_ok = True
@@ -585,15 +668,24 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     async def _close_receiver(self) -> None:
         receiver, self._receiver = self._receiver, None
         if receiver is not None:
-            try:
-                await receiver.close()
-            except Exception:
-                pass
+            await self._close_link(receiver, "receiver")
 
     async def _listen(self) -> AsyncIterator[dict[str, Any]]:
-        """Yield python-socketio message dicts forever; reconnects with backoff, never raises."""
+        """Yield python-socketio message dicts until close(); reconnects with backoff.
+
+        It never returns: it ends by raising ``CancelledError`` (python-socketio's ``_thread``
+        then ends quietly), either from close() or by itself once close() has begun and the
+        burst of its last receive call is delivered and settled.
+        """
+        assert self._closing_event is not None
+        if self._receiver is not None:  # restarted after the previous run died: its link first
+            if self._to_settle:
+                await self._settle_burst()
+            await self._close_receiver()
         delays = None
-        while not self._closing:
+        while True:
+            if not self._life.running:
+                raise asyncio.CancelledError
             try:
                 receiver = await self._open_receiver()
                 if delays is not None:
@@ -607,23 +699,24 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                     ticks = [0]
                     handle = loop.call_soon(ticks.__setitem__, 0, 1)
                     # one SDK call per prefetched burst instead of one per message
-                    msgs = await receiver.receive_messages(max_message_count=max(1, _prefetched(receiver)),
+                    msgs = await receiver.receive_messages(max_message_count=max(1, self._prefetched(receiver)),
                                                            max_wait_time=_RECEIVE_WAIT)
                     handle.cancel()
-                    if self._closing:
-                        raise asyncio.CancelledError  # ends python-socketio's _thread quietly
                     if not msgs and not ticks[0]:
+                        self.metrics.receiver_stalls += 1
                         raise _ReceiverStalled("receiver link is no longer attached")
                     for msg in msgs:
                         async for data in self._process(receiver, msg):
                             yield data
                     if self._to_settle:
                         await self._settle_burst()
+                    if not self._life.running:
+                        raise asyncio.CancelledError  # close() began: stop after this burst
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                if self._closing:
-                    return
+            except Exception as exc:  # noqa: BLE001 - logged below; the listener reconnects
+                if not self._life.running:
+                    raise asyncio.CancelledError from exc
                 self._recv_ok = False
                 self._set_error(exc)
                 if is_entity_gone(exc):
@@ -633,6 +726,11 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                     await self._close_sender()
                 self._update_ready()
                 self.metrics.reconnects += 1
+                if self._to_settle:
+                    self._log.warning("servicebus: %d settlement(s) of %s lost with its link; those "
+                                      "messages will be redelivered", len(self._to_settle), self.subscription_name)
+                    self.metrics.settle_errors += len(self._to_settle)
+                    self._to_settle = []
                 await self._close_receiver()
                 if delays is None:
                     delays = backoff(self.backoff_initial, self.backoff_max)
@@ -640,9 +738,18 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                 log = self._log.error if is_fatal(exc) else self._log.warning
                 log("servicebus receiver for %s failed (%s); retrying in %.1fs",
                     self.subscription_name, self._last_error, delay)
-                await asyncio.sleep(delay)
+                try:  # close() cuts the wait short
+                    await asyncio.wait_for(self._closing_event.wait(), delay)
+                except TimeoutError:
+                    pass
 
     async def _process(self, receiver: Any, msg: Any) -> AsyncIterator[dict[str, Any]]:
+        """Deliver one message's envelopes and queue its settlement.
+
+        An envelope id is remembered (dedupe) only once it was handled, so a message abandoned
+        after a failure is processed again on redelivery, except for the envelopes it had
+        already handled.
+        """
         self.metrics.messages_received += 1
         try:
             batch = Batch.decode(_body_bytes(msg), max_bytes=self._decode_limit)
@@ -655,11 +762,15 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         try:
             now_wall = time.time()
             for env in batch.envelopes:
-                if not self._seen.add(env.id):
+                if env.id in self._seen:
                     self.metrics.duplicates_dropped += 1
                     continue
                 if env.origin_node == self.node_id or env.target_node not in (None, self.node_id):
-                    continue  # the rule should have kept it away; defensive
+                    # the subscription rule should have kept it away
+                    self.metrics.misaddressed_dropped += 1
+                    self._log.debug("servicebus: envelope %s (from %s, to %s) is not for this node",
+                                    env.id, env.origin_node, env.target_node)
+                    continue
                 self.metrics.envelopes_received += 1
                 self.metrics.observe_lag(now_wall - env.ts)
                 kind = env.kind
@@ -668,11 +779,13 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                 elif kind is Kind.HEARTBEAT:
                     self._on_heartbeat(env)
                 elif kind is Kind.REQUEST:
-                    self._spawn(self._serve_request(env), "request")
+                    self._accept_request(env)
                 elif kind is Kind.RESPONSE:
                     self._on_response(env)
-        except Exception:
-            self._log.exception("servicebus: failed to process message %s", msg.message_id)
+                self._seen.add(env.id)
+        except Exception:  # noqa: BLE001 - logged with traceback; the message is abandoned for redelivery
+            self._log.exception("servicebus: failed to process message %s; abandoning it for redelivery",
+                                msg.message_id)
             self._settle(receiver, msg, "abandon")
             return
         self._settle(receiver, msg, "complete")
@@ -695,21 +808,34 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         concurrent settlement on the same link badly: the receive then waits for the SDK's
         0.2 s socket timeout (measured: send-to-receive median 85 ms at 25 msgs/s, against
         1.6 ms when settling between receives).
+
+        Failures are counted (``settle_errors``) and logged at warning once per burst. If
+        cancelled, what it had not settled yet goes back to ``_to_settle`` for close().
         """
         items, self._to_settle = self._to_settle, []
+        failed: list[tuple[str, BaseException]] = []
         for start in range(0, len(items), 64):
             chunk = items[start : start + 64]
-            results = await asyncio.gather(*(self._settle_one(*it) for it in chunk), return_exceptions=True)
+            try:
+                results = await asyncio.gather(*(self._settle_one(*it) for it in chunk), return_exceptions=True)
+            except asyncio.CancelledError:
+                self._to_settle = items[start:] + self._to_settle
+                raise
             for (_, msg, op, _, _), res in zip(chunk, results, strict=True):
                 if isinstance(res, BaseException):
                     self.metrics.settle_errors += 1
-                    self._log.debug("servicebus: %s of %s failed: %s", op, msg.message_id, res)
+                    failed.append((f"{op} of {msg.message_id}", res))
                 elif op == "complete":
                     self.metrics.settled += 1
                 elif op == "abandon":
                     self.metrics.abandoned += 1
                 else:
                     self.metrics.dead_lettered += 1
+        if failed:
+            what, exc = failed[0]
+            self._log.warning("servicebus: %d settlement(s) on %s failed (first: %s: %s: %s); those messages "
+                              "will be redelivered", len(failed), self.subscription_name, what,
+                              type(exc).__name__, exc)
 
     @staticmethod
     async def _settle_one(receiver: Any, msg: Any, op: str, reason: str, description: str) -> None:
@@ -729,15 +855,17 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         """
         while True:
             await asyncio.sleep(self.subscription_check_interval)
-            if not self._subscription_ready or self._closing:
+            if not self._subscription_ready or not self._life.running:
                 continue
             try:
                 async with self._admin() as admin:
                     repaired = await asyncio.wait_for(check_node_subscription(admin, self._spec), 10.0)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                self._log.debug("subscription check of %s failed: %s", self.subscription_name, exc)
+            except Exception as exc:  # noqa: BLE001 - counted and logged; checked again next interval
+                self.metrics.subscription_check_errors += 1
+                self._log.warning("subscription check of %s failed (%s: %s); retrying in %.0fs",
+                                  self.subscription_name, type(exc).__name__, exc, self.subscription_check_interval)
                 continue
             if repaired:
                 self.metrics.subscription_repaired += 1
@@ -776,7 +904,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             joined = self._registry.seen(node, env.origin_region, clients, time.time(), time.monotonic())
             if joined:
                 self._log.info("node %s (region %s) joined", node, env.origin_region)
-            if (joined or b.get("hello")) and not self._closing:
+            if (joined or b.get("hello")) and self._life.running:
                 self._put(self._heartbeat_envelope(to=node))  # let the newcomer know us now
         self.metrics.nodes = self.server_count()
 
@@ -809,6 +937,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self._ensure_started()
 
     async def _request(self, op: str, ns: str, body: dict[str, Any], timeout: float | None) -> list[Reply]:  # noqa: ASYNC109 - public API
+        self._life.check_open(op)
         expected = self._registry.live_ids(time.monotonic())
         if not expected:
             return []
@@ -861,6 +990,26 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                 self._log.warning("server_side_emit %r: node %s failed: %s", event, r.node, r.error)
         return acks
 
+    def _accept_request(self, env: Envelope) -> None:
+        """Serve a request from another node in a task, at most ``max_concurrent_requests`` at
+        once; beyond that it is answered ``busy`` at once (counted, logged)."""
+        assert self._supervisor is not None
+        if self._requests_active >= self.max_concurrent_requests:
+            self.metrics.requests_refused += 1
+            self._log.warning("request %s from node %s refused: %d requests already being served",
+                              env.body.get("op"), env.origin_node, self._requests_active)
+            rid = env.body.get("rid")
+            if isinstance(rid, str):
+                self._put(self._envelope(Kind.RESPONSE, {"rid": rid, "ok": False, "data": None, "error": "busy"},
+                                         env.ns, env.origin_node))
+            return
+        self._requests_active += 1
+        task = self._supervisor.spawn("request", lambda: self._serve_request(env), restart=False)
+        task.add_done_callback(self._request_done)
+
+    def _request_done(self, _: asyncio.Task[Any]) -> None:
+        self._requests_active -= 1
+
     async def _serve_request(self, env: Envelope) -> None:
         b = env.body
         rid, op = b.get("rid"), b.get("op")
@@ -884,7 +1033,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                 ok, error = False, f"unknown op {op!r}"
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the handler's error is the reply; the requester logs it
             ok, data, error = False, None, f"{type(exc).__name__}: {exc}"[:500]
         body = {"rid": rid, "ok": ok, "data": data, "error": error}
         try:

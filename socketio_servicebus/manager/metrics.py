@@ -23,6 +23,10 @@ class ManagerMetrics:
     messages_published: int = 0
     publish_errors: int = 0
     buffer_dropped: int = 0
+    #: envelopes in messages the broker refused for good (e.g. too large for its limit)
+    send_dropped: int = 0
+    #: envelopes still unsent when close() gave up flushing
+    close_dropped: int = 0
     buffer_depth: int = 0
     # inbound
     envelopes_received: int = 0
@@ -31,14 +35,25 @@ class ManagerMetrics:
     abandoned: int = 0
     settle_errors: int = 0
     duplicates_dropped: int = 0
+    #: envelopes delivered here that were not for this node (own, or targeted at another node)
+    misaddressed_dropped: int = 0
     dead_lettered: int = 0
     poison_received: int = 0
     reconnects: int = 0
     subscription_recreated: int = 0
     subscription_repaired: int = 0
+    subscription_check_errors: int = 0
+    #: receive calls that never yielded to the event loop (detached SDK link), then reconnected
+    receiver_stalls: int = 0
+    #: reads of SDK internals (prefetch buffer size) that failed; the manager fell back
+    sdk_probe_failures: int = 0
+    # background tasks
+    task_failures: int = 0
     # request/reply
     requests_sent: int = 0
     requests_timed_out: int = 0
+    #: requests from other nodes answered "busy" (over max_concurrent_requests)
+    requests_refused: int = 0
     # gauges
     nodes: int = 1
     lag_seconds_last: float = 0.0

@@ -12,8 +12,15 @@
   the buffer keeps at most ``max_items`` envelopes, dropping the oldest waiting one on overflow
   (counted, and logged at most once per ``drop_log_interval`` seconds).
 
-The transport is a coroutine ``send(messages)`` taking ``[(Batch, body_bytes), ...]`` that
-either sends all of them or raises.
+The transport is a coroutine ``send(messages)`` taking ``[(Batch, body_bytes), ...]``. It
+returns ``None`` when it sent all of them, or one entry per message: ``None`` (sent) or the
+reason the broker refused it for good (those envelopes are dropped: counted in
+``send_dropped`` and logged). It raises :class:`PartialSendError` when it finished only the
+first messages before a transport failure, and any other exception when it sent nothing; the
+unfinished envelopes stay at the head and are retried with backoff.
+
+:meth:`Outbox.run` ends only by cancellation or by a bug; its owner supervises it (the
+buffered envelopes stay in the object, so a new ``run()`` carries on with them).
 """
 
 from __future__ import annotations
@@ -40,9 +47,21 @@ from socketio_servicebus.wire.envelope import (
     encode_envelope,
 )
 
-__all__ = ["Outbox", "SendFn"]
+__all__ = ["Outbox", "PartialSendError", "SendFn"]
 
-SendFn = Callable[[list[tuple[Batch, bytes]]], Awaitable[None]]
+#: ``None``: all sent; else per message ``None`` (sent) or why it was refused for good.
+SendResult = list[str | None] | None
+SendFn = Callable[[list[tuple[Batch, bytes]]], Awaitable[SendResult]]
+
+
+class PartialSendError(Exception):
+    """The transport finished the first ``len(done)`` messages (see :data:`SendResult`), then
+    failed with ``cause``; the rest were not sent."""
+
+    def __init__(self, done: list[str | None], cause: BaseException) -> None:
+        super().__init__(f"{len(done)} message(s) finished, then {type(cause).__name__}: {cause}")
+        self.done = done
+        self.cause = cause
 
 #: Bytes of body budget reserved per extra message when several go out in one AMQP transfer.
 _PER_MESSAGE_RESERVE = 512
@@ -197,16 +216,23 @@ class Outbox:
                 if gap > 0.0:
                     await asyncio.sleep(gap)
             self._last_send = time.monotonic()
-            messages = self._take()
-            count = sum(c for _, _, c in messages)
-            self._inflight = count
+            messages: list[tuple[Batch, bytes, int]] = []
             try:
-                await self._send([(b, body) for b, body, _ in messages])
+                messages = self._take()
+                if not messages:
+                    raise RuntimeError(f"outbox: head envelope {self._items[0].env.id} fits in no message")
+                self._inflight = sum(c for _, _, c in messages)
+                result = await self._send([(b, body) for b, body, _ in messages])
             except asyncio.CancelledError:
                 self._inflight = 0
                 raise
-            except Exception as exc:  # transport trouble: keep the envelopes, back off, retry
+            except Exception as exc:  # noqa: BLE001 - transport trouble: keep the envelopes, back off, retry
                 self._inflight = 0
+                if not messages:
+                    raise  # _take() failed: a bug, not the transport; run() ends and its owner reports it
+                if isinstance(exc, PartialSendError):
+                    self._finish(messages, exc.done)
+                    exc = exc.cause if isinstance(exc.cause, Exception) else exc
                 self.metrics.publish_errors += 1
                 if self._on_error is not None:
                     self._on_error(exc)
@@ -225,10 +251,20 @@ class Outbox:
                 continue
             delays = None
             self._inflight = 0
-            for _ in range(count):
-                self._items.popleft()
-            for _, _, c in messages:
-                self.metrics.observe_batch(c)
-            self.metrics.buffer_depth = len(self._items)
+            self._finish(messages, result if result is not None else [None] * len(messages))
             if self._on_success is not None:
                 self._on_success()
+
+    def _finish(self, messages: list[tuple[Batch, bytes, int]], done: list[str | None]) -> None:
+        """Take the envelopes of the first ``len(done)`` messages off the head: published, or
+        refused for good (dropped, counted and logged with the reason)."""
+        for (batch, _, count), refused in zip(messages, done, strict=False):
+            for _ in range(count):
+                self._items.popleft()
+            if refused is None:
+                self.metrics.observe_batch(count)
+            else:
+                self.metrics.send_dropped += count
+                self.logger.error("servicebus refused a message of %d envelope(s) (first %s): %s; dropped",
+                                  count, batch.envelopes[0].id, refused)
+        self.metrics.buffer_depth = len(self._items)

@@ -214,7 +214,7 @@ def loads(data: bytes | bytearray | memoryview, max_bytes: int, max_depth: int =
         raise EnvelopeError("not-bytes", f"expected bytes, got {type(data).__name__}")
     try:
         size = data.nbytes if isinstance(data, memoryview) else len(data)
-    except Exception:  # pragma: no cover - exotic memoryview
+    except (ValueError, TypeError):  # pragma: no cover - released or exotic memoryview
         raise EnvelopeError("not-bytes", "unreadable buffer") from None
     if size > max_bytes:
         raise EnvelopeError("too-large", f"{size} bytes > limit {max_bytes}")

@@ -330,7 +330,7 @@ class Batch:
             raise
         except RecursionError:  # pragma: no cover - defensive
             raise EnvelopeError("too-deep", "nesting too deep") from None
-        except Exception as exc:  # pragma: no cover - defensive: contract is EnvelopeError only
+        except Exception as exc:  # noqa: BLE001  # pragma: no cover - translated: the contract is EnvelopeError only
             raise EnvelopeError("bad-shape", f"{type(exc).__name__}: {exc}"[:200]) from None
 
     def application_properties(self, *, route_done: bool = False) -> AppProperties:

@@ -20,7 +20,6 @@ from tests.library.test_manager import (  # noqa: F401 - fixtures
     NODES,
     Factory,
     Node,
-    admin_works,
     cluster,
     eventually,
     node_config,

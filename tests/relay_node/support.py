@@ -169,6 +169,6 @@ class JsClient:
             try:
                 self.send(op="exit")
                 self.proc.wait(3)
-            except Exception:
+            except Exception:  # noqa: BLE001 - the process is killed instead
                 self.proc.kill()
                 self.proc.wait(3)

@@ -189,3 +189,56 @@ def test_snapshot_translation() -> None:
     assert "socketio_servicebus_text" not in families
     assert families["socketio_servicebus_flag"].samples[0].value == 1
     assert not any(n.startswith("socketio_servicebus_batch_size_le") for n in families)
+
+
+def test_failure_counters_are_exported() -> None:
+    m = ManagerMetrics()
+    m.misaddressed_dropped = 2
+    m.send_dropped = 3
+    m.task_failures = 1
+    families = {f.name: f for f in translate_snapshot(m.snapshot())}
+    for name, value in (("misaddressed_dropped", 2), ("send_dropped", 3), ("task_failures", 1),
+                        ("requests_refused", 0), ("close_dropped", 0), ("sdk_probe_failures", 0),
+                        ("receiver_stalls", 0), ("subscription_check_errors", 0)):
+        family = families[f"socketio_servicebus_{name}"]
+        assert family.type == "counter" and family.samples[0].value == value, name
+
+
+# ---------------------------------------------------------------- connect guard
+async def test_connect_guard_runs_before_every_apps_connect_handler() -> None:
+    import socketio
+
+    from relay_node.guard import install_connect_guard
+
+    sio = socketio.AsyncServer(async_mode="asgi")
+    calls: list[tuple[str, ...]] = []
+
+    @sio.on("connect", namespace="/new")
+    async def new_style(sid: str, environ: dict[str, Any], auth: Any) -> None:
+        calls.append(("new", sid, str(auth)))
+
+    @sio.on("connect", namespace="/legacy")
+    def legacy(sid: str, environ: dict[str, Any]) -> bool:
+        calls.append(("legacy", sid))
+        return False
+
+    class Chat(socketio.AsyncNamespace):  # type: ignore[misc]
+        async def on_connect(self, sid: str, environ: dict[str, Any]) -> None:
+            calls.append(("class", sid))
+
+    sio.register_namespace(Chat("/cls"))
+
+    async def guard(sid: str, environ: dict[str, Any], auth: Any) -> None:
+        calls.append(("guard", sid))
+        if environ.get("refuse"):
+            raise socketio.exceptions.ConnectionRefusedError("no")
+
+    assert install_connect_guard(sio, guard) == ["/", "/cls", "/legacy", "/new"]
+    assert await sio.handlers["/new"]["connect"]("s1", {}, {"token": 1}) is None
+    assert await sio.handlers["/legacy"]["connect"]("s2", {}, None) is False
+    assert await sio.handlers["/cls"]["connect"]("s3", {}, None) is None
+    assert await sio.handlers["/"]["connect"]("s4", {}, None) is None
+    with pytest.raises(socketio.exceptions.ConnectionRefusedError):
+        await sio.handlers["/new"]["connect"]("s5", {"refuse": True}, None)
+    assert calls == [("guard", "s1"), ("new", "s1", "{'token': 1}"), ("guard", "s2"), ("legacy", "s2"),
+                     ("guard", "s3"), ("class", "s3"), ("guard", "s4"), ("guard", "s5")]
