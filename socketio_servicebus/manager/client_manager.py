@@ -167,9 +167,11 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     :param prefetch_count: messages the receiver link holds ahead.
     :param subscription_check_interval: seconds between checks that the own subscription still
         has exactly its node rule (repaired if changed from outside); ``0`` disables.
-    :param send_interval: sends start at least this many seconds apart; below that rate the
-        first envelope still leaves at once, above it the envelopes of each interval share one
-        Service Bus message (``0``: a send starts as soon as the previous one ended).
+    :param send_interval: latency budget of the adaptive batch window: the longest an envelope
+        waits for companions.  Below ~800 envelopes/s nothing waits (an envelope leaves as soon
+        as the sender is free; what arrives during a send shares the next message); above, the
+        window is the time ~12 envelopes take to arrive, at most ``send_interval``
+        (:class:`~socketio_servicebus.manager.linger.Linger`).  ``0``: never wait.
     """
 
     name = "servicebus"
@@ -311,7 +313,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             backoff_max=self.backoff_max,
             on_error=self._on_send_error,
             on_success=self._on_send_ok,
-            min_interval=self.send_interval,
+            linger=self.send_interval,
         )
         self._spawn(self._outbox.run(), "outbox")
         self._spawn(self._warm_sender(), "warm-sender")
