@@ -144,8 +144,10 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     :param subscription: a pre-provisioned subscription to receive from (nodes holding only a
         Listen+Send key); the admin API is then never called.  ``None``: create, keep and
         delete ``node-<node_id>`` with the rule from ``topology.json``.
-    :param receive_mode: ``"peek_lock"`` (default; settled in the background, poison messages
-        dead-lettered) or ``"receive_and_delete"`` (cheaper, at-most-once).
+    :param receive_mode: ``"receive_and_delete"`` (default: no settlement frames; at-most-once,
+        poison messages are counted and logged with the reason but cannot be dead-lettered) or
+        ``"peek_lock"`` (every message completed between receive calls, poison messages
+        dead-lettered; one disposition per message).  See ``docs/manager.md``.
     :param buffer_size: envelopes kept for sending while Service Bus is unreachable; beyond it
         the oldest waiting one is dropped (``buffer_dropped``).
     :param max_message_bytes: Service Bus message size limit; batches stay below it and a single
@@ -186,7 +188,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         node_id: str | None = None,
         region: str = "local",
         subscription: str | None = None,
-        receive_mode: str = "peek_lock",
+        receive_mode: str = "receive_and_delete",
         buffer_size: int = 10_000,
         max_message_bytes: int = 256 * 1024,
         heartbeat_interval: float = 5.0,
@@ -681,7 +683,9 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
 
     def _poison(self, receiver: Any, msg: Any, exc: EnvelopeError) -> None:
         self.metrics.poison_received += 1
-        self._log.warning("servicebus: poison message %s on %s: %s", msg.message_id, self.subscription_name, exc)
+        self._log.warning("servicebus: poison message %s on %s: %s%s", msg.message_id, self.subscription_name, exc,
+                          " (receive_and_delete: dropped, cannot be dead-lettered)"
+                          if self.receive_mode == "receive_and_delete" else " (dead-lettered)")
         self._settle(receiver, msg, "dead_letter", exc.reason, exc.description)
 
     def _settle(self, receiver: Any, msg: Any, op: str, reason: str = "", description: str = "") -> None:
