@@ -336,6 +336,8 @@ class Bench:
         self.quick = a.quick
         self.results: list[dict[str, Any]] = []
         self.run_no = 0
+        self.runs_done = 0
+        self.elapsed = 0.0
         #: "sb:<name>" -> ServiceBusManager keyword arguments (2-node groups, reduced scenarios)
         self.variants: dict[str, dict[str, Any]] = {f"sb:{k}": v for k, v in a.sb_variant}
         self.sc_id = 0
@@ -551,7 +553,7 @@ class Bench:
                 if ":" in backend:
                     sizes = sizes[:1] if total == 100 else []
                 for pad, label in sizes:
-                    deliveries = (40_000 if pad < 1000 else 16_000) if q else (100_000 if pad < 1000 else 40_000)
+                    deliveries = (40_000 if pad < 1000 else 16_000) if q else (60_000 if pad < 1000 else 24_000)
                     emits = max(n, deliveries // total)
                     await self.scenario(backend, "broadcast", clients=total, pad=pad, payload=label,
                                         counts=[emits // n] * n)
@@ -594,6 +596,10 @@ class Bench:
                     if b == "none" and run > 0:
                         continue  # the single-node ceiling is not part of the goals: once is enough
                     await self.group(b, n)
+                self.runs_done = run + 1
+                self.elapsed = time.monotonic() - t0
+                if run + 1 < self.a.runs:
+                    write_report(self)  # a run cut short later still leaves the completed runs
         finally:
             await self.stop_all()
             await self.http.close()
@@ -727,13 +733,14 @@ def evaluate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(b: Bench, info: dict[str, str], targets: list[dict[str, Any]], argv: list[str]) -> str:
-    res = aggregate(b.results)
+def markdown(b: Bench, info: dict[str, str], targets: list[dict[str, Any]], argv: list[str],
+             results: list[dict[str, Any]]) -> str:
+    res = aggregate(results)
     out = ["# Benchmarks", "",
            "Produced by `bench/manager_bench.py` " + ("`--quick`" if b.quick else "(full matrix)") +
            f" in {b.elapsed:.0f} s: `{' '.join(['.venv/bin/python', 'bench/manager_bench.py', *argv])}`."
-           + (f" Every figure is the **median of {b.a.runs} runs** of the whole matrix (runs interleaved in time; "
-              "ranges min–max in the goal table; lost/dup are summed over the runs)." if b.a.runs > 1 else ""),
+           + (f" Every figure is the **median of {b.runs_done} runs** of the whole matrix (runs interleaved in time; "
+              "ranges min–max in the goal table; lost/dup are summed over the runs)." if b.runs_done > 1 else ""),
            "",
            f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, Python {info['python']}, "
            f"{info['date']}; load average at the end {info['load']}",
@@ -759,7 +766,7 @@ def markdown(b: Bench, info: dict[str, str], targets: list[dict[str, Any]], argv
            "| `rate-1k` | every node emits 1,000 emits/s to a room with one member per node "
            f"({2 if b.quick else 4} s): Service Bus messages per emit |",
            "| `broadcast` | broadcast to all clients, each node emits its share of "
-           f"{'40,000 / 16,000' if b.quick else '100,000 / 40,000'} deliveries (100 B / 4 KiB) as fast as it can |",
+           f"{'40,000 / 16,000' if b.quick else '60,000 / 24,000'} deliveries (100 B / 4 KiB) as fast as it can |",
            "| `room 5%` | emit to a room of 25 of 500 clients, 500 emits/s in total, "
            f"{3 if b.quick else 6} s |",
            "| `paced1-100`, `paced1-300` | like `paced`, but only node 0 emits, 100 resp. 300 emits/s "
@@ -846,13 +853,24 @@ def main() -> None:
             keys = ("envelopes_published", "messages_published", "envelopes_received", "messages_received",
                     "settled", "duplicates_dropped", "buffer_dropped", "publish_errors", "reconnects")
             print("  " + m["server"] + ": " + ", ".join(f"{k}={m.get(k)}" for k in keys))
-    if not a.no_write:
-        md = markdown(b, machine_info(), targets, sys.argv[1:])
-        out = Path(a.out)
-        if out.exists() and NOTES_MARK in out.read_text():
-            md += "\n" + NOTES_MARK + out.read_text().split(NOTES_MARK, 1)[1]
-        out.write_text(md)
-        print(f"\nwrote {a.out}")
+    write_report(b)
+
+
+def write_report(b: Bench) -> None:
+    """(Re)write ``--out`` from the runs completed so far, keeping the hand-written notes."""
+    if b.a.no_write or not b.results:
+        return
+    runs = sorted({r["run"] for r in b.results})
+    results = [r for r in b.results if r["run"] < b.runs_done] or b.results
+    md = markdown(b, machine_info(), evaluate(aggregate(results)), sys.argv[1:], results)
+    if b.runs_done < b.a.runs:
+        md = md.replace("# Benchmarks\n", f"# Benchmarks\n\n**Partial: {b.runs_done} of {b.a.runs} runs "
+                        f"completed** (runs seen: {len(runs)}).\n", 1)
+    out = Path(b.a.out)
+    if out.exists() and NOTES_MARK in out.read_text():
+        md += "\n" + NOTES_MARK + out.read_text().split(NOTES_MARK, 1)[1]
+    out.write_text(md)
+    print(f"\nwrote {b.a.out} ({b.runs_done} of {b.a.runs} runs)", flush=True)
 
 
 if __name__ == "__main__":
