@@ -7,9 +7,10 @@
 * busy: while a send is in flight new envelopes accumulate and leave together in the next
   message(s), each at most ``body_limit`` bytes and homogeneous in
   :func:`~socketio_servicebus.wire.envelope.batch_key` (consecutive runs only, so the send order is kept);
-* sustained high rate: the oldest waiting envelope may also wait a window that adapts to the
-  observed rate, at most ``linger`` seconds (:class:`~socketio_servicebus.manager.linger.Linger`:
-  0 below ~800 envelopes/s, then about 12 envelopes per message);
+* sustained high rate or saturated link: the oldest waiting envelope may also wait a window
+  that adapts to the observed rate, at most ``linger`` seconds
+  (:class:`~socketio_servicebus.manager.linger.Linger`: 0 below ~800 envelopes/s unless sends
+  were in flight 80 % of the time, else about 12 envelopes per message);
 * outage: a failed send leaves its envelopes at the head; the task retries with backoff while
   the buffer keeps at most ``max_items`` envelopes, dropping the oldest waiting one on overflow
   (counted, and logged at most once per ``drop_log_interval`` seconds).
@@ -203,6 +204,7 @@ class Outbox:
             messages = self._take()
             count = sum(c for _, _, c in messages)
             self._inflight = count
+            started = time.monotonic()
             try:
                 await self._send([(b, body) for b, body, _ in messages])
             except asyncio.CancelledError:
@@ -227,6 +229,7 @@ class Outbox:
                     pass
                 continue
             delays = None
+            self.linger.sent(started, time.monotonic())
             self._inflight = 0
             for _ in range(count):
                 self._items.popleft()

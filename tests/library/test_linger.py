@@ -93,3 +93,53 @@ def test_invalid_arguments() -> None:
         Linger(-1.0)
     with pytest.raises(ValueError):
         Linger(0.01, target=0)
+
+
+def busy_link(lg: Linger, until: float, share: float, period: float = 0.004) -> None:
+    """Sends in flight ``share`` of the time up to ``until``."""
+    t = until - 1.0
+    while t < until:
+        lg.sent(t, t + period * share)
+        t += period
+
+
+def test_saturated_link_gets_a_window_below_the_rate_threshold() -> None:
+    lg = Linger(0.015)
+    t = feed(lg, 300, 1.0)
+    busy_link(lg, t, 0.95)
+    assert lg.utilisation(t) > 0.8
+    assert lg.window(t) == 0.015  # 12 envelopes would take 40 ms at 300/s: the budget caps it
+
+
+def test_half_busy_link_sends_at_once() -> None:
+    lg = Linger(0.015)
+    t = feed(lg, 300, 1.0)
+    busy_link(lg, t, 0.5)
+    assert 0.3 < lg.utilisation(t) < 0.7
+    assert lg.window(t) == 0.0
+
+
+def test_utilisation_decays_when_sends_stop() -> None:
+    lg = Linger(0.015)
+    busy_link(lg, 1.0, 1.0)
+    assert lg.utilisation(1.0) > 0.9
+    assert lg.utilisation(1.5) < 0.01
+    lg.arrived(1.5)
+    assert lg.window(1.5) == 0.0
+
+
+def test_saturation_has_hysteresis() -> None:
+    lg = Linger(0.015)
+    t = feed(lg, 300, 1.0)
+    busy_link(lg, t, 0.95)
+    assert lg.window(t) == 0.015
+    # lingering lowers the share of busy time (5 ms sends every 15 ms): still saturated
+    t2 = feed(lg, 300, 1.0, start=t + 0.001)
+    busy_link(lg, t2, 0.33, period=0.015)
+    assert 0.24 < lg.utilisation(t2) < 0.8
+    assert lg.window(t2) == 0.015
+    # fast sends again (2 ms every 20 ms): back to sending at once
+    t3 = feed(lg, 300, 1.0, start=t2 + 0.001)
+    busy_link(lg, t3, 0.1, period=0.02)
+    assert lg.utilisation(t3) < 0.24
+    assert lg.window(t3) == 0.0
