@@ -70,6 +70,13 @@ async def server_main(a: argparse.Namespace) -> None:
         from socketio_servicebus import ServiceBusManager
 
         extra = json.loads(os.environ.get("BENCH_SB_OPTIONS", "{}"))  # e.g. {"send_interval": 0}
+        if "_linger" in extra:  # bench only: other Linger parameters, e.g. {"_linger": {"busy": 2}}
+            import functools
+
+            from socketio_servicebus.manager import linger as linger_mod
+            from socketio_servicebus.manager import outbox as outbox_mod
+
+            outbox_mod.Linger = functools.partial(linger_mod.Linger, **extra.pop("_linger"))  # type: ignore[misc]
         mgr = ServiceBusManager(connection_string=a.sb_conn, topic=a.topic, node_id=f"{a.channel}-{a.index}",
                                 **extra)
     else:
@@ -337,6 +344,7 @@ class Bench:
         self.results: list[dict[str, Any]] = []
         self.run_no = 0
         self.runs_done = 0
+        self.failures: list[str] = []
         self.elapsed = 0.0
         #: "sb:<name>" -> ServiceBusManager keyword arguments (2-node groups, reduced scenarios)
         self.variants: dict[str, dict[str, Any]] = {f"sb:{k}": v for k, v in a.sb_variant}
@@ -595,7 +603,12 @@ class Bench:
                 for b, n in groups:
                     if b == "none" and run > 0:
                         continue  # the single-node ceiling is not part of the goals: once is enough
-                    await self.group(b, n)
+                    try:
+                        await self.group(b, n)
+                    except Exception as exc:  # report it and go on with the next group
+                        msg = f"run {run + 1}, {b} {n} nodes: {type(exc).__name__}: {str(exc)[:300]}"
+                        print(f"GROUP FAILED {msg}", flush=True)
+                        self.failures.append(msg)
                 self.runs_done = run + 1
                 self.elapsed = time.monotonic() - t0
                 if run + 1 < self.a.runs:
@@ -799,6 +812,9 @@ def markdown(b: Bench, info: dict[str, str], targets: list[dict[str, Any]], argv
                    f"{'yes' if t['met'] else '**no**'} |")
     met = sum(t["met"] for t in targets)
     out += ["", f"{met} of {len(targets)} target checks met.", ""]
+    if b.failures:
+        out += ["Groups that failed (their remaining scenarios are missing from that run):", ""]
+        out += [f"- {f}" for f in b.failures] + [""]
     return "\n".join(out)
 
 
