@@ -84,7 +84,7 @@ class RelayConfig:
     fully_qualified_namespace: str | None = None
     topic: str = "socketio"
     subscription: str | None = None
-    receive_mode: str = "peek_lock"
+    receive_mode: str = "receive_and_delete"
     transport: str = "amqp"
     http_proxy: ProxySettings | None = None
     #: ``None`` = same origin only (python-socketio's default); ``["*"]`` = any origin
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--topic", dest="topic", help="Service Bus topic (default socketio)")
     add("--subscription", dest="subscription",
         help="pre-provisioned subscription to read (no Manage right needed); default: create node-<id>")
-    add("--receive-mode", dest="receive_mode", help="peek_lock (default) or receive_and_delete")
+    add("--receive-mode", dest="receive_mode", help="receive_and_delete (default; at-most-once, no settlement cost) or peek_lock")
     add("--transport", dest="transport",
         help="amqp (TCP 5671, default) or websockets (AMQP over WebSockets on 443, proxy-friendly)")
     add("--http-proxy", dest="http_proxy",

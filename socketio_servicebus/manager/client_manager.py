@@ -145,8 +145,10 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     :param subscription: a pre-provisioned subscription to receive from (nodes holding only a
         Listen+Send key); the admin API is then never called.  ``None``: create, keep and
         delete ``node-<node_id>`` with the rule from ``topology.json``.
-    :param receive_mode: ``"peek_lock"`` (default; settled in the background, poison messages
-        dead-lettered) or ``"receive_and_delete"`` (cheaper, at-most-once).
+    :param receive_mode: ``"receive_and_delete"`` (default: no settlement frames; at-most-once,
+        poison messages are counted and logged with the reason but cannot be dead-lettered) or
+        ``"peek_lock"`` (every message completed between receive calls, poison messages
+        dead-lettered; one disposition per message).  See ``docs/manager.md``.
     :param buffer_size: envelopes kept for sending while Service Bus is unreachable; beyond it
         the oldest waiting one is dropped (``buffer_dropped``).
     :param max_message_bytes: Service Bus message size limit; batches stay below it and a single
@@ -168,9 +170,11 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     :param prefetch_count: messages the receiver link holds ahead.
     :param subscription_check_interval: seconds between checks that the own subscription still
         has exactly its node rule (repaired if changed from outside); ``0`` disables.
-    :param send_interval: sends start at least this many seconds apart; below that rate the
-        first envelope still leaves at once, above it the envelopes of each interval share one
-        Service Bus message (``0``: a send starts as soon as the previous one ended).
+    :param send_interval: latency budget of the adaptive batch window: the longest an envelope
+        waits for companions.  Below ~800 envelopes/s nothing waits (an envelope leaves as soon
+        as the sender is free; what arrives during a send shares the next message); above, the
+        window is the time ~12 envelopes take to arrive, at most ``send_interval``
+        (:class:`~socketio_servicebus.manager.linger.Linger`).  ``0``: never wait.
     :param client_options: extra keyword arguments for the SDK's ``ServiceBusClient`` (e.g.
         ``transport_type``, ``http_proxy``, ``retry_total``); they override the manager's
         defaults (``retry_total=1, retry_backoff_factor=0.5, retry_backoff_max=2``: the manager
@@ -198,7 +202,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         node_id: str | None = None,
         region: str = "local",
         subscription: str | None = None,
-        receive_mode: str = "peek_lock",
+        receive_mode: str = "receive_and_delete",
         buffer_size: int = 10_000,
         max_message_bytes: int = 256 * 1024,
         heartbeat_interval: float = 5.0,
@@ -342,7 +346,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             backoff_max=self.backoff_max,
             on_error=self._on_send_error,
             on_success=self._on_send_ok,
-            min_interval=self.send_interval,
+            linger=self.send_interval,
         )
         self._life.to(State.RUNNING)
         sup.spawn("outbox", outbox.run, restart=True)
@@ -783,16 +787,21 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                 elif kind is Kind.RESPONSE:
                     self._on_response(env)
                 self._seen.add(env.id)
-        except Exception:  # noqa: BLE001 - logged with traceback; the message is abandoned for redelivery
-            self._log.exception("servicebus: failed to process message %s; abandoning it for redelivery",
-                                msg.message_id)
+        except Exception:  # noqa: BLE001 - logged with traceback and counted; abandoned with peek_lock
+            self.metrics.processing_failures += 1
+            self._log.exception(
+                "servicebus: failed to process message %s; %s", msg.message_id,
+                "dropped (receive_and_delete: the broker already deleted it)"
+                if self.receive_mode == "receive_and_delete" else "abandoning it for redelivery")
             self._settle(receiver, msg, "abandon")
             return
         self._settle(receiver, msg, "complete")
 
     def _poison(self, receiver: Any, msg: Any, exc: EnvelopeError) -> None:
         self.metrics.poison_received += 1
-        self._log.warning("servicebus: poison message %s on %s: %s", msg.message_id, self.subscription_name, exc)
+        self._log.warning("servicebus: poison message %s on %s: %s%s", msg.message_id, self.subscription_name, exc,
+                          " (receive_and_delete: dropped, cannot be dead-lettered)"
+                          if self.receive_mode == "receive_and_delete" else " (dead-lettered)")
         self._settle(receiver, msg, "dead_letter", exc.reason, exc.description)
 
     def _settle(self, receiver: Any, msg: Any, op: str, reason: str = "", description: str = "") -> None:

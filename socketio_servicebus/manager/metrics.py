@@ -39,6 +39,9 @@ class ManagerMetrics:
     misaddressed_dropped: int = 0
     dead_lettered: int = 0
     poison_received: int = 0
+    #: messages whose handling raised (abandoned for redelivery with peek_lock; lost with
+    #: receive_and_delete, where the broker already deleted them)
+    processing_failures: int = 0
     reconnects: int = 0
     subscription_recreated: int = 0
     subscription_repaired: int = 0

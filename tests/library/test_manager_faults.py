@@ -48,7 +48,7 @@ async def dead_letters(conn: str, topic: str, subscription: str, want: int) -> l
 
 
 async def test_poison_messages_are_dead_lettered_with_reason(cluster: Factory, sb_conn: str, topic: str) -> None:
-    a = await cluster()
+    a = await cluster(receive_mode="peek_lock")
     ca = await a.client()
     good = encode_batch([Envelope(kind=Kind.EMIT, origin_node="outsider", origin_region="local", body={
         "method": "emit", "event": "msg", "data": ["after-poison"], "binary": False, "namespace": "/",
@@ -71,6 +71,29 @@ async def test_poison_messages_are_dead_lettered_with_reason(cluster: Factory, s
     reasons = sorted(m.dead_letter_reason for m in dlq)
     assert reasons == sorted(poison.values()), reasons
     assert all(m.dead_letter_error_description for m in dlq)
+    assert a.mgr.health()["ready"]
+
+
+async def test_poison_messages_counted_and_logged_in_receive_and_delete(
+    cluster: Factory, sb_conn: str, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default mode cannot dead-letter: a poison message is counted, logged with its reason
+    and dropped, and the listener goes on."""
+    a = await cluster()
+    assert a.mgr.receive_mode == "receive_and_delete"
+    ca = await a.client()
+    good = encode_batch([Envelope(kind=Kind.EMIT, origin_node="outsider", origin_region="local", body={
+        "method": "emit", "event": "msg", "data": ["after-poison"], "binary": False, "namespace": "/",
+        "room": None, "skip_sid": None, "callback": None, "host_id": "outsider"})], visited=("local",))
+    with caplog.at_level("WARNING", logger="socketio.servicebus"):
+        async with servicebus_client(connection_string=sb_conn) as client:
+            async with client.get_topic_sender(topic) as sender:
+                await sender.send_messages(ServiceBusMessage(b"not json at all", application_properties=routed_to(a)))
+                await sender.send_messages(ServiceBusMessage(good, application_properties=routed_to(a)))
+        await eventually(lambda: ca.got["msg"] == ["after-poison"], what="good message after poison")
+    snap = a.mgr.metrics.snapshot()
+    assert snap["poison_received"] == 1 and snap["dead_lettered"] == 0
+    assert any("not-json" in r.getMessage() and "cannot be dead-lettered" in r.getMessage() for r in caplog.records)
     assert a.mgr.health()["ready"]
 
 

@@ -27,7 +27,7 @@ SECRET = "unit-test-secret-at-least-32-bytes!!"
 def test_defaults_and_env() -> None:
     cfg = from_args([], {"SERVICEBUS_CONNECTION_STRING": CONN})
     assert (cfg.host, cfg.port, cfg.region, cfg.topic, cfg.receive_mode) == ("127.0.0.1", 8000, "local", "socketio",
-                                                                             "peek_lock")
+                                                                             "receive_and_delete")
     assert cfg.apps == [DEFAULT_APP] and cfg.cors_origins is None and not cfg.auth_enabled
     assert cfg.node_id and cfg.subscription is None and cfg.transport == "amqp"
 
