@@ -228,7 +228,8 @@ async def test_requests_beyond_the_bound_are_answered_busy(cluster: Factory) -> 
 
 async def test_close_settles_every_message_it_received(cluster: Factory, sb_conn: str, topic: str) -> None:
     # a pre-provisioned subscription: close() keeps it, so what it did not settle would stay
-    a = await cluster(subscription=node_subscription_spec(topic=topic, node_id="n0").name, node_id="n0")
+    a = await cluster(subscription=node_subscription_spec(topic=topic, node_id="n0").name, node_id="n0",
+                      receive_mode="peek_lock")
     n = 400
     async with servicebus_client(connection_string=sb_conn) as client, client.get_topic_sender(topic) as sender:
         for start in range(0, n, 100):
@@ -258,7 +259,7 @@ async def test_close_settles_every_message_it_received(cluster: Factory, sb_conn
 
 
 async def test_abandoned_message_is_processed_on_redelivery(cluster: Factory, sb_conn: str, topic: str) -> None:
-    a = await cluster()
+    a = await cluster(receive_mode="peek_lock")  # settlement exists only with peek_lock
     calls: list[str] = []
     real = a.mgr._on_heartbeat
 
@@ -281,9 +282,30 @@ async def test_abandoned_message_is_processed_on_redelivery(cluster: Factory, sb
     assert snap["abandoned"] == 1 and snap["duplicates_dropped"] == 0, snap
 
 
+async def test_handling_failure_with_receive_and_delete_is_counted_and_logged_as_dropped(
+        cluster: Factory, sb_conn: str, topic: str, caplog: pytest.LogCaptureFixture) -> None:
+    a = await cluster()  # the default: receive_and_delete, nothing to abandon
+    assert a.mgr.receive_mode == "receive_and_delete"
+
+    def broken(env: Envelope) -> None:
+        raise RuntimeError("injected handler fault")
+
+    a.mgr._on_heartbeat = broken  # type: ignore[method-assign]
+    hb = Envelope(kind=Kind.HEARTBEAT, origin_node="outsider", origin_region="local", body={"clients": 1})
+    with caplog.at_level(logging.ERROR, logger="socketio.servicebus"):
+        async with servicebus_client(connection_string=sb_conn) as client, client.get_topic_sender(topic) as sender:
+            await sender.send_messages(ServiceBusMessage(encode_batch([hb], visited=("local",)),
+                                                         application_properties=routed_to(a)))
+        await eventually(lambda: a.mgr.metrics.snapshot()["processing_failures"] == 1, what="failure counted")
+    snap = a.mgr.metrics.snapshot()
+    assert snap["abandoned"] == 0 and snap["settled"] == 0, snap
+    assert any("dropped (receive_and_delete" in r.getMessage() and r.levelno >= logging.ERROR
+               for r in caplog.records)
+
+
 async def test_redelivery_skips_only_the_envelopes_already_handled(cluster: Factory, sb_conn: str,
                                                                    topic: str) -> None:
-    a = await cluster()
+    a = await cluster(receive_mode="peek_lock")  # settlement exists only with peek_lock
     handled: list[str] = []
     failing: set[str] = set()
     real = a.mgr._on_heartbeat
@@ -362,7 +384,7 @@ async def test_a_refused_message_drops_only_its_envelopes(tmp_path: Any) -> None
 
 async def test_settle_failures_are_counted_and_logged_at_warning(cluster: Factory, sb_conn: str, topic: str,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
-    a = await cluster()
+    a = await cluster(receive_mode="peek_lock")  # settlement exists only with peek_lock
     ca = await a.client()
 
     async def refuse(*_: Any) -> None:
