@@ -267,6 +267,11 @@ async def test_topic_briefly_missing_nodes_recover(stack: LocalStack) -> None:
         t_back = time.monotonic()
     try:
         recovered = await chat_round_trip(stack, "a1", {"a2": "a2", "b1": "b1"}, within=60)
+        # delivery is back; /readyz follows once the node's own send path has succeeded again
+        for _ in range(100):  # up to 20 s
+            if watch.status.get("a2") == 200:
+                break
+            await asyncio.sleep(0.2)
     finally:
         await watch.stop()
     await asyncio.sleep(1.0)
