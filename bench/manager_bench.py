@@ -771,7 +771,9 @@ def markdown(b: Bench, info: dict[str, str], targets: list[dict[str, Any]], argv
            "| `redis` | `socketio.AsyncRedisManager` | `redis-server --save '' --appendonly no` |",
            "| `sb` | `ServiceBusManager` (defaults" + (f", plus `{os.environ['BENCH_SB_OPTIONS']}`"
                                                     if os.environ.get("BENCH_SB_OPTIONS") else "") +
-           ") | `python -m servicebus_emulator` |", "",
+           ") | `python -m servicebus_emulator` |",
+           *[f"| `{k}` | `ServiceBusManager` with `{json.dumps(v)}` (2 nodes, 100 B broadcasts only) "
+             "| `python -m servicebus_emulator` |" for k, v in b.variants.items()], "",
            "Scenarios (every node emits its share unless said, from the server: `sio.emit('m', {...})`):", "",
            "| scenario | what |", "|---|---|",
            "| `paced` | broadcast to 20 clients, 100 emits/s in total, "

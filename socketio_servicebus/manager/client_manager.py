@@ -171,9 +171,10 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     :param subscription_check_interval: seconds between checks that the own subscription still
         has exactly its node rule (repaired if changed from outside); ``0`` disables.
     :param send_interval: latency budget of the adaptive batch window: the longest an envelope
-        waits for companions.  Below ~800 envelopes/s nothing waits (an envelope leaves as soon
-        as the sender is free; what arrives during a send shares the next message); above, the
-        window is the time ~12 envelopes take to arrive, at most ``send_interval``
+        waits for companions.  Below ~800 envelopes/s, on a link that is not saturated, nothing
+        waits (an envelope leaves as soon as the sender is free; what arrives during a send
+        shares the next message); above that rate, or while sends are in flight >= 80 % of the
+        time, the window is the time ~12 envelopes take to arrive, at most ``send_interval``
         (:class:`~socketio_servicebus.manager.linger.Linger`).  ``0``: never wait.
     :param client_options: extra keyword arguments for the SDK's ``ServiceBusClient`` (e.g.
         ``transport_type``, ``http_proxy``, ``retry_total``); they override the manager's
