@@ -672,8 +672,16 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
 
     async def _close_receiver(self) -> None:
         receiver, self._receiver = self._receiver, None
-        if receiver is not None:
-            await self._close_link(receiver, "receiver")
+        if receiver is None:
+            return
+        if self.receive_mode == "receive_and_delete":
+            # the broker deleted these when it transferred them: closing the link loses them
+            lost = self._prefetched(receiver, capped=False)
+            if lost:
+                self.metrics.prefetch_dropped += lost
+                self._log.warning("servicebus: %d prefetched message(s) on %s dropped with the closed "
+                                  "receiver (receive_and_delete)", lost, self.subscription_name)
+        await self._close_link(receiver, "receiver")
 
     async def _listen(self) -> AsyncIterator[dict[str, Any]]:
         """Yield python-socketio message dicts until close(); reconnects with backoff.

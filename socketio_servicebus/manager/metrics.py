@@ -48,6 +48,9 @@ class ManagerMetrics:
     subscription_check_errors: int = 0
     #: receive calls that never yielded to the event loop (detached SDK link), then reconnected
     receiver_stalls: int = 0
+    #: receive_and_delete: messages already in the SDK's prefetch buffer when the receiver
+    #: closed (reconnect or close()); the broker had deleted them, so they are lost
+    prefetch_dropped: int = 0
     #: reads of SDK internals (prefetch buffer size) that failed; the manager fell back
     sdk_probe_failures: int = 0
     # background tasks

@@ -37,9 +37,10 @@ class PrefetchProbe:
         self.limit = limit
         self._warned = False
 
-    def __call__(self, receiver: Any) -> int:
+    def __call__(self, receiver: Any, *, capped: bool = True) -> int:
         try:
-            return min(prefetched_count(receiver), self.limit)
+            n = prefetched_count(receiver)
+            return min(n, self.limit) if capped else n
         except (AttributeError, TypeError, ValueError) as exc:
             self.metrics.sdk_probe_failures += 1
             if not self._warned:

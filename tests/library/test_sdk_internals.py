@@ -72,3 +72,32 @@ def test_prefetch_probe_caps_at_the_limit() -> None:
     for i in range(5):
         Receiver._handler._received_messages.put(i)
     assert PrefetchProbe(ManagerMetrics(), logging.getLogger("test.sdk"), limit=3)(Receiver()) == 3
+
+
+async def test_closing_a_receive_and_delete_receiver_counts_its_prefetched_messages(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """With receive_and_delete the broker deleted what sits in the prefetch buffer: closing the
+    receiver (reconnect, close()) loses it, so it is counted and logged, never silent."""
+    from types import SimpleNamespace
+
+    from socketio_servicebus import ServiceBusManager
+
+    buffer: queue.Queue[object] = queue.Queue()
+    for i in range(7):
+        buffer.put(i)
+    closed: list[bool] = []
+
+    async def close() -> None:
+        closed.append(True)
+
+    fake = SimpleNamespace(_handler=SimpleNamespace(_received_messages=buffer), close=close)
+    for mode, expected in (("receive_and_delete", 7), ("peek_lock", 0)):
+        mgr = ServiceBusManager(connection_string="Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=v",
+                                receive_mode=mode, write_only=True)
+        mgr._receiver = fake
+        with caplog.at_level(logging.WARNING, logger="socketio.servicebus"):
+            await mgr._close_receiver()
+        assert mgr.metrics.snapshot()["prefetch_dropped"] == expected
+        assert mgr._receiver is None
+    assert closed == [True, True]
+    assert any("7 prefetched message(s)" in r.getMessage() for r in caplog.records)
