@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -14,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 ROOT = Path(__file__).resolve().parents[2]
 JS_CLIENT = ROOT / "tests" / "js" / "chat_client.mjs"
@@ -172,3 +175,21 @@ class JsClient:
             except Exception:  # noqa: BLE001 - the process is killed instead
                 self.proc.kill()
                 self.proc.wait(3)
+
+
+async def ready_status(url: str) -> tuple[int, dict[str, Any]]:
+    """``/readyz`` of the node at ``url``: status and body."""
+    async with aiohttp.ClientSession() as http, http.get(url + "/readyz", timeout=aiohttp.ClientTimeout(total=5)) as r:
+        return r.status, await r.json()
+
+
+async def wait_status(url: str, want: int, within: float, poll: float = 0.25) -> dict[str, Any]:
+    """Poll ``/readyz`` until it answers ``want`` (``within`` seconds, scaled); its last body."""
+    deadline = time.monotonic() + within * SCALE
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status, body = await ready_status(url)
+        if status == want:
+            return body
+        await asyncio.sleep(poll)
+    raise AssertionError(f"/readyz did not answer {want} within {within}s; last body {body}")

@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
-
-import aiohttp
 
 from tests.support.emulator_process import EmulatorProcess
 
-from .support import SCALE, RelayProcess
-
-
-async def ready_status(url: str) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as http, http.get(url + "/readyz", timeout=aiohttp.ClientTimeout(total=5)) as r:
-        return r.status, await r.json()
-
-
-async def wait_status(url: str, want: int, within: float) -> dict:
-    deadline = time.monotonic() + within * SCALE
-    body: dict = {}
-    while time.monotonic() < deadline:
-        status, body = await ready_status(url)
-        if status == want:
-            return body
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"/readyz did not answer {want} within {within}s; last body {body}")
+from .support import RelayProcess, ready_status, wait_status
 
 
 async def test_readyz_flips_with_the_broker(tmp_path: Path) -> None:

@@ -3,8 +3,6 @@ the task is dead, and 200 again once it was restarted and lives (in-process node
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import aiohttp
@@ -12,24 +10,11 @@ import aiohttp
 from relay_node.config import from_args
 from relay_node.server import RelayNode
 
-from .support import SCALE
-
-
-async def readyz(port: int) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession() as http, \
-            http.get(f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(total=5)) as r:
-        return r.status, await r.json()
+from .support import wait_status
 
 
 async def until_status(port: int, want: int, within: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + within * SCALE
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status, body = await readyz(port)
-        if status == want:
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"/readyz did not answer {want}; last body {body}")
+    return await wait_status(f"http://127.0.0.1:{port}", want, within, poll=0.05)
 
 
 async def test_dead_outbox_turns_readyz_503_with_the_reason(conn_a: str) -> None:
