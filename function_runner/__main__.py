@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .app import KEY_SETTING, FunctionSpec, LocalSettings, host_settings, load_app, load_settings, specs_of
+from .host_encoding import BindingError, check_binding
 from .http import build_http_app
 from .servicebus import ServiceBusTriggerRunner
 
@@ -56,6 +57,11 @@ async def main_async(args: argparse.Namespace) -> int:
     for spec in specs:
         _log("function " + spec.describe())
         if spec.trigger_type == "serviceBusTrigger":
+            try:
+                check_binding(spec.trigger)
+            except BindingError as exc:
+                _log(f"cannot run {spec.name}: {exc}")
+                return 2
             conn = str(spec.trigger["connection"])
             if conn not in clients:
                 clients[conn] = _sb_client(conn)

@@ -1,4 +1,6 @@
-"""HTTP triggers: aiohttp at ``/api/<route>``, real ``func.HttpRequest`` / ``func.HttpResponse``."""
+"""HTTP triggers: aiohttp at ``/api/<route>``; the request goes to the function as the host encodes
+it and the worker decodes it (``host_encoding``), the response comes back through the worker's
+``HttpResponseConverter``."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ from typing import Any
 
 import azure.functions as func
 from aiohttp import web
+from multidict import CIMultiDict
 
 from .app import FunctionSpec
+from .host_encoding import decode_http_request, encode_http_response, http_request_datum
 from .servicebus import invoke
 
 __all__ = ["build_http_app"]
@@ -76,15 +80,20 @@ def build_http_app(
                     return web.Response(status=401, headers=cors_h)
             if methods and request.method not in methods:
                 return web.Response(status=405, headers={**cors_h, "Allow": ", ".join(sorted(methods))})
-            body = await request.read()
-            req = func.HttpRequest(
-                method=request.method,
-                url=str(request.url),
-                headers=dict(request.headers),
-                params=dict(request.query),
-                route_params=dict(request.match_info),
-                body=body,
+            body = await request.read()  # read in full either way, so the connection stays usable
+            req = decode_http_request(
+                http_request_datum(
+                    method=request.method,
+                    url=f"{request.scheme}://{request.host}{request.raw_path}",
+                    headers=request.headers.items(),
+                    query=request.query.items(),
+                    route_params=dict(request.match_info),
+                    body=body,
+                    content_length=request.content_length,
+                )
             )
+            if body and not request.content_length:
+                log(f"{spec.name}: request without Content-Length: body of {len(body)} bytes not passed on, as the host does")
             try:
                 resp = await invoke(spec, req)
             except Exception as exc:  # noqa: BLE001 - the host answers 500 without details
@@ -92,14 +101,15 @@ def build_http_app(
                 return web.Response(status=500, headers=cors_h)
             if resp is None:
                 return web.Response(status=204, headers=cors_h)
-            if not isinstance(resp, func.HttpResponse):
-                resp = func.HttpResponse(str(resp))
-            headers = {k: v for k, v in resp.headers.items()}
-            if not any(k.lower() == "content-type" for k in headers) and resp.mimetype:
-                headers["Content-Type"] = f"{resp.mimetype}; charset={resp.charset or 'utf-8'}"
+            if not isinstance(resp, (func.HttpResponse, str)):
+                log(f"{spec.name}: returned {type(resp).__name__}, not an HttpResponse -> 500")
+                return web.Response(status=500, headers=cors_h)
+            result = encode_http_response(resp)
+            headers = CIMultiDict(result.headers)
             headers.update(cors_h)
-            log(f"{spec.name}: {request.method} {request.path} -> {resp.status_code}")
-            return web.Response(status=resp.status_code, body=resp.get_body(), headers=headers)
+            out = web.Response(status=result.status, body=result.body, headers=headers)
+            log(f"{spec.name}: {request.method} {request.path} -> {result.status}")
+            return out
 
         return handler
 

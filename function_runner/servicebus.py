@@ -1,4 +1,4 @@
-"""Service Bus triggers: peek-lock receive, real ``func.ServiceBusMessage``, complete/abandon."""
+"""Service Bus triggers: peek-lock receive, the host's trigger encoding (``host_encoding``), complete/abandon."""
 
 from __future__ import annotations
 
@@ -9,66 +9,23 @@ from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
-from azure.functions.servicebus import ServiceBusMessage as WorkerServiceBusMessage
 from azure.servicebus import ServiceBusReceiveMode
 from azure.servicebus.aio import AutoLockRenewer
 
 from .app import FunctionSpec
+from .host_encoding import check_binding, decode_service_bus
 
 __all__ = ["to_func_message", "invoke", "ServiceBusTriggerRunner", "timespan_seconds"]
 
 
-def _plain(value: Any) -> Any:
-    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value
-
-
-def _body(msg: Any) -> bytes:
-    body = msg.body
-    if isinstance(body, (bytes, bytearray)):
-        return bytes(body)
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    try:
-        return b"".join(bytes(part) for part in body)
-    except TypeError:
-        return str(body).encode("utf-8")
-
-
-def to_func_message(msg: Any) -> func.ServiceBusMessage:
-    """The message object the Python worker builds for ``msg`` (``azure.functions.servicebus.ServiceBusMessage``,
-    the full-featured subclass of ``func.ServiceBusMessage`` its converter returns).
-
-    ``delivery_count`` is 1-based, as the Functions host reports it (the AMQP header counts
-    previous failed deliveries, starting at 0).
-    """
-    props = {_plain(k): _plain(v) for k, v in (msg.application_properties or {}).items()}
-    return WorkerServiceBusMessage(
-        body=_body(msg),
-        application_properties=props,
-        user_properties=dict(props),
-        content_type=msg.content_type,
-        correlation_id=msg.correlation_id,
-        dead_letter_error_description=msg.dead_letter_error_description,
-        dead_letter_reason=msg.dead_letter_reason,
-        dead_letter_source=msg.dead_letter_source,
-        delivery_count=(msg.delivery_count or 0) + 1,
-        enqueued_sequence_number=msg.enqueued_sequence_number,
-        enqueued_time_utc=msg.enqueued_time_utc,
-        expires_at_utc=msg.expires_at_utc,
-        label=msg.subject,
-        locked_until=msg.locked_until_utc,
-        lock_token=str(msg.lock_token) if msg.lock_token else None,
-        message_id=msg.message_id,
-        partition_key=msg.partition_key,
-        reply_to=msg.reply_to,
-        reply_to_session_id=msg.reply_to_session_id,
-        scheduled_enqueue_time_utc=msg.scheduled_enqueue_time_utc,
-        sequence_number=msg.sequence_number,
-        session_id=msg.session_id,
-        subject=msg.subject,
-        time_to_live=msg.time_to_live,
-        to=msg.to,
-    )
+def to_func_message(msg: Any, *, data_type: str | None = None) -> func.ServiceBusMessage:
+    """The message object the Python worker builds for one received ``msg``: encoded as the
+    Functions host sends it, decoded by ``azure.functions``' own converter (see
+    :mod:`function_runner.host_encoding`). ``delivery_count`` is 1-based, as the host reports it."""
+    out = decode_service_bus([msg], many=False, data_type=data_type)
+    if isinstance(out, list):  # the converter picks cardinality from the metadata it was given
+        raise TypeError("expected one message")
+    return out
 
 
 async def invoke(spec: FunctionSpec, value: Any) -> Any:
@@ -105,6 +62,10 @@ class ServiceBusTriggerRunner:
         self.batch_size = max(1, int(host.get("maxMessageBatchSize", 1000)))
         self.renew_for = timespan_seconds(host.get("maxAutoLockRenewalDuration"), 300.0)
         self.auto_complete = bool(host.get("autoCompleteMessages", True))
+        check_binding(spec.trigger)
+        self.many = str(spec.trigger.get("cardinality") or "one").lower() == "many"
+        self.data_type = spec.trigger.get("dataType")
+        self.namespace = getattr(client, "fully_qualified_namespace", None)
         self._stop = asyncio.Event()
         self.completed = 0
         self.abandoned = 0
@@ -125,7 +86,7 @@ class ServiceBusTriggerRunner:
             try:
                 async with self._receiver() as receiver, AutoLockRenewer() as renewer:
                     backoff = 1.0
-                    if str(self.spec.trigger.get("cardinality", "one")).lower() == "many":
+                    if self.many:
                         await self._loop_many(receiver, renewer)
                     else:
                         await self._loop_one(receiver, renewer)
@@ -152,7 +113,7 @@ class ServiceBusTriggerRunner:
                 msgs = await receiver.receive_messages(max_message_count=free, max_wait_time=1)
                 for msg in msgs:
                     renewer.register(receiver, msg, max_lock_renewal_duration=self.renew_for)
-                    task = asyncio.create_task(self._handle(receiver, [msg], msg))
+                    task = asyncio.create_task(self._handle(receiver, [msg]))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
         finally:
@@ -165,12 +126,13 @@ class ServiceBusTriggerRunner:
             if msgs:
                 for msg in msgs:
                     renewer.register(receiver, msg, max_lock_renewal_duration=self.renew_for)
-                await self._handle(receiver, msgs, [to_func_message(m) for m in msgs])
+                await self._handle(receiver, msgs)
 
-    async def _handle(self, receiver: Any, msgs: list[Any], value: Any) -> None:
-        arg = to_func_message(value) if not isinstance(value, (list, func.ServiceBusMessage)) else value
+    async def _handle(self, receiver: Any, msgs: list[Any]) -> None:
         first = msgs[0]
         try:
+            # Decoding failures (a body the binding cannot take) fail the invocation, as in the host.
+            arg = decode_service_bus(msgs, many=self.many, data_type=self.data_type, namespace=self.namespace)
             await invoke(self.spec, arg)
         except Exception as exc:  # noqa: BLE001 - the host's behaviour: the invocation failed
             self.abandoned += len(msgs)

@@ -127,9 +127,10 @@ def import_function_app(env: Mapping[str, str]) -> Any:
 class Runner:
     """``python -m function_runner`` as a subprocess, read through its stdout."""
 
-    def __init__(self, env: Mapping[str, str], *, only: str = "") -> None:
+    def __init__(self, env: Mapping[str, str], *, only: str = "", app: str = "function_app") -> None:
         self.env = dict(env)
         self.only = only
+        self.app = app
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
         self.port: int | None = None
@@ -137,7 +138,7 @@ class Runner:
 
     def start(self, timeout: float = 30.0) -> None:
         args = [sys.executable, "-m", "function_runner", "--root", str(ROOT), "--settings", "no-such-local.settings.json",
-                "--port", "0"]
+                "--port", "0", "--app", self.app]
         if self.only:
             args += ["--only", self.only]
         env = {k: v for k, v in os.environ.items() if not k.startswith(_APP_ENV_PREFIXES)}
