@@ -6,11 +6,13 @@ would, without Core Tools:
 
 * ``serviceBusTrigger`` (topic/subscription or queue): an aio peek-lock receiver through the
   binding's ``connection`` setting (``<Name>`` connection string or ``<Name>__fullyQualifiedNamespace``),
-  a real ``azure.functions.ServiceBusMessage`` per message, complete on success, abandon on
+  the message (or batch) encoded as the host encodes trigger input and decoded by the
+  ``azure.functions`` library's own converter (:mod:`.host_encoding`), complete on success, abandon on
   exception (Service Bus redelivers, then dead-letters after MaxDeliveryCount), lock renewal;
   ``maxConcurrentCalls``, ``prefetchCount`` and ``maxAutoLockRenewalDuration`` from ``host.json``.
-* ``httpTrigger``: an aiohttp server at ``/api/<route>`` building a real ``func.HttpRequest`` and
-  returning the ``func.HttpResponse``; ``authLevel`` ``function``/``admin`` need the local key
+* ``httpTrigger``: an aiohttp server at ``/api/<route>``; the request encoded as the host's
+  ``RpcHttp`` and decoded by the library's ``HttpRequestConverter``, the response through its
+  ``HttpResponseConverter``; ``authLevel`` ``function``/``admin`` need the local key
   (``x-functions-key`` header or ``?code=``); CORS from ``local.settings.json`` ``Host.CORS``.
 """
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import azure.functions as func
-from azure.functions.servicebus import ServiceBusMessage as WorkerServiceBusMessage
 
+from function_runner.servicebus import to_func_message
 from shared.appcontext import AppContext, AppSettings
 from socketio_servicebus.wire.envelope import Batch, Envelope, Kind
 
@@ -32,10 +35,15 @@ def sb_message(batch: Batch | bytes, *, message_id: str = "m-1", props: dict[str
     else:
         body = batch
         props = props or {}
-    return WorkerServiceBusMessage(
-        body=body, message_id=message_id, application_properties=dict(props), user_properties=dict(props),
-        delivery_count=delivery_count, content_type="application/json",
+    # A record shaped like a received azure-servicebus message, handed over as the Functions host
+    # encodes it and decoded by azure.functions' converter (function_runner.host_encoding).
+    received = SimpleNamespace(
+        body=[body], body_type="data", application_properties=dict(props), delivery_count=delivery_count - 1,
+        dead_letter_source=None, lock_token=uuid.uuid4(), enqueued_time_utc=datetime.datetime.now(datetime.UTC),
+        time_to_live=None, message_id=message_id, content_type="application/json", reply_to=None, sequence_number=1,
+        to=None, subject=None, correlation_id=None, session_id=None, reply_to_session_id=None, partition_key=None,
     )
+    return to_func_message(received)
 
 
 def http_request(method: str, path: str, *, params: dict[str, str] | None = None, body: bytes | str | dict | None = None,
