@@ -40,6 +40,7 @@ ENV_VARS: dict[str, str] = {
     "auth_jwt_issuer": "RELAY_AUTH_JWT_ISSUER",
     "auth_callback": "RELAY_AUTH_CALLBACK",
     "history_url": "RELAY_HISTORY_URL",
+    "dashboard_url": "RELAY_DASHBOARD_URL",
     "drain_seconds": "RELAY_DRAIN_SECONDS",
     "auto_delete_on_idle": "RELAY_AUTO_DELETE_ON_IDLE",
     "subscription_check_interval": "RELAY_SUBSCRIPTION_CHECK_INTERVAL",
@@ -96,6 +97,8 @@ class RelayConfig:
     auth_jwt_issuer: str | None = None
     auth_callback: str | None = None
     history_url: str | None = None
+    #: a dashboard the demo page links to (the local stack sets it); none = no link
+    dashboard_url: str | None = None
     drain_seconds: float = 10.0
     #: AutoDeleteOnIdle of the node's own subscription, seconds (Azure's minimum is 300)
     auto_delete_on_idle: float = 300.0
@@ -149,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="module:function, async def authorize(environ, auth) -> bool | dict")
     add("--history-url", dest="history_url",
         help="base URL of the Functions history API the demo page calls after a reconnect")
+    add("--dashboard-url", dest="dashboard_url",
+        help="URL of a dashboard the demo page links to (default: no link)")
     add("--drain-seconds", dest="drain_seconds", help="upper bound of a graceful shutdown (default 10)")
     add("--auto-delete-on-idle", dest="auto_delete_on_idle",
         help="AutoDeleteOnIdle of the node's own subscription in seconds (default 300, Azure's minimum)")
@@ -308,6 +313,11 @@ def from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> RelayConfig
         if not re.match(r"^https?://\S+$", history) and not history.startswith("/"):
             raise ConfigError(f"--history-url {history!r}: expected an http(s):// URL or a path")
         cfg.history_url = history.rstrip("/")
+    dashboard = pick("dashboard_url")
+    if dashboard:
+        if not re.match(r"^https?://\S+$", dashboard):
+            raise ConfigError(f"--dashboard-url {dashboard!r}: expected an http(s):// URL")
+        cfg.dashboard_url = dashboard
     cfg.drain_seconds = _float(pick("drain_seconds"), cfg.drain_seconds, "--drain-seconds")
     cfg.auto_delete_on_idle = _float(pick("auto_delete_on_idle"), cfg.auto_delete_on_idle,
                                      "--auto-delete-on-idle", 1.0)

@@ -230,6 +230,7 @@ class RelayNode:
         elif path == "/config.json":
             body = {"node": self.cfg.node_id, "region": self.cfg.region, "historyUrl": self.cfg.history_url,
                     "authRequired": self.authorizer.enabled, "chatRoomPrefix": "chat:"}
+            body["dashboardUrl"] = self.cfg.dashboard_url
             await _respond_json(send, 200, body, extra=[(b"cache-control", b"no-store")])
         elif path == "/socket.io.min.js":
             await _respond(send, 200, CLIENT_JS.read_bytes(), "text/javascript; charset=utf-8",

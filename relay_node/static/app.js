@@ -140,9 +140,16 @@
     });
   });
 
+  // a link to the local stack's dashboard, only when the node is told one runs (--dashboard-url)
+  function showDashboardLink() {
+    if (!config.dashboardUrl) return;
+    $("dashboard-link").href = config.dashboardUrl;
+    $("dashboard").hidden = false;
+  }
+
   fetch("/config.json")
     .then((r) => r.json())
-    .then((c) => { config = Object.assign(config, c); })
+    .then((c) => { config = Object.assign(config, c); showDashboardLink(); })
     .catch(() => {})
     .finally(() => {
       if (typeof io !== "function") {

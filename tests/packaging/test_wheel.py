@@ -281,6 +281,8 @@ async def test_installed_relay_nodes_serve_the_page_and_chat(stack: Stack) -> No
             assert body == (static / file).read_bytes(), (node.url, path)  # the installed package data
         assert b"Socket.IO v4" in (await fetch(node.url + "/socket.io.min.js"))[1]
         assert b'src="/socket.io.min.js"' in (await fetch(node.url + "/"))[1]
+        # a node on its own (no --dashboard-url) links to no dashboard: the page keeps the link hidden
+        assert json.loads((await fetch(node.url + "/config.json"))[1])["dashboardUrl"] is None
 
     n1, n2 = stack.nodes
     c1, c2 = await sio_client(n1.url), await sio_client(n2.url)

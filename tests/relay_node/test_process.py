@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from typing import Any
@@ -129,8 +130,10 @@ async def test_ops_endpoints_and_metrics(region_a_nodes: tuple[RelayProcess, Rel
     assert status == 200 and '"ready": true' in body
     status, body = await get(a1.url + "/config.json")
     assert status == 200 and '"region": "A"' in body
+    assert json.loads(body)["dashboardUrl"] is None  # a node on its own links to no dashboard
     status, page = await get(a1.url + "/")
     assert status == 200
+    assert '<p id="dashboard" hidden>' in page  # shown by app.js only when dashboardUrl is set
     for element in ('id="room"', 'id="join"', 'id="text"', 'id="send"', 'id="messages"', 'id="status"',
                     'src="/socket.io.min.js"'):
         assert element in page

@@ -46,6 +46,14 @@ def test_fully_qualified_namespace() -> None:
     assert cfg.fully_qualified_namespace == "ns.servicebus.windows.net" and cfg.connection_string is None
 
 
+def test_dashboard_url_is_optional_and_checked() -> None:
+    assert from_args([], {"SERVICEBUS_CONNECTION_STRING": CONN}).dashboard_url is None  # no link by default
+    env = {"SERVICEBUS_CONNECTION_STRING": CONN, "RELAY_DASHBOARD_URL": "http://127.0.0.1:7073/"}
+    assert from_args([], env).dashboard_url == "http://127.0.0.1:7073/"
+    with pytest.raises(ConfigError, match="--dashboard-url"):
+        from_args(["--dashboard-url", "javascript:alert(1)"], env)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
