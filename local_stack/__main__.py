@@ -29,6 +29,8 @@ def print_table(stack: LocalStack) -> None:
     print("\nsocketio-servicebus local stack\n")
     for what, region, where in rows:
         print(f"  {what:<{width}}  {region:<12} {where}")
+    if stack.dashboard is not None:
+        print(f"\ndashboard {stack.dashboard.url}  (live: nodes, regions, subscriptions, dead letters, flow)")
     print(f"\n  emit API key (x-functions-key): {stack.function_key}")
     print(f"  try: open {stack.node_url('a1')}/ and {stack.node_url('factory1')}/, join the same room, chat.")
     print("  logs: .run/logs/   stop: Ctrl-C\n", flush=True)

@@ -22,6 +22,7 @@ from typing import Any
 
 from socketio_servicebus.topology import load_topology
 
+from .dashboard import Collector, Dashboard, NodeTarget, RegionTarget
 from .processes import ROOT, ManagedProcess, free_port, python_args
 from .topology_config import ROOT_KEY_NAME, RegionSpec, connection_string, emulator_config
 from .webpubsub_recorder import connection_string as webpubsub_connection_string
@@ -44,10 +45,12 @@ class StackPorts:
     functions: int = 7071
     recorder: int = 7072
     first_node: int = 8001
+    dashboard: int = 7073
 
     @classmethod
     def ephemeral(cls) -> StackPorts:
-        return cls(emulator=0, azurite=free_port(), functions=free_port(), recorder=free_port(), first_node=0)
+        return cls(emulator=0, azurite=free_port(), functions=free_port(), recorder=free_port(), first_node=0,
+                   dashboard=free_port())
 
 
 @dataclass
@@ -71,6 +74,9 @@ class LocalStack:
     function_key: str = field(default_factory=lambda: os.urandom(12).hex())
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     namespace_ports: dict[str, int] = field(default_factory=dict)
+    #: serve the live dashboard (local_stack/dashboard/) and link every node's chat page to it
+    with_dashboard: bool = True
+    dashboard: Dashboard | None = None
 
     # -- addresses -------------------------------------------------------------------------
     def region(self, name: str) -> RegionSpec:
@@ -91,6 +97,10 @@ class LocalStack:
     @property
     def functions_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.functions}/api"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.dashboard}/"
 
     @property
     def recorder_url(self) -> str:
@@ -233,6 +243,8 @@ class LocalStack:
             ),
         )
         await asyncio.gather(self._start_functions(logs), *(self._start_node(n, logs) for n in self.nodes))
+        if self.with_dashboard:
+            await self._start_dashboard()
 
     def functions_env(self) -> dict[str, str]:
         topo = load_topology()
@@ -275,6 +287,8 @@ class LocalStack:
             "--history-url", f"http://127.0.0.1:{self.ports.functions}/api/history",
             *self.node_extra_args,
         ]
+        if self.with_dashboard:
+            args += ["--dashboard-url", self.dashboard_url]
         if node.on_prem:
             args += ["--subscription", load_topology()["nodeSubscription"]["prefix"] + node.node_id]
         proc = await self._spawn(
@@ -289,8 +303,25 @@ class LocalStack:
         )
         node.port = int(proc.matches["port"])
 
+    def dashboard_targets(self) -> tuple[list[NodeTarget], list[RegionTarget]]:
+        """What the dashboard probes, read on every tick (node ports are known once they listen)."""
+        topic = str(load_topology()["topic"])
+        nodes = [NodeTarget(n.node_id, n.region, n.on_prem, self.node_url(n.node_id) if n.port else "")
+                 for n in self.nodes]
+        regions = [RegionTarget(r.name, r.namespace, topic, self.connection_string(r.name))
+                   for r in self.regions if r.name in self.namespace_ports]
+        return nodes, regions
+
+    async def _start_dashboard(self) -> None:
+        collector = Collector(lambda: self.dashboard_targets()[0], lambda: self.dashboard_targets()[1])
+        self.dashboard = Dashboard(collector, host="127.0.0.1", port=self.ports.dashboard)
+        await self.dashboard.start()
+
     async def stop(self) -> None:
         """Stop everything started, relay nodes first (they delete their subscriptions)."""
+        if self.dashboard is not None:
+            await self.dashboard.stop()
+            self.dashboard = None
         nodes = [p for n, p in self.processes.items() if n.startswith("node-")]
         services = [self.processes[n] for n in ("functions", "webpubsub-recorder", "azurite") if n in self.processes]
         for group in (nodes, services, [self.processes.get("emulator")]):
