@@ -66,6 +66,7 @@ def test_run_status_crash_recovery_and_clean_stop(tmp_path: Path) -> None:
         read_until(proc, r"nodes 4/4 ", first)
         table = "".join(first)
         assert "on-prem node factory1" in table and "/api/emit" in table
+        assert re.search(r"^dashboard http://127\.0\.0\.1:\d+/", table, re.M), table
         orphans = json.loads((tmp_path / "stack.json").read_text())["pids"]
         assert len(orphans) == 8
     finally:
