@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,6 +29,7 @@ from local_stack.processes import free_port
 from relay_node.metrics import translate_snapshot
 from socketio_servicebus.manager.metrics import ManagerMetrics
 from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
+from tests.support.emulator_process import EmulatorProcess
 
 
 class _Snapshot:
@@ -251,6 +253,36 @@ async def test_region_on_a_dead_port_is_down_within_the_probe_timeout(region: Re
         assert row["up"] is False and row["error"] and row["subscriptions"] == []
     finally:
         await c.close()
+
+
+async def test_a_region_whose_emulator_stops_goes_down_and_comes_back(tmp_path: Path) -> None:
+    config = tmp_path / "Config.json"
+    config.write_text(json.dumps(EmulatorProcess.default_config()))
+    port = free_port()
+    first = EmulatorProcess(config, port=port)
+    await asyncio.to_thread(first.start)
+    target = RegionTarget("r1", "sbemulatorns", "smoke", first.connection_string("sbemulatorns"))
+    c = collector(regions=[target])
+    second: EmulatorProcess | None = None
+    try:
+        assert (await c.poll_region(target))["up"] is True
+        await asyncio.to_thread(first.kill)
+        started = time.monotonic()
+        down = await c.poll_region(target)
+        assert down["up"] is False and down["error"], down
+        assert time.monotonic() - started < 1.5
+        second = EmulatorProcess(config, port=port)
+        await asyncio.to_thread(second.start)
+        for _ in range(50):  # the first probe after the restart may still meet the old connection
+            if (row := await c.poll_region(target))["up"]:
+                break
+            await asyncio.sleep(0.2)
+        assert row["up"] is True and {s["name"] for s in row["subscriptions"]} == {"all", "red"}
+    finally:
+        await c.close()
+        first.kill()
+        if second is not None:
+            second.stop()
 
 
 # -- the server ----------------------------------------------------------------------------------
