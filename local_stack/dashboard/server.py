@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +60,16 @@ class Dashboard:
     async def start(self) -> str:
         self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            await self._runner.cleanup()
+            raise
+        self.port = int(sock.getsockname()[1])
+        await web.SockSite(self._runner, sock).start()
         self._loop_task = asyncio.create_task(self.collector.run(), name="dashboard-collector")
         return self.url
 

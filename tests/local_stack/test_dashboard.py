@@ -318,3 +318,14 @@ async def test_server_streams_ticks_over_sse_and_serves_page_and_uplot(node: Fak
         started = time.monotonic()
         await dash.stop()
         assert time.monotonic() - started < 5
+
+
+async def test_server_on_a_taken_port_raises_instead_of_serving_elsewhere() -> None:
+    taken = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = taken.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(OSError):
+            await Dashboard(collector(), port=port).start()
+    finally:
+        taken.close()
+        await taken.wait_closed()
