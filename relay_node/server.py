@@ -257,7 +257,14 @@ class RelayNode:
             await self._open_tunnel()
         deadline = time.monotonic() + cfg.startup_timeout
         if self.run_probe:
-            await probe(cfg, self.credential, deadline=deadline)
+            try:
+                await probe(cfg, self.credential, deadline=deadline)
+            except StartupError as exc:
+                tunnel = self.tunnel
+                if tunnel is not None and tunnel.failed and not tunnel.opened and cfg.http_proxy is not None:
+                    raise StartupError(f"{exc}; the proxy {cfg.http_proxy.display} did not open a tunnel: "
+                                       f"{tunnel.last_error}", fatal=exc.fatal) from exc
+                raise
         try:
             await self.build()
         except LoadError as exc:
