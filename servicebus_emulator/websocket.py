@@ -163,7 +163,8 @@ class WebSocketBridge(asyncio.Transport):
             self.close()
             try:
                 await asyncio.wait_for(writer, CLOSE_TIMEOUT)
-            except (TimeoutError, ConnectionError):
+            except (TimeoutError, ConnectionError, RuntimeError) as exc:
+                log.info("websocket %s: close did not complete (%s)", self.peer, type(exc).__name__)
                 writer.cancel()
             finally:
                 self.stats.connections_open -= 1
@@ -217,7 +218,7 @@ class WebSocketBridge(asyncio.Transport):
                 if not self._may_read.is_set() and self.buffered <= LOW_WATER:
                     self._may_read.set()
                     self.protocol.resume_writing()
-        except ConnectionError as exc:  # the client went away; the read loop sees it too
+        except (ConnectionError, RuntimeError) as exc:  # the client went away; the read loop sees it too
             log.info("websocket %s: send failed (%s); %d bytes unsent", self.peer, exc, self.buffered)
             self._out.clear()
             self.buffered = 0

@@ -27,6 +27,8 @@ log = logging.getLogger("socketio_servicebus.servicebus.tunnel")
 
 CHUNK = 64 * 1024
 MAX_HEAD = 16 * 1024
+#: after one direction ends, how long the other may still run
+CLOSE_GRACE = 5.0
 
 
 class TunnelError(ConnectionError):
@@ -128,9 +130,16 @@ class ConnectTunnel:
             return
         self.opened += 1
         log.debug("proxy %s: tunnel %d to %s open", self.proxy, self.opened, self.target)
+        pipes = [asyncio.create_task(_pipe(client_r, proxy_w)), asyncio.create_task(_pipe(proxy_r, client_w))]
         try:
-            await asyncio.gather(_pipe(client_r, proxy_w), _pipe(proxy_r, client_w))
+            # one side done (EOF or error): give the other a moment to finish, then end both
+            _, pending = await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            if pending:
+                await asyncio.wait(pending, timeout=CLOSE_GRACE)
         finally:
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
             for w in (client_w, proxy_w):
                 w.close()
             for w in (client_w, proxy_w):
