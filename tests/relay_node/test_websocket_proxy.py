@@ -8,6 +8,7 @@
 - the SDK itself through the proxy: the sync client with its own ``http_proxy`` (websocket-client
   asks for CONNECT), and the aio client through :class:`ConnectTunnel` (aiohttp would send a
   ``GET ws://...`` that proxies refuse; see ``socketio_servicebus/servicebus/tunnel.py``);
+- why the tunnel: the aio SDK given the proxy itself is refused by tinyproxy (``GET ws://``);
 - a proxy that refuses the CONNECT: the node says so and exits 1 after ``--startup-timeout``.
 """
 
@@ -23,6 +24,7 @@ import aiohttp
 import pytest
 import socketio  # type: ignore[import-untyped]
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiveMode, TransportType
+from azure.servicebus.exceptions import ServiceBusError
 
 from socketio_servicebus.servicebus.clients import servicebus_client
 from socketio_servicebus.servicebus.tunnel import ConnectTunnel
@@ -167,6 +169,24 @@ async def test_the_sdk_itself_through_tinyproxy(own_emulator: EmulatorProcess, t
         assert proxy.connects()[n_sync:].count(f"localhost:{port}") == tunnel.opened
         after = await ws_stats(port)
         assert after["connections_total"] - before["connections_total"] >= 4  # sync + aio, all over WebSockets
+    finally:
+        proxy.stop()
+
+
+async def test_why_the_node_tunnels_itself_for_the_emulator(own_emulator: EmulatorProcess, tmp_path: Path) -> None:
+    """The aio SDK given the proxy directly, against the emulator's plain ws://: aiohttp sends
+    ``GET ws://...`` to the proxy instead of CONNECT, and tinyproxy refuses it. If this starts
+    passing (aiohttp asks for CONNECT for ws:// too), ``ConnectTunnel`` is no longer needed."""
+    conn, port = own_emulator.connection_string("proxied"), own_emulator.port_of("proxied")
+    proxy = TinyProxy(tmp_path, connect_ports=[port]).start()
+    try:
+        with pytest.raises(ServiceBusError, match="400"):
+            async with servicebus_client(connection_string=conn, transport_type=TransportType.AmqpOverWebsocket,
+                                         http_proxy={"proxy_hostname": "127.0.0.1", "proxy_port": proxy.port},
+                                         retry_total=0) as client, client.get_topic_sender("t") as sender:
+                await sender.send_messages(ServiceBusMessage("never"))
+        assert f"): GET ws://localhost:{port}/$servicebus/websocket HTTP/1.1" in proxy.log(), proxy.log()[-2000:]
+        assert proxy.connects() == []
     finally:
         proxy.stop()
 
