@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
-# Debian packages as COMMAND:PACKAGE: the browser tests drive chromium; the benches compare with Redis.
-TEST_SYSTEM_PACKAGES := chromium:chromium
+# Debian packages as COMMAND:PACKAGE: the browser tests drive chromium; the WebSocket proxy tests start
+# tinyproxy; the benches compare with Redis.
+TEST_SYSTEM_PACKAGES := chromium:chromium tinyproxy:tinyproxy
 BENCH_SYSTEM_PACKAGES := redis-server:redis-server
 
 .PHONY: run test test-fast lint bench clean emulator dist vendor-js system-packages venv npm

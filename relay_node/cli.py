@@ -76,6 +76,10 @@ async def _cleanup(node: object, credential: object) -> None:
     if manager is not None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(manager.close(), 10)
+    close_tunnel = getattr(node, "close_tunnel", None)
+    if close_tunnel is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(close_tunnel(), 5)
     if credential is not None:
         with contextlib.suppress(Exception):
             await credential.close()  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
 
 from socketio_servicebus.servicebus.clients import ConnectionSettingsError, parse_connection_string
 
@@ -60,15 +61,33 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ProxySettings:
-    """The SDK's ``http_proxy`` dict (``proxy_hostname``, ``proxy_port``, ``username``, ``password``)."""
+    """An HTTP proxy for Service Bus over WebSockets (``--http-proxy http://[user:password@]host:port``)."""
 
     hostname: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def display(self) -> str:
+        """``http://[user:***@]host:port``: safe to log."""
+        auth = f"{self.username}:***@" if self.username else ""
+        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
+        return f"http://{auth}{host}:{self.port}"
+
+    def url(self) -> str:
+        """``http://[user:password@]host:port`` (percent-encoded) for azure-core's ``proxies``."""
+        auth = ""
+        if self.username:
+            auth = f"{quote(self.username, safe='')}:{quote(self.password or '', safe='')}@"
+        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
+        return f"http://{auth}{host}:{self.port}"
 
     def to_sdk(self) -> dict[str, object]:
-        out: dict[str, object] = {"proxy_hostname": self.hostname, "proxy_port": self.port}
+        """The SDK's ``http_proxy`` dict. The async SDK hands ``proxy_hostname`` to aiohttp, which
+        needs a URL: a bare host fails with ``InvalidURL``, so it is given as ``http://host``."""
+        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
+        out: dict[str, object] = {"proxy_hostname": f"http://{host}", "proxy_port": self.port}
         if self.username:
             out["username"] = self.username
             out["password"] = self.password or ""
@@ -88,6 +107,9 @@ class RelayConfig:
     receive_mode: str = "receive_and_delete"
     transport: str = "amqp"
     http_proxy: ProxySettings | None = None
+    #: set at start, not from flags: ``sb://127.0.0.1:<port>`` of the local CONNECT tunnel that
+    #: carries the emulator's plain ``ws://`` through ``http_proxy`` (``RelayNode.start``)
+    custom_endpoint_address: str | None = None
     #: ``None`` = same origin only (python-socketio's default); ``["*"]`` = any origin
     cors_origins: list[str] | None = None
     apps: list[str] = field(default_factory=lambda: [DEFAULT_APP])
@@ -135,9 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="pre-provisioned subscription to read (no Manage right needed); default: create node-<id>")
     add("--receive-mode", dest="receive_mode", help="receive_and_delete (default; at-most-once, no settlement cost) or peek_lock")
     add("--transport", dest="transport",
-        help="amqp (TCP 5671, default) or websockets (AMQP over WebSockets on 443, proxy-friendly)")
+        help="amqp (TCP 5671, default) or websockets (AMQP over WebSockets on 443, proxy-friendly; "
+        "against the emulator: its own port)")
     add("--http-proxy", dest="http_proxy",
-        help="HTTPS proxy for --transport websockets: http://[user:password@]host:port")
+        help="HTTP proxy for Service Bus, http://[user:password@]host:port (implies --transport websockets)")
     add("--cors-origins", dest="cors_origins",
         help="comma list of allowed browser origins, or * for any (default: same origin only)")
     add("--app", dest="apps", action="append",
@@ -186,12 +209,43 @@ def _float(text: str | None, default: float, flag: str, minimum: float = 0.0) ->
     return value
 
 
+_PROXY_FORM = "--http-proxy must look like http://[user:password@]host:port"
+
+
+def _masked(text: str) -> str:
+    """``text`` with any password replaced by ``***`` (error messages must not echo it)."""
+    scheme, sep, rest = text.partition("://") if "://" in text else ("", "", text)
+    if "@" not in rest:
+        return text
+    userinfo, _, host = rest.rpartition("@")
+    if ":" not in userinfo:
+        return text
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 def parse_proxy(text: str) -> ProxySettings:
-    m = re.match(r"^(?:https?://)?(?:(?P<user>[^:@/]+)(?::(?P<pw>[^@/]*))?@)?(?P<host>[^:/@]+):(?P<port>\d+)/?$",
-                 text.strip())
-    if not m:
-        raise ConfigError(f"--http-proxy must look like http://[user:password@]host:port, not {text!r}")
-    return ProxySettings(m["host"], int(m["port"]), m["user"], m["pw"])
+    """Validate ``--http-proxy``: scheme http, a host, a port; user:password allowed."""
+    raw = text.strip()
+    shown = _masked(raw)
+    if "://" not in raw:
+        raise ConfigError(f"{_PROXY_FORM}: add the scheme, e.g. http://{shown} (not {shown!r})")
+    parts = urlsplit(raw)
+    if parts.scheme.lower() != "http":
+        raise ConfigError(f"{_PROXY_FORM}: the proxy is spoken to in plain HTTP (CONNECT), so use http://, "
+                          f"not {parts.scheme}:// ({shown!r})")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{_PROXY_FORM}: the port must be 1-65535 ({shown!r})") from None
+    if not parts.hostname:
+        raise ConfigError(f"{_PROXY_FORM}: no host in {shown!r}")
+    if port is None or port == 0:
+        raise ConfigError(f"{_PROXY_FORM}: add the proxy's port, e.g. http://{parts.hostname}:3128 ({shown!r})")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"{_PROXY_FORM}: no path or query after the port ({shown!r})")
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return ProxySettings(parts.hostname, port, user, password)
 
 
 def parse_cors(text: str | None) -> list[str] | None:

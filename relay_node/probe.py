@@ -33,7 +33,7 @@ from azure.servicebus.exceptions import (
     ServiceBusError,
 )
 
-from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
+from socketio_servicebus.servicebus.clients import admin_client, is_emulator, servicebus_client
 
 from .config import RelayConfig
 
@@ -65,23 +65,35 @@ def key_name_of(cfg: RelayConfig) -> str:
     return "DefaultAzureCredential"
 
 
+def needs_tunnel(cfg: RelayConfig) -> bool:
+    """The emulator's plain ``ws://`` through a proxy: aiohttp would not ask for CONNECT
+    (see ``socketio_servicebus.servicebus.tunnel``), so the node opens the tunnel itself."""
+    return (cfg.transport == "websockets" and cfg.http_proxy is not None
+            and bool(cfg.connection_string) and is_emulator(cfg.connection_string))
+
+
 def client_kwargs(cfg: RelayConfig) -> dict[str, Any]:
-    """Transport and proxy settings for every Service Bus client the node opens."""
+    """Transport and proxy settings for every Service Bus client the node opens.
+
+    ``servicebus_client`` then derives what the SDK does not: ``custom_endpoint_address`` for the
+    emulator's port and an ``http://`` URL as ``proxy_hostname`` (``websocket_options``).
+    """
     kwargs: dict[str, Any] = {}
     if cfg.transport == "websockets":
         kwargs["transport_type"] = TransportType.AmqpOverWebsocket
-    if cfg.http_proxy is not None:
+    if cfg.custom_endpoint_address:  # the emulator through the local CONNECT tunnel
+        kwargs["custom_endpoint_address"] = cfg.custom_endpoint_address
+    elif cfg.http_proxy is not None:
         kwargs["http_proxy"] = cfg.http_proxy.to_sdk()
     return kwargs
 
 
 def admin_kwargs(cfg: RelayConfig) -> dict[str, Any]:
-    """The admin API is plain HTTPS: azure-core's ``proxies`` setting carries the same proxy."""
+    """The admin API is HTTPS (plain HTTP to the emulator): azure-core's ``proxies`` carries the same proxy."""
     if cfg.http_proxy is None:
         return {}
-    proxy = cfg.http_proxy
-    auth = f"{proxy.username}:{proxy.password or ''}@" if proxy.username else ""
-    return {"proxies": {"https": f"http://{auth}{proxy.hostname}:{proxy.port}"}}
+    url = cfg.http_proxy.url()
+    return {"proxies": {"https": url, "http": url}}
 
 
 def _classify(exc: BaseException, cfg: RelayConfig, what: str) -> StartupError:

@@ -22,13 +22,15 @@ import socketio  # type: ignore[import-untyped]
 import uvicorn
 
 from socketio_servicebus.manager.client_manager import ServiceBusManager
+from socketio_servicebus.servicebus.clients import emulator_address
+from socketio_servicebus.servicebus.tunnel import ConnectTunnel
 
 from .auth import Authorizer
 from .config import RelayConfig
 from .guard import install_connect_guard
 from .loading import LoadError, setup_apps
 from .metrics import CONTENT_TYPE, make_registry
-from .probe import StartupError, admin_kwargs, client_kwargs, endpoint_of, probe
+from .probe import StartupError, admin_kwargs, client_kwargs, endpoint_of, needs_tunnel, probe
 
 log = logging.getLogger("relay_node")
 
@@ -104,6 +106,7 @@ class RelayNode:
         self.started_at = time.time()
         self.port: int | None = None
         self.manager: Any = None
+        self.tunnel: ConnectTunnel | None = None
         self.sio: Any = None
         self.asgi: Any = None
         self.authorizer = Authorizer.from_config(cfg)
@@ -248,9 +251,21 @@ class RelayNode:
         log.info("connecting to Service Bus %s (topic %s, %s, node %s, region %s)", endpoint_of(cfg), cfg.topic,
                  f"subscription {cfg.subscription}" if cfg.subscription else "own subscription",
                  cfg.node_id, cfg.region)
+        if cfg.transport == "websockets":
+            log.info("transport: AMQP over WebSockets%s",
+                     f" through the HTTP proxy {cfg.http_proxy.display}" if cfg.http_proxy else "")
+        if needs_tunnel(cfg):
+            await self._open_tunnel()
         deadline = time.monotonic() + cfg.startup_timeout
         if self.run_probe:
-            await probe(cfg, self.credential, deadline=deadline)
+            try:
+                await probe(cfg, self.credential, deadline=deadline)
+            except StartupError as exc:
+                tunnel = self.tunnel
+                if tunnel is not None and tunnel.failed and not tunnel.opened and cfg.http_proxy is not None:
+                    raise StartupError(f"{exc}; the proxy {cfg.http_proxy.display} did not open a tunnel: "
+                                       f"{tunnel.last_error}", fatal=exc.fatal) from exc
+                raise
         try:
             await self.build()
         except LoadError as exc:
@@ -284,6 +299,23 @@ class RelayNode:
         url_host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
         log.info("listening on http://%s:%d", url_host, self.port)
         print(f"relay-node listening on http://{url_host}:{self.port}", flush=True)
+
+    async def _open_tunnel(self) -> None:
+        cfg = self.cfg
+        assert cfg.http_proxy is not None and cfg.connection_string
+        host, port = emulator_address(cfg.connection_string)
+        proxy = cfg.http_proxy
+        self.tunnel = ConnectTunnel(proxy.hostname, proxy.port, host, port,
+                                    username=proxy.username, password=proxy.password)
+        local = await self.tunnel.start()
+        cfg.custom_endpoint_address = f"sb://127.0.0.1:{local}"
+        log.info("emulator over plain ws://: CONNECT tunnel 127.0.0.1:%d -> proxy %s -> %s:%d", local,
+                 proxy.display, host, port)
+
+    async def close_tunnel(self) -> None:
+        if self.tunnel is not None:
+            tunnel, self.tunnel = self.tunnel, None
+            await tunnel.close()
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -338,6 +370,7 @@ class RelayNode:
                 except Exception as exc:  # noqa: BLE001 - stopping anyway; logged
                     log.warning("uvicorn did not stop cleanly (%s: %s); forcing exit", type(exc).__name__, exc)
                     self._uvicorn.force_exit = True
+        await self.close_tunnel()
         if self.credential is not None and hasattr(self.credential, "close"):
             with contextlib.suppress(Exception):
                 await self.credential.close()

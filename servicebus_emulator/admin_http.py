@@ -9,6 +9,7 @@ Routes (all take ``api-version``; bodies in ``admin_xml``):
 - ``GET /{topic}/subscriptions/{sub}/rules``, ``PUT|GET|DELETE .../rules/{rule}``
 - ``GET /$namespaceinfo``
 - ``GET /health`` and ``GET /$emulator/entities`` (JSON, no auth: local diagnostics)
+- ``GET /$servicebus/websocket`` (AMQP over WebSockets) and ``GET /$emulator/websockets``: see ``websocket``
 
 PUT without ``If-Match`` creates (201; 409 when the entity exists); ``If-Match: *`` updates
 (200; 404 when it does not). Every management call needs ``Authorization: SharedAccessSignature``
@@ -41,6 +42,7 @@ from .config import NEVER, QueueConfig, RuleConfig, SubscriptionConfig, TopicCon
 from .entities import DEFAULT_RULE, Queue, Rule, Subscription, Topic
 from .errors import BadRequest, EmulatorError, EntityExists, EntityNotFound, Unauthorized
 from .sas import verify_token
+from .websocket import add_websocket_routes
 
 log = logging.getLogger("servicebus_emulator.admin")
 
@@ -716,5 +718,6 @@ class _MethodNotAllowed(EmulatorError):
 def make_admin_app(runtime: Any) -> web.Application:
     api = AdminApi(runtime)
     app = web.Application(client_max_size=ax.MAX_BODY_BYTES)
+    add_websocket_routes(app, runtime)  # AMQP over WebSockets: before the catch-all
     app.router.add_route("*", "/{tail:.*}", api.handle)
     return app

@@ -1,4 +1,9 @@
-"""The emulator command line: ``servicebus-emulator --config FILE [--host 127.0.0.1] [--port N]``."""
+"""The emulator command line: ``servicebus-emulator --config FILE [--host 127.0.0.1] [--port N]``.
+
+Prints one ``namespace NAME: <connection string>`` and one ``websocket NAME: ws://...`` line per
+namespace (AMQP, the admin API and AMQP over WebSockets share the port), then
+``servicebus-emulator ready``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import sys
 
 from .config import ConfigError, load_config
 from .server import Emulator
+from .websocket import SUBPROTOCOL
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +54,8 @@ async def serve(args: argparse.Namespace) -> int:
         return 2
     for name, conn in emulator.connection_strings().items():
         print(f"namespace {name}: {conn}", flush=True)
+    for name, url in emulator.websocket_endpoints().items():
+        print(f"websocket {name}: {url} (AMQP over WebSockets, subprotocol {SUBPROTOCOL}, no TLS)", flush=True)
     print("servicebus-emulator ready", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

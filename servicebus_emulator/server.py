@@ -2,7 +2,9 @@
 
 The ``azure-servicebus`` admin client always talks HTTP(S) to the host and port of the
 connection string, so each port sniffs its first bytes: ``AMQP`` starts the AMQP engine,
-anything else goes to the admin HTTP application (aiohttp).
+anything else goes to the admin HTTP application (aiohttp). That application also serves AMQP
+over WebSockets at ``/$servicebus/websocket`` (see :mod:`servicebus_emulator.websocket`), so
+Azure's one port for everything (443) maps to one port here too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .amqp import AmqpConnection, encode_entry, to_stored
 from .config import EmulatorConfig, NamespaceConfig, PolicyConfig
 from .entities import Namespace
 from .errors import EntityNotFound
+from .websocket import endpoint as websocket_endpoint
 
 log = logging.getLogger("servicebus_emulator")
 
@@ -125,7 +128,8 @@ class Emulator:
             runtime = NamespaceRuntime(ns, self.host, port)
             await runtime.start()
             self.runtimes[ns.name] = runtime
-            log.info("namespace %s listening on %s:%d", ns.name, self.host, runtime.port)
+            log.info("namespace %s listening on %s:%d (AMQP, admin HTTP, AMQP over WebSockets at %s)",
+                     ns.name, self.host, runtime.port, websocket_endpoint(self.host, runtime.port))
         self._ticker = asyncio.create_task(self._tick_forever(), name="emulator-ticker")
 
     async def _tick_forever(self) -> None:
@@ -145,3 +149,7 @@ class Emulator:
 
     def connection_strings(self) -> dict[str, str]:
         return {name: rt.connection_string() for name, rt in self.runtimes.items()}
+
+    def websocket_endpoints(self) -> dict[str, str]:
+        """``ws://host:port/$servicebus/websocket`` per namespace (same port as AMQP)."""
+        return {name: websocket_endpoint(self.host, rt.port) for name, rt in self.runtimes.items()}

@@ -5,14 +5,25 @@ host and port. Against the emulator (``UseDevelopmentEmulator=true``) the one lo
 adjustment is a transport that sends those requests as plain HTTP to the same port, where the
 emulator serves its admin API beside AMQP. Everything in this project that creates or deletes
 topics, subscriptions or rules goes through :func:`admin_client`.
+
+AMQP over WebSockets (``transport_type=TransportType.AmqpOverWebsocket``) needs two settings
+the SDK does not derive, which :func:`websocket_options` fills in for :func:`servicebus_client`:
+
+- over WebSockets the SDK connects to port 443 whatever the connection string says, unless
+  ``custom_endpoint_address`` names host and port; against the emulator (plain ``ws://`` on the
+  namespace's port) it is set to the connection string's ``sb://host:port``;
+- the async SDK hands ``http_proxy["proxy_hostname"]`` to aiohttp as a URL, so a bare host
+  (``proxy.corp``) fails with ``InvalidURL``; it is given as ``http://proxy.corp``.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.pipeline.transport import AioHttpTransport
+from azure.servicebus import TransportType
 from azure.servicebus.aio import ServiceBusClient
 from azure.servicebus.aio.management import ServiceBusAdministrationClient
 
@@ -51,6 +62,49 @@ def is_emulator(conn_str: str | None) -> bool:
     return bool(conn_str) and parse_connection_string(conn_str or "").get("usedevelopmentemulator") == "true"
 
 
+#: the port the SDK uses for an emulator connection string without one (plain AMQP)
+EMULATOR_DEFAULT_PORT = 5672
+
+
+def emulator_address(conn_str: str) -> tuple[str, int]:
+    """Host and port of an emulator connection string's ``Endpoint=sb://host[:port]``."""
+    endpoint = parse_connection_string(conn_str)["endpoint"]
+    authority = endpoint[len("sb://"):].split("/", 1)[0]
+    parsed = urlsplit("//" + authority)
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ConnectionSettingsError(f"Endpoint {endpoint!r}: the port must be a number 1-65535") from None
+    if not parsed.hostname:
+        raise ConnectionSettingsError(f"Endpoint {endpoint!r} names no host")
+    return parsed.hostname, port or EMULATOR_DEFAULT_PORT
+
+
+def aio_proxy(proxy: dict[str, Any]) -> dict[str, Any]:
+    """The SDK's ``http_proxy`` dict with ``proxy_hostname`` as the URL aiohttp needs."""
+    host = str(proxy.get("proxy_hostname") or "")
+    if host and "://" not in host:
+        host = f"http://[{host}]" if ":" in host else f"http://{host}"
+        return {**proxy, "proxy_hostname": host}
+    return proxy
+
+
+def websocket_options(connection_string: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` for the aio ``ServiceBusClient`` with the WebSocket settings derived (see module doc).
+
+    Explicit ``custom_endpoint_address`` and URL-form proxies are kept as given.
+    """
+    out = dict(kwargs)
+    proxy = out.get("http_proxy")
+    if isinstance(proxy, dict):
+        out["http_proxy"] = aio_proxy(proxy)
+    websockets = bool(proxy) or out.get("transport_type") == TransportType.AmqpOverWebsocket
+    if websockets and connection_string and is_emulator(connection_string) and not out.get("custom_endpoint_address"):
+        host, port = emulator_address(connection_string)
+        out["custom_endpoint_address"] = f"sb://{'[' + host + ']' if ':' in host else host}:{port}"
+    return out
+
+
 class _PlainHttpTransport(AioHttpTransport):  # type: ignore[misc]
     """Sends the admin client's https:// requests as http:// (emulator only)."""
 
@@ -84,10 +138,10 @@ def servicebus_client(
     credential: AsyncTokenCredential | None = None,
     **kwargs: Any,
 ) -> ServiceBusClient:
-    """An aio data-plane client for Azure or for the emulator."""
+    """An aio data-plane client for Azure or for the emulator (WebSocket settings: :func:`websocket_options`)."""
     if connection_string:
         parse_connection_string(connection_string)
-        return ServiceBusClient.from_connection_string(connection_string, **kwargs)
+        return ServiceBusClient.from_connection_string(connection_string, **websocket_options(connection_string, kwargs))
     if fully_qualified_namespace and credential is not None:
-        return ServiceBusClient(fully_qualified_namespace, credential, **kwargs)
+        return ServiceBusClient(fully_qualified_namespace, credential, **websocket_options(None, kwargs))
     raise ConnectionSettingsError("give a connection string, or a fully qualified namespace and a credential")

@@ -9,6 +9,7 @@ from typing import Any
 
 import jwt
 import pytest
+from azure.servicebus import TransportType
 from socketio.exceptions import ConnectionRefusedError
 
 from relay_node.auth import Authorizer, token_from
@@ -16,10 +17,12 @@ from relay_node.chat import ChatError, chat_text, room_name
 from relay_node.config import DEFAULT_APP, ConfigError, from_args, parse_cors, parse_proxy
 from relay_node.loading import LoadError, load_ref, setup_apps
 from relay_node.metrics import translate_snapshot
-from relay_node.probe import client_kwargs
+from relay_node.probe import admin_kwargs, client_kwargs, needs_tunnel
 from socketio_servicebus.manager.metrics import ManagerMetrics
+from socketio_servicebus.servicebus.clients import emulator_address, servicebus_client, websocket_options
 
 CONN = "Endpoint=sb://localhost:5672;SharedAccessKeyName=Root;SharedAccessKey=k;UseDevelopmentEmulator=true"
+AZURE = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=Root;SharedAccessKey=k"
 SECRET = "unit-test-secret-at-least-32-bytes!!"
 
 
@@ -82,12 +85,88 @@ def test_cors_and_proxy_and_transport() -> None:
     assert parse_cors("https://a.example, http://localhost:3000/") == ["https://a.example", "http://localhost:3000"]
     assert parse_cors("https://a.example,*") == ["*"]
     proxy = parse_proxy("http://user:pw@proxy.corp:3128")
-    assert proxy.to_sdk() == {"proxy_hostname": "proxy.corp", "proxy_port": 3128, "username": "user", "password": "pw"}
-    cfg = from_args(["--connection-string", CONN, "--http-proxy", "proxy.corp:8080"], {})
+    # the async SDK hands proxy_hostname to aiohttp, which needs a URL ("proxy.corp" -> InvalidURL)
+    assert proxy.to_sdk() == {"proxy_hostname": "http://proxy.corp", "proxy_port": 3128, "username": "user",
+                              "password": "pw"}
+    assert "pw" not in repr(proxy) and proxy.display == "http://user:***@proxy.corp:3128"
+    cfg = from_args(["--connection-string", AZURE, "--http-proxy", "http://proxy.corp:8080"], {})
     assert cfg.transport == "websockets"  # the SDK tunnels only AMQP over WebSockets through a proxy
     kwargs = client_kwargs(cfg)
-    assert str(kwargs["transport_type"]).endswith("AmqpOverWebsocket")
-    assert kwargs["http_proxy"] == {"proxy_hostname": "proxy.corp", "proxy_port": 8080}
+    assert kwargs["transport_type"] == TransportType.AmqpOverWebsocket
+    assert kwargs["http_proxy"] == {"proxy_hostname": "http://proxy.corp", "proxy_port": 8080}
+    assert not needs_tunnel(cfg)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("proxy.corp:3128", "add the scheme, e.g. http://proxy.corp:3128"),
+        ("user:s3cret@proxy.corp:3128", "add the scheme"),
+        ("https://proxy.corp:3128", "use http://, not https://"),
+        ("socks5://proxy.corp:1080", "use http://"),
+        ("http://proxy.corp", "add the proxy's port, e.g. http://proxy.corp:3128"),
+        ("http://proxy.corp:99999", "the port must be 1-65535"),
+        ("http://proxy.corp:31x8", "the port must be 1-65535"),
+        ("http://:3128", "no host"),
+        ("http://user:s3cret@proxy.corp:3128/path", "no path or query"),
+    ],
+)
+def test_http_proxy_is_validated_and_never_echoes_the_password(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        from_args(["--connection-string", CONN, "--http-proxy", value], {})
+    assert message in str(err.value) and str(err.value).startswith("--http-proxy")
+    assert "s3cret" not in str(err.value)
+
+
+def test_bad_http_proxy_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from relay_node.cli import main
+
+    assert main(["--connection-string", CONN, "--http-proxy", "https://u:s3cret@proxy.corp:3128"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("relay-node: error: --http-proxy") and "s3cret" not in err
+
+
+def test_proxy_credentials_are_percent_decoded_and_reencoded() -> None:
+    proxy = parse_proxy("http://dom%5Cuser:p%40ss:w@[::1]:3128")
+    assert (proxy.hostname, proxy.port, proxy.username, proxy.password) == ("::1", 3128, "dom\\user", "p@ss:w")
+    assert proxy.to_sdk()["proxy_hostname"] == "http://[::1]"
+    cfg = from_args(["--connection-string", AZURE, "--http-proxy", "http://dom%5Cuser:p%40ss:w@[::1]:3128"], {})
+    url = "http://dom%5Cuser:p%40ss%3Aw@[::1]:3128"
+    assert admin_kwargs(cfg) == {"proxies": {"https": url, "http": url}}
+
+
+async def test_websocket_settings_reach_the_sdk_for_azure_and_the_emulator() -> None:
+    """What the SDK is actually configured with (no connection is opened)."""
+    # emulator, no proxy: custom_endpoint_address names the emulator's port (else the SDK dials 443)
+    cfg = from_args(["--connection-string", CONN.replace("5672", "40123"), "--transport", "websockets"], {})
+    async with servicebus_client(connection_string=cfg.connection_string, **client_kwargs(cfg)) as client:
+        conf = client._config
+        assert conf.transport_type == TransportType.AmqpOverWebsocket
+        assert conf.custom_endpoint_address == "sb://localhost:40123/$servicebus/websocket"
+        assert conf.connection_port == 40123
+    # Azure through a proxy: port 443, the proxy as a URL, no custom endpoint
+    cfg = from_args(["--connection-string", AZURE, "--http-proxy", "http://u:pw@proxy.corp:3128"], {})
+    async with servicebus_client(connection_string=cfg.connection_string, **client_kwargs(cfg)) as client:
+        conf = client._config
+        assert conf.transport_type == TransportType.AmqpOverWebsocket and conf.connection_port == 443
+        assert conf.custom_endpoint_address is None
+        assert conf.http_proxy == {"proxy_hostname": "http://proxy.corp", "proxy_port": 3128, "username": "u",
+                                   "password": "pw"}
+    # a caller of the library helper who passes a bare host still gets a URL
+    assert websocket_options(AZURE, {"http_proxy": {"proxy_hostname": "10.0.0.1", "proxy_port": 8080}}) == {
+        "http_proxy": {"proxy_hostname": "http://10.0.0.1", "proxy_port": 8080}}
+    # an explicit custom endpoint is kept
+    kept = {"transport_type": TransportType.AmqpOverWebsocket, "custom_endpoint_address": "sb://gw:9443"}
+    assert websocket_options(CONN, kept) == kept
+
+
+def test_emulator_behind_a_proxy_goes_through_the_connect_tunnel() -> None:
+    cfg = from_args(["--connection-string", CONN, "--http-proxy", "http://127.0.0.1:3128"], {})
+    assert needs_tunnel(cfg) and emulator_address(CONN) == ("localhost", 5672)
+    cfg.custom_endpoint_address = "sb://127.0.0.1:40999"  # what RelayNode.start sets once the tunnel listens
+    assert client_kwargs(cfg) == {"transport_type": TransportType.AmqpOverWebsocket,
+                                  "custom_endpoint_address": "sb://127.0.0.1:40999"}
+    assert emulator_address(CONN.replace("localhost:5672", "127.0.0.1")) == ("127.0.0.1", 5672)
 
 
 # ---------------------------------------------------------------- auth
