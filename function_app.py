@@ -49,11 +49,25 @@ if not len(ctx.settings.region_map):
     logging.getLogger(__name__).warning("SIO_REGION_MAP and SIO_REGION are empty: no Service Bus triggers")
 
 
-# Anonymous on purpose: browsers call it after reconnecting (the relay node's page has no function
-# key to hand out). It only reads what a client that joins the room would have received live.
+if ctx.settings.history_keys_problem:
+    logging.getLogger(__name__).error(
+        "GET /api/history refuses every request (503): %s. Set the same random key (>= 32 characters) on the "
+        "Function App and the relay nodes; GET /api/history/server (function key) is unaffected. See docs/security.md",
+        ctx.settings.history_keys_problem,
+    )
+
+
+# Anonymous at the host on purpose: browsers hold no function key. The function itself requires a
+# history token minted by the relay node the browser is connected to (docs/security.md).
 @app.route(route="history", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def history(req: func.HttpRequest) -> func.HttpResponse:
     return await handlers.history_http(ctx, req)
+
+
+# Server-side callers: the host checks the function key (x-functions-key or ?code=) before this runs.
+@app.route(route="history/server", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def history_server(req: func.HttpRequest) -> func.HttpResponse:
+    return await handlers.history_server_http(ctx, req)
 
 
 @app.route(route="emit", methods=["POST"])

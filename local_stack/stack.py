@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import time
@@ -72,6 +73,8 @@ class LocalStack:
     )
     node_extra_args: list[str] = field(default_factory=list)
     function_key: str = field(default_factory=lambda: os.urandom(12).hex())
+    #: SIO_HISTORY_TOKEN_KEY of the Function App and every relay node: random per stack (per `make run`)
+    history_token_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     namespace_ports: dict[str, int] = field(default_factory=dict)
     #: serve the live dashboard (local_stack/dashboard/) and link every node's chat page to it
@@ -258,6 +261,7 @@ class LocalStack:
             settings["tablesConnection"]: self.tables_connection_string,
             settings["webPubSubConnection"]: webpubsub_connection_string(self.ports.recorder),
             "FUNCTIONS_LOCAL_KEY": self.function_key,
+            settings["historyTokenKey"]: self.history_token_key,
         }
         for region in self.regions:
             name = str(topo["regionConnectionTemplate"]).replace("{region}", region.name)
@@ -295,7 +299,7 @@ class LocalStack:
             ManagedProcess(
                 f"node-{node.node_id}",
                 python_args("relay_node", *args),
-                env={"SERVICEBUS_CONNECTION_STRING": conn},
+                env={"SERVICEBUS_CONNECTION_STRING": conn, "SIO_HISTORY_TOKEN_KEY": self.history_token_key},
                 ready_pattern=r"relay-node listening on http://[^:]+:(?P<port>\d+)",
                 log_dir=logs,
             ),
@@ -336,7 +340,7 @@ class LocalStack:
         for node in self.nodes:
             kind = "on-prem node" if node.on_prem else "relay node"
             rows.append((f"{kind} {node.node_id}", node.region, f"{self.node_url(node.node_id)}/  (metrics /metrics)"))
-        rows.append(("functions", "all", f"{self.functions_url}/emit  /history  /negotiate"))
+        rows.append(("functions", "all", f"{self.functions_url}/emit  /history  /history/server  /negotiate"))
         rows.append(("azurite tables", "-", f"http://127.0.0.1:{self.ports.azurite}"))
         rows.append(("web pubsub recorder", "-", f"{self.recorder_url}/recorded"))
         return rows

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+from socketio_servicebus.history_token import MAX_TTL, MIN_KEY_CHARS
 from socketio_servicebus.servicebus.clients import ConnectionSettingsError, parse_connection_string
 
 PROG = "relay-node"
@@ -42,6 +43,9 @@ ENV_VARS: dict[str, str] = {
     "auth_callback": "RELAY_AUTH_CALLBACK",
     "history_url": "RELAY_HISTORY_URL",
     "dashboard_url": "RELAY_DASHBOARD_URL",
+    # the Function App's setting of the same name (socketio_servicebus/topology.json appSettings.historyTokenKey)
+    "history_token_key": "SIO_HISTORY_TOKEN_KEY",
+    "history_token_ttl": "RELAY_HISTORY_TOKEN_TTL",
     "drain_seconds": "RELAY_DRAIN_SECONDS",
     "auto_delete_on_idle": "RELAY_AUTO_DELETE_ON_IDLE",
     "subscription_check_interval": "RELAY_SUBSCRIPTION_CHECK_INTERVAL",
@@ -121,6 +125,9 @@ class RelayConfig:
     history_url: str | None = None
     #: a dashboard the demo page links to (the local stack sets it); none = no link
     dashboard_url: str | None = None
+    #: shared with the Function App; ``None`` = this node offers no history tokens
+    history_token_key: str | None = field(default=None, repr=False)
+    history_token_ttl: float = 300.0
     drain_seconds: float = 10.0
     #: AutoDeleteOnIdle of the node's own subscription, seconds (Azure's minimum is 300)
     auto_delete_on_idle: float = 300.0
@@ -177,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="base URL of the Functions history API the demo page calls after a reconnect")
     add("--dashboard-url", dest="dashboard_url",
         help="URL of a dashboard the demo page links to (default: no link)")
+    add("--history-token-key", dest="history_token_key",
+        help="key shared with the Function App to sign history tokens (>= 32 characters; prefer the env var: "
+        "flags show in the process list); unset = no tokens, the node's clients cannot read history")
+    add("--history-token-ttl", dest="history_token_ttl",
+        help="lifetime of a history token in seconds (default 300, at most 3600)")
     add("--drain-seconds", dest="drain_seconds", help="upper bound of a graceful shutdown (default 10)")
     add("--auto-delete-on-idle", dest="auto_delete_on_idle",
         help="AutoDeleteOnIdle of the node's own subscription in seconds (default 300, Azure's minimum)")
@@ -372,6 +384,16 @@ def from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> RelayConfig
         if not re.match(r"^https?://\S+$", dashboard):
             raise ConfigError(f"--dashboard-url {dashboard!r}: expected an http(s):// URL")
         cfg.dashboard_url = dashboard
+    token_key = (pick("history_token_key") or "").strip() or None
+    if token_key is not None and len(token_key) < MIN_KEY_CHARS:
+        raise ConfigError(
+            f"--history-token-key / {ENV_VARS['history_token_key']} is {len(token_key)} characters long: use at least "
+            f"{MIN_KEY_CHARS} random characters, the same value as the Function App's setting"
+        )
+    cfg.history_token_key = token_key
+    cfg.history_token_ttl = _float(pick("history_token_ttl"), cfg.history_token_ttl, "--history-token-ttl", 10.0)
+    if cfg.history_token_ttl > MAX_TTL:
+        raise ConfigError(f"--history-token-ttl must be <= {MAX_TTL} seconds, not {cfg.history_token_ttl:g}")
     cfg.drain_seconds = _float(pick("drain_seconds"), cfg.drain_seconds, "--drain-seconds")
     cfg.auto_delete_on_idle = _float(pick("auto_delete_on_idle"), cfg.auto_delete_on_idle,
                                      "--auto-delete-on-idle", 1.0)

@@ -28,6 +28,7 @@ from socketio_servicebus.servicebus.tunnel import ConnectTunnel
 from .auth import Authorizer
 from .config import RelayConfig
 from .guard import install_connect_guard
+from .history import HistoryTokenIssuer
 from .loading import LoadError, setup_apps
 from .metrics import CONTENT_TYPE, make_registry
 from .probe import StartupError, admin_kwargs, client_kwargs, endpoint_of, needs_tunnel, probe
@@ -110,6 +111,7 @@ class RelayNode:
         self.sio: Any = None
         self.asgi: Any = None
         self.authorizer = Authorizer.from_config(cfg)
+        self.history_tokens: HistoryTokenIssuer | None = None
         self._uvicorn: _Uvicorn | None = None
         self._serve_task: asyncio.Task[Any] | None = None
         self._stopped = asyncio.Event()
@@ -137,6 +139,9 @@ class RelayNode:
             ("connections_accepted", "socket.io connections accepted", self._counts["connects"]),
             ("connections_refused_unauthorized", "connections refused by auth", self.authorizer.refused),
             ("connections_refused_draining", "connections refused while draining", self._counts["refused_draining"]),
+            ("history_tokens_issued", "history tokens issued", self.history_tokens.issued if self.history_tokens else 0),
+            ("history_tokens_refused", "history token requests refused",
+             self.history_tokens.refused if self.history_tokens else 0),
         ]
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -201,7 +206,11 @@ class RelayNode:
             engineio_logger=False,
         )
         await setup_apps(self.sio, self.cfg.apps)
-        install_connect_guard(self.sio, self._guard)  # last: it wraps what the apps registered
+        namespaces = install_connect_guard(self.sio, self._guard)  # last: it wraps what the apps registered
+        self.history_tokens = HistoryTokenIssuer(
+            self.sio, key=self.cfg.history_token_key, ttl=self.cfg.history_token_ttl, node_id=self.cfg.node_id,
+            history_url=self.cfg.history_url)
+        self.history_tokens.install(namespaces)
         self.asgi = _DrainGate(self, socketio.ASGIApp(self.sio, other_asgi_app=self._routes))
 
     # ------------------------------------------------------------------ HTTP routes
@@ -232,7 +241,8 @@ class RelayNode:
             await _respond(send, 200, self.render_metrics(), CONTENT_TYPE)
         elif path == "/config.json":
             body = {"node": self.cfg.node_id, "region": self.cfg.region, "historyUrl": self.cfg.history_url,
-                    "authRequired": self.authorizer.enabled, "chatRoomPrefix": "chat:"}
+                    "authRequired": self.authorizer.enabled, "chatRoomPrefix": "chat:",
+                    "historyTokens": bool(self.history_tokens and self.history_tokens.enabled)}
             body["dashboardUrl"] = self.cfg.dashboard_url
             await _respond_json(send, 200, body, extra=[(b"cache-control", b"no-store")])
         elif path == "/socket.io.min.js":
@@ -270,6 +280,13 @@ class RelayNode:
             await self.build()
         except LoadError as exc:
             raise StartupError(str(exc), fatal=True) from exc
+        tokens = self.history_tokens
+        if tokens is not None and tokens.enabled:
+            log.info("history tokens: on (%s, lifetime %.0f s, key id %s)", "relay:history_token", tokens.ttl,
+                     tokens.key_id)
+        else:
+            log.warning("history tokens: off (SIO_HISTORY_TOKEN_KEY not set): this node's clients cannot read "
+                        "the history API after a reconnect")
         self.sio.manager_initialized = True
         await self.manager.start()
         ready = await self.manager.wait_ready(max(1.0, deadline - time.monotonic()))

@@ -20,6 +20,7 @@ from typing import Any
 
 from shared.connections import Connection, credential_for, resolve
 from shared.routing.plan import RegionMap
+from socketio_servicebus.history_token import HistoryKeys, KeyConfigError
 from socketio_servicebus.topology import load_topology
 
 __all__ = ["AppSettings", "AppContext", "EXTRA_SETTINGS"]
@@ -50,6 +51,10 @@ class AppSettings:
     webpubsub_hub: str
     hooks_module: str | None
     emit_max_bytes: int
+    #: keys that verify history tokens (``SIO_HISTORY_TOKEN_KEY`` [+ ``_PREVIOUS``]); none = history refused
+    history_keys: HistoryKeys = field(default_factory=lambda: HistoryKeys(None))
+    #: why ``GET /api/history`` refuses every request (key missing or unusable), else ``None``
+    history_keys_problem: str | None = None
     service_bus_connection: str = _NAMES["serviceBusConnection"]
     tables_connection: str = _NAMES["tablesConnection"]
     webpubsub_connection: str = _NAMES["webPubSubConnection"]
@@ -69,6 +74,14 @@ class AppSettings:
             raise RegionMapError(f"{_NAMES['region']}={region!r} is not a key of {_NAMES['regionMap']}")
         from socketio_servicebus.wire.envelope import SERVICEBUS_MAX_MESSAGE_BYTES
 
+        key_names = (_NAMES["historyTokenKey"], _NAMES["historyTokenKeyPrevious"])
+        problem: str | None = None
+        try:
+            keys = HistoryKeys.from_settings(env.get(key_names[0]), env.get(key_names[1]), names=key_names)
+        except KeyConfigError as exc:
+            keys, problem = HistoryKeys(None), str(exc)
+        if problem is None and not keys.configured:
+            problem = f"{key_names[0]} is not set"
         return cls(
             region=region or (rmap.names[0] if len(rmap) else None),
             region_map=rmap,
@@ -77,6 +90,8 @@ class AppSettings:
             webpubsub_hub=env.get(_NAMES["webPubSubHub"]) or _TOPO["defaults"]["webPubSubHub"],
             hooks_module=env.get(_NAMES["hooksModule"]) or None,
             emit_max_bytes=int(env.get(EXTRA_SETTINGS["emitMaxBytes"]) or SERVICEBUS_MAX_MESSAGE_BYTES),
+            history_keys=keys,
+            history_keys_problem=problem,
             env=env,
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import azure.functions as func
@@ -21,6 +22,8 @@ from shared.persistence.hooks import HookRegistry
 from shared.persistence.hooks import hooks as default_hooks
 from shared.routing.plan import RoutePlan
 from shared.routing.router import message_body, route_message
+from socketio_servicebus.history_token import TokenError
+from socketio_servicebus.history_token import verify as verify_history_token
 from socketio_servicebus.wire.envelope import Batch, EnvelopeError
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "persist",
     "webpubsub",
     "history_http",
+    "history_server_http",
     "emit_http",
     "negotiate_http",
     "MalformedMessage",
@@ -91,8 +95,15 @@ def _error(status: int, message: str) -> func.HttpResponse:
     return _json(status, {"error": message})
 
 
-async def history_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
-    """``GET /api/history?ns=/&room=R&after=<cursor>&limit=N`` -> ``{"events": [...], "next": cursor|null}``."""
+@dataclass(frozen=True)
+class _HistoryQuery:
+    ns: str
+    room: str | None
+    after: str | None
+    limit: int
+
+
+def _history_query(req: func.HttpRequest) -> _HistoryQuery | func.HttpResponse:
     params = req.params
     ns = params.get("ns") or "/"
     if not ns.startswith("/"):
@@ -108,8 +119,70 @@ async def history_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpRespo
         return _error(400, f"'limit' must be an integer, got {raw_limit!r}"[:200])
     if not 1 <= limit <= hist.MAX_LIMIT:
         return _error(400, f"'limit' must be between 1 and {hist.MAX_LIMIT}")
-    page = await hist.query_history(ctx.table_client(), ns=ns, room=room, after=after, limit=limit)
+    return _HistoryQuery(ns, room, after, limit)
+
+
+async def _history_page(ctx: AppContext, q: _HistoryQuery) -> func.HttpResponse:
+    page = await hist.query_history(ctx.table_client(), ns=q.ns, room=q.room, after=q.after, limit=q.limit)
     return _json(200, page.to_json(), headers={"Cache-Control": "no-store"})
+
+
+def _bearer(req: func.HttpRequest) -> str | None:
+    header = req.headers.get("authorization") or ""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
+def _unauthorized(reason: str, *, key_given: bool = False) -> func.HttpResponse:
+    if key_given:
+        reason += "; a function key is accepted on /api/history/server, not here"
+    # RFC 6750: the scheme the client should use
+    return _json(401, {"error": reason}, headers={
+        "WWW-Authenticate": 'Bearer realm="sio-history", error="invalid_token"', "Cache-Control": "no-store"})
+
+
+async def history_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/history?ns=/&room=R&after=<cursor>&limit=N`` with ``Authorization: Bearer <history token>``
+    -> ``{"events": [...], "next": cursor|null}``.
+
+    The function is anonymous at the host (browsers hold no function key); it requires a history
+    token minted by a relay node for this namespace and room (``socketio_servicebus.history_token``):
+    401 without a valid one, 403 for another room, 503 while the key is not configured.
+    """
+    keys = ctx.settings.history_keys
+    if not keys.configured:
+        log.error("history: refused, %s (set it on the Function App and the relay nodes)",
+                  ctx.settings.history_keys_problem)
+        return _error(503, "history tokens are not configured on this Function App")
+    key_given = bool(req.headers.get("x-functions-key") or req.params.get("code"))
+    try:
+        claims = verify_history_token(_bearer(req), keys)
+    except TokenError as exc:
+        log.info("history: 401 (%s)", exc.reason)
+        return _unauthorized(exc.reason, key_given=key_given)
+    q = _history_query(req)
+    if isinstance(q, func.HttpResponse):
+        return q
+    if not claims.covers(q.ns, q.room):
+        log.info("history: 403, token of %s/%s (node %s) for %s room %r",
+                 claims.sub or "-", claims.sid or "-", claims.iss or "-", q.ns, q.room)
+        return _json(403, {"error": "the token does not cover this namespace and room"},
+                     headers={"Cache-Control": "no-store"})
+    return await _history_page(ctx, q)
+
+
+async def history_server_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/history/server?...``: the same query for server-side callers, any room.
+
+    ``authLevel: function``: the Functions host (and ``function_runner`` locally) answers 401 before
+    this runs unless the request carries a function (or host) key in ``x-functions-key`` or ``?code=``.
+    """
+    q = _history_query(req)
+    if isinstance(q, func.HttpResponse):
+        return q
+    return await _history_page(ctx, q)
 
 
 async def emit_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:

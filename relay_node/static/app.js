@@ -45,8 +45,21 @@
     li.scrollIntoView({ block: "end" });
   }
 
+  // A history token for one room, from the node this socket is connected to (relay_node/history.py):
+  // short-lived, only for a room this socket is in; the history API requires it (docs/security.md).
+  function historyToken(room) {
+    return new Promise((resolve, reject) => {
+      socket.timeout(10000).emit("relay:history_token", { room: config.chatRoomPrefix + room }, (err, ack) => {
+        if (err) reject(new Error("no answer to relay:history_token"));
+        else if (!ack || !ack.ok) reject(new Error((ack && ack.error) || "no history token"));
+        else resolve(ack.token);
+      });
+    });
+  }
+
   // Missed messages after a reconnect, from the Functions history API (when configured):
-  // GET <historyUrl>?ns=/&room=chat:<room>&after=<cursor> -> {"events": [{data: {...chat}}], "next"}
+  // GET <historyUrl>?ns=/&room=chat:<room>&after=<cursor> with Authorization: Bearer <history token>
+  // -> {"events": [{data: {...chat}}], "next"}
   // The first cursor is built from the newest message shown ("<13-digit ms>-0" sorts before every
   // event id of that millisecond); duplicates are dropped by id.
   async function fetchHistory(room) {
@@ -54,13 +67,14 @@
     let after = String(Math.floor(lastTs[room] * 1000)).padStart(13, "0") + "-0";
     let n = 0;
     try {
+      const token = await historyToken(room);
       for (let page = 0; page < 10 && after; page++) {
         const url = new URL(config.historyUrl, location.href);
         url.searchParams.set("ns", "/");
         url.searchParams.set("room", config.chatRoomPrefix + room);
         url.searchParams.set("after", after);
         url.searchParams.set("limit", "200");
-        const res = await fetch(url);
+        const res = await fetch(url, { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
         if (!res.ok) throw new Error(`HTTP ${res.status}`);
         const body = await res.json();
         for (const ev of body.events || []) {

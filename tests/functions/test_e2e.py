@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode, ServiceBusSubQueue
 
+from socketio_servicebus import history_token
 from socketio_servicebus.servicebus.clients import servicebus_client
 from socketio_servicebus.wire.envelope import Batch
 from tests.support.emulator_process import EmulatorProcess
@@ -31,6 +32,7 @@ from .helpers import emit_envelope
 REGIONS = ["eu", "us", "asia", "edge"]
 NEIGHBORS = {"edge": ["eu"]}
 TOPIC = "socketio"
+HISTORY_KEY = "history-token-key-of-the-functions-e2e-stack"
 QUIET = 2.0  # seconds of silence after which "no more copies arrive" is asserted
 
 
@@ -57,6 +59,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, azurite, recorder) -> Iterat
         "SIO_HISTORY_TABLE": table,
         "WebPubSubConnection": f"Endpoint=http://127.0.0.1:{recorder.port};AccessKey={WPS_KEY};Version=1.0;",
         "SIO_HOOKS_MODULE": "tests.functions.e2e_hooks",
+        "SIO_HISTORY_TOKEN_KEY": HISTORY_KEY,
     })
     runner = Runner(env)
     try:
@@ -189,7 +192,7 @@ async def test_persisted_emits_reach_history_in_order_and_webpubsub_once(stack: 
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + 20
     while len(events) < 5 and time.monotonic() < deadline:
-        status, doc = await http(stack, "GET", "history", params={"ns": "/", "room": room, "limit": "10"})
+        status, doc = await http(stack, "GET", "history/server", params={"ns": "/", "room": room, "limit": "10"})
         assert status == 200
         events = doc["events"]
         await asyncio.sleep(0.2)
@@ -198,14 +201,21 @@ async def test_persisted_emits_reach_history_in_order_and_webpubsub_once(stack: 
     pages, after = [], None
     while True:
         params = {"ns": "/", "room": room, "limit": "2", **({"after": after} if after else {})}
-        status, doc = await http(stack, "GET", "history", params=params)
+        status, doc = await http(stack, "GET", "history/server", params=params)
         pages.append([e["data"]["n"] for e in doc["events"]])
         after = doc["next"]
         if not after:
             break
     assert pages == [[0, 1], [2, 3], [4]]
-    # history is anonymous (browsers call it after a reconnect); emit is not
-    assert (await http(stack, "GET", "history", key=None, params={"room": room}))[0] == 200
+    # browsers read /history with a history token (anonymous at the host); /history/server takes the key
+    token = history_token.mint(HISTORY_KEY, ns="/", room=room)
+    status, doc = await http(stack, "GET", "history", key=None, params={"room": room},
+                             headers={"Authorization": f"Bearer {token}"})
+    assert status == 200 and [e["id"] for e in doc["events"]] == ids
+    assert (await http(stack, "GET", "history", key=None, params={"room": room}))[0] == 401
+    assert (await http(stack, "GET", "history", params={"room": room}))[0] == 401  # a function key is no token
+    assert (await http(stack, "GET", "history/server", key=None, params={"room": room}))[0] == 401
+    assert (await http(stack, "GET", "history/server", key="wrong", params={"room": room}))[0] == 401
     # Web PubSub: one send per emit (originals only), even though copies went to 3 other regions
     from urllib.parse import quote
 
@@ -233,5 +243,5 @@ async def test_failing_hook_is_retried_then_dead_lettered(stack: Stack) -> None:
     assert found and found[0].dead_letter_reason == "MaxDeliveryCountExceeded"
     assert len(stack.runner.lines(rf"persist_eu: message .* failed .*HookFailed: hook explode failed for event {doc['id']}")) == 5
     # the row was written (idempotently, 5 times) before the hook failed: not lost
-    status, hist = await http(stack, "GET", "history", params={"room": room})
+    status, hist = await http(stack, "GET", "history/server", params={"room": room})
     assert [e["id"] for e in hist["events"]] == [doc["id"]]

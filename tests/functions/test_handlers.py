@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from typing import Any
 
 import jwt
 import pytest
@@ -16,6 +17,7 @@ from shared.persistence.history import escape_key, partition_key, unescape_key
 from shared.persistence.hooks import HookFailed, HookRegistry, StoredEvent
 from shared.routing.plan import Unroutable
 from shared.routing.router import ForwardFailed
+from socketio_servicebus import history_token
 from socketio_servicebus.topology import PROP_HOPS, PROP_ROUTE_DONE, PROP_VISITED
 from socketio_servicebus.wire.envelope import SERVICEBUS_MAX_MESSAGE_BYTES, Batch
 
@@ -23,6 +25,7 @@ from .conftest import WPS_KEY
 from .helpers import FakeContext, RecordingSender, emit_envelope, http_request, sb_message
 
 MESH = {"SIO_REGION": "eu", "SIO_REGION_MAP": json.dumps({"eu": {}, "us": {}, "asia": {}, "edge": {"neighbors": ["eu"]}})}
+HISTORY_KEY = "history-token-key-for-the-handler-tests"
 
 
 # ------------------------------------------------------------------ router
@@ -161,7 +164,12 @@ def test_key_escaping_is_reversible_and_legal() -> None:
 
 def table_ctx(azurite, table: str, hooks: HookRegistry | None = None) -> AppContext:  # type: ignore[no-untyped-def]
     return AppContext(AppSettings.from_env({**MESH, "TablesConnection": azurite.connection_string,
-                                            "SIO_HISTORY_TABLE": table}), hooks=hooks or HookRegistry())
+                                            "SIO_HISTORY_TABLE": table, "SIO_HISTORY_TOKEN_KEY": HISTORY_KEY}),
+                      hooks=hooks or HookRegistry())
+
+
+def bearer(room: str, ns: str = "/", key: str = HISTORY_KEY, **kw: Any) -> dict[str, str]:
+    return {"Authorization": "Bearer " + history_token.mint(key, ns=ns, room=room, **kw)}
 
 
 async def test_persist_then_history_in_order_with_pagination(azurite) -> None:  # type: ignore[no-untyped-def]
@@ -189,7 +197,7 @@ async def test_persist_then_history_in_order_with_pagination(azurite) -> None:  
         params = {"ns": "/", "room": room, "limit": "2"}
         if after:
             params["after"] = after
-        resp = await handlers.history_http(ctx, http_request("GET", "history", params=params))
+        resp = await handlers.history_http(ctx, http_request("GET", "history", params=params, headers=bearer(room)))
         assert resp.status_code == 200
         doc = json.loads(resp.get_body())
         pages.append([e["data"] for e in doc["events"]])
@@ -197,13 +205,14 @@ async def test_persist_then_history_in_order_with_pagination(azurite) -> None:  
         if after is None:
             break
     assert pages == [["m0", "m1"], ["m2", "m3"], ["m4"]]
-    first = json.loads((await handlers.history_http(ctx, http_request("GET", "history", params={
+    first = json.loads((await handlers.history_server_http(ctx, http_request("GET", "history/server", params={
         "ns": "/", "room": room, "limit": "1"}))).get_body())["events"][0]
     assert first["event"] == "chat" and first["sid"] == "sid-9" and first["node"] == "node-a"
     assert first["region"] == "us" and first["room"] == room and first["id"] == envs[0].id
     assert first["args"] == ["m0"] and abs(first["ts"] - t0) < 1e-3
     # other rooms / namespaces are separate partitions
-    other = await handlers.history_http(ctx, http_request("GET", "history", params={"ns": "/", "room": "room"}))
+    other = await handlers.history_server_http(ctx, http_request("GET", "history/server",
+                                                                  params={"ns": "/", "room": "room"}))
     assert json.loads(other.get_body()) == {"events": [], "next": None}
     await ctx.aclose()
 
@@ -212,7 +221,8 @@ async def test_persist_stores_large_data_in_chunks(azurite) -> None:  # type: ig
     ctx = table_ctx(azurite, "t" + uuid.uuid4().hex[:12])
     big = "é" * 100_000
     await handlers.persist(ctx, "eu", sb_message(Batch((emit_envelope(persist=True, data=big, room="big"),), 0, ("eu",))))
-    doc = json.loads((await handlers.history_http(ctx, http_request("GET", "history", params={"room": "big"}))).get_body())
+    doc = json.loads((await handlers.history_http(ctx, http_request("GET", "history", params={"room": "big"},
+                                                                    headers=bearer("big")))).get_body())
     assert doc["events"][0]["data"] == big
     await ctx.aclose()
 
@@ -227,7 +237,8 @@ async def test_failing_hook_raises_after_the_row_is_stored(azurite) -> None:  # 
     ctx = table_ctx(azurite, "t" + uuid.uuid4().hex[:12], hooks)
     with pytest.raises(HookFailed, match="moderation service down"):
         await handlers.persist(ctx, "eu", sb_message(Batch((emit_envelope(persist=True, room="h"),), 0, ("eu",))))
-    doc = json.loads((await handlers.history_http(ctx, http_request("GET", "history", params={"room": "h"}))).get_body())
+    doc = json.loads((await handlers.history_server_http(ctx, http_request("GET", "history/server",
+                                                                           params={"room": "h"}))).get_body())
     assert len(doc["events"]) == 1
     await ctx.aclose()
 
@@ -238,9 +249,58 @@ async def test_failing_hook_raises_after_the_row_is_stored(azurite) -> None:  # 
      ({"after": "garbage"}, "cursor"), ({"ns": "chat"}, "start with")],
 )
 async def test_history_rejects_bad_parameters(params: dict[str, str], fragment: str) -> None:
-    ctx = FakeContext(MESH)
-    resp = await handlers.history_http(ctx, http_request("GET", "history", params=params))
-    assert resp.status_code == 400 and fragment in json.loads(resp.get_body())["error"]
+    ctx = FakeContext({**MESH, "SIO_HISTORY_TOKEN_KEY": HISTORY_KEY})
+    for resp in (await handlers.history_server_http(ctx, http_request("GET", "history/server", params=params)),
+                 await handlers.history_http(ctx, http_request("GET", "history", params=params,
+                                                               headers=bearer("r")))):
+        assert resp.status_code == 400 and fragment in json.loads(resp.get_body())["error"]
+
+
+async def test_history_refuses_without_a_valid_token_for_the_room() -> None:
+    """Before any storage access: no, bad, expired or foreign tokens are 401, another room 403."""
+    ctx = FakeContext({**MESH, "SIO_HISTORY_TOKEN_KEY": HISTORY_KEY})
+
+    async def call(headers: dict[str, str], room: str = "a", **params: str) -> tuple[int, dict[str, Any], Any]:
+        resp = await handlers.history_http(ctx, http_request("GET", "history", params={"ns": "/", "room": room, **params},
+                                                             headers=headers))
+        return resp.status_code, json.loads(resp.get_body()), resp.headers
+
+    good = bearer("a")["Authorization"]
+    status, doc, headers = await call({})
+    assert status == 401 and "Bearer" in doc["error"] and headers["WWW-Authenticate"].startswith("Bearer")
+    assert (await call({"Authorization": "Basic dXNlcjpwdw=="}))[0] == 401
+    assert (await call({"x-functions-key": "k"}))[2] and "history/server" in (await call({"x-functions-key": "k"}))[1]["error"]
+    tampered = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
+    assert (await call({"Authorization": tampered}))[:2] == (401, {"error": "bad token signature"})
+    expired = bearer("a", now=time.time() - 3600, ttl=300)
+    assert (await call(expired))[:2] == (401, {"error": "token expired"})
+    foreign = bearer("a", key="another-key-of-at-least-32-characters!")
+    assert (await call(foreign))[0] == 401
+    status, doc, _ = await call({"Authorization": good}, room="b")
+    assert status == 403 and "does not cover" in doc["error"]
+    assert (await call(bearer("a", ns="/other")))[0] == 403
+    assert (await call({"Authorization": good}, room=""))[0] == 403  # a token never opens the namespace-wide room
+
+
+async def test_history_without_a_key_is_refused_not_open(caplog: pytest.LogCaptureFixture) -> None:
+    for env, why in (({}, "SIO_HISTORY_TOKEN_KEY is not set"), ({"SIO_HISTORY_TOKEN_KEY": "short"}, "at least 32")):
+        ctx = FakeContext({**MESH, **env})
+        assert why in str(ctx.settings.history_keys_problem)
+        resp = await handlers.history_http(ctx, http_request("GET", "history", params={"room": "a"},
+                                                             headers=bearer("a", key="x" * 40)))
+        assert resp.status_code == 503 and "not configured" in json.loads(resp.get_body())["error"]
+        assert why in caplog.text
+        assert "short" not in caplog.text.replace("shorter", "")  # the value is never logged
+
+
+async def test_history_accepts_the_previous_key_during_a_rotation() -> None:
+    old, new = HISTORY_KEY, "the-new-history-token-key-after-rotation"
+    ctx = FakeContext({**MESH, "SIO_HISTORY_TOKEN_KEY": new, "SIO_HISTORY_TOKEN_KEY_PREVIOUS": old})
+    for key in (old, new):
+        # past the token checks means a 400 for the bad limit, not a 401
+        resp = await handlers.history_http(ctx, http_request("GET", "history", params={"room": "a", "limit": "0"},
+                                                             headers=bearer("a", key=key)))
+        assert resp.status_code == 400, resp.get_body()
 
 
 async def test_persist_malformed_raises() -> None:

@@ -36,7 +36,7 @@ def functions() -> dict[str, dict]:
 def test_one_trigger_per_subscription_per_region(functions: dict[str, dict]) -> None:
     regions = ["westeurope", "northeurope", "factory1"]
     expected = {f"{kind}_{r}" for r in regions for kind in TOPO["functionSubscriptions"]}
-    assert expected | {"history", "emit", "negotiate"} == set(functions)
+    assert expected | {"history", "history_server", "emit", "negotiate"} == set(functions)
     for region in regions:
         for kind, sub in TOPO["functionSubscriptions"].items():
             (binding,) = functions[f"{kind}_{region}"]["bindings"]
@@ -65,12 +65,15 @@ def test_connection_names_are_the_ones_infra_writes(functions: dict[str, dict]) 
 
 
 def test_http_functions(functions: dict[str, dict]) -> None:
-    # history is read by browsers after a reconnect: anonymous; emit and negotiate need the key
-    for name, methods, auth in (("history", ["GET"], "ANONYMOUS"), ("emit", ["POST"], "FUNCTION"),
-                                ("negotiate", ["GET", "POST"], "FUNCTION")):
+    # history is read by browsers after a reconnect: anonymous at the host, the function checks a history
+    # token; history/server (server-side callers), emit and negotiate need a function key
+    for name, route, methods, auth in (("history", "history", ["GET"], "ANONYMOUS"),
+                                       ("history_server", "history/server", ["GET"], "FUNCTION"),
+                                       ("emit", "emit", ["POST"], "FUNCTION"),
+                                       ("negotiate", "negotiate", ["GET", "POST"], "FUNCTION")):
         trigger, out = functions[name]["bindings"]
         assert trigger == {"direction": "IN", "type": "httpTrigger", "name": "req", "methods": methods,
-                           "authLevel": auth, "route": name}
+                           "authLevel": auth, "route": route}
         assert out == {"direction": "OUT", "type": "http", "name": "$return"}
 
 
@@ -95,7 +98,7 @@ def test_broken_region_map_fails_loudly() -> None:
 def test_single_region_without_map() -> None:
     mod = import_function_app({"SIO_REGION": "eu"})
     names = {f.get_function_name() for f in mod.app.get_functions()}
-    assert {"router_eu", "persist_eu", "webpubsub_eu", "history", "emit", "negotiate"} == names
+    assert {"router_eu", "persist_eu", "webpubsub_eu", "history", "history_server", "emit", "negotiate"} == names
 
 
 def test_host_json() -> None:

@@ -89,13 +89,15 @@ async def test_http_auth_cors_and_methods() -> None:
     async with TestClient(TestServer(app)) as client:
         resp = await client.options("/api/history", headers={
             "Origin": "http://page", "Access-Control-Request-Method": "GET",
-            "Access-Control-Request-Headers": "x-functions-key"})
+            "Access-Control-Request-Headers": "authorization"})
         assert resp.status == 204
+        assert resp.headers["Access-Control-Allow-Headers"] == "authorization"  # the page's history token
         assert resp.headers["Access-Control-Allow-Origin"] == "http://page"
         assert "GET" in resp.headers["Access-Control-Allow-Methods"]
         resp = await client.post("/api/emit", headers={"Origin": "http://page"}, json={})
         assert resp.status == 401 and resp.headers["Access-Control-Allow-Origin"] == "http://page"
-        resp = await client.get("/api/history?limit=0&code=k", headers={"Origin": "http://evil"})
+        assert (await client.get("/api/history/server?limit=0")).status == 401  # authLevel function
+        resp = await client.get("/api/history/server?limit=0&code=k", headers={"Origin": "http://evil"})
         assert resp.status == 400 and "Access-Control-Allow-Origin" not in resp.headers
         assert "between" in (await resp.json())["error"]
         resp = await client.put("/api/emit", headers={"x-functions-key": "k"})

@@ -124,7 +124,7 @@ print(json.dumps({"functions": sorted(f.get_function_name() for f in function_ap
 def expected_functions(regions: list[str]) -> set[str]:
     """As tests/functions/test_indexing.py counts them: one trigger per function subscription per
     region, plus the HTTP functions."""
-    return {f"{kind}_{r}" for r in regions for kind in TOPO["functionSubscriptions"]} | {"history", "emit", "negotiate"}
+    return {f"{kind}_{r}" for r in regions for kind in TOPO["functionSubscriptions"]} | {"history", "history_server", "emit", "negotiate"}
 
 
 @pytest.mark.timeout(900)

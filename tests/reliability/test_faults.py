@@ -34,6 +34,7 @@ from socketio_servicebus.manager.client_manager import ServiceBusManager
 from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
 from socketio_servicebus.topology import load_topology
 from socketio_servicebus.wire.envelope import Batch, Envelope, Kind
+from tests.support.history_api import history_token
 
 from .conftest import AUTO_DELETE_ON_IDLE, SUBSCRIPTION_CHECK_INTERVAL
 from .support import Counting, ReadyWatch, fetch_history, figure, wait_until
@@ -189,7 +190,7 @@ async def test_subscription_deleted_from_outside_is_recreated_and_history_fills_
     acked = set(chatter.acked)
     live_missed = acked - reader.ids("chat")
     # the reader's recovery path: the history API for what it did not get live
-    history = await fetch_history(stack.functions_url, "chat:" + room, "0000000000000-0")
+    history = await fetch_history(stack.functions_url, "chat:" + room, "0000000000000-0", function_key=stack.function_key)
     history_ids = {e["data"]["id"] for e in history}
     missed = acked - reader.ids("chat") - history_ids
     figure("subscription-deleted", acked=len(acked), delivered_live=len(acked & reader.ids("chat")),
@@ -228,7 +229,7 @@ async def test_rule_changed_from_outside_is_restored(stack: LocalStack) -> None:
     await local_sender.stop()
     await asyncio.sleep(1.5)
     acked = set(chatter.acked) | set(local_sender.acked)
-    history = await fetch_history(stack.functions_url, "chat:" + room, "0000000000000-0")
+    history = await fetch_history(stack.functions_url, "chat:" + room, "0000000000000-0", function_key=stack.function_key)
     history_ids = {e["data"]["id"] for e in history}
     live_missed = acked - reader.ids("chat")
     repaired = await node_metric(stack, "a2", "socketio_servicebus_subscription_repaired_total") - before
@@ -280,7 +281,7 @@ async def test_topic_briefly_missing_nodes_recover(stack: LocalStack) -> None:
     acked = set(chatter.acked)
     before = chatter.acked_between(0, t_gone - 1.0)  # older than the in-flight window
     after = chatter.acked_between(t_back + recovered, float("inf"))
-    history = {e["data"]["id"] for e in await fetch_history(stack.functions_url, "chat:" + room, "0000000000000-0")}
+    history = {e["data"]["id"] for e in await fetch_history(stack.functions_url, "chat:" + room, "0000000000000-0", function_key=stack.function_key)}
     figure("topic-missing", acked=len(acked), failed_sends=chatter.failed,
            a2_missed_live=len(acked - reader.ids("chat")), b1_missed_live=len(acked - far.ids("chat")),
            persisted=len(acked & history), recovered_after_s=round(recovered, 2),
@@ -444,9 +445,11 @@ async def test_relay_node_sigkill_clients_recover_from_history(stack: LocalStack
     acked = set(chatter.acked)
 
     recovered: set[str] = set()
+    # as the page does it: a history token from the node it reconnected to
+    token = await history_token(back.client, "chat:" + room)
 
     async def caught_up() -> bool:
-        events = await fetch_history(stack.functions_url, "chat:" + room, cursor)
+        events = await fetch_history(stack.functions_url, "chat:" + room, cursor, token=token)
         recovered.update(e["data"]["id"] for e in events)
         return acked <= seen_before | back.ids("chat") | recovered
     try:
@@ -481,8 +484,8 @@ async def test_relay_node_sigkill_clients_recover_from_history(stack: LocalStack
 
 # ====================================================================== secrets
 async def test_no_secret_in_any_process_log(stack: LocalStack) -> None:
-    """After everything above (startup, crashes, reconnects, errors): no SAS key, function key or
-    Azurite key in any log. The one exception is the emulator's documented startup output
+    """After everything above (startup, crashes, reconnects, errors): no SAS key, function key,
+    history token key or Azurite key in any log. The one exception is the emulator's documented startup output
     (``namespace <name>: <connection string>``): it is a local dev tool whose job is to print
     its connection strings (see README and docs/emulator.md)."""
     from shared.connections import AZURITE_ACCOUNT_KEY
@@ -490,6 +493,7 @@ async def test_no_secret_in_any_process_log(stack: LocalStack) -> None:
     secrets = {f"root key {r.name}": r.root_key for r in stack.regions}
     secrets.update({f"on-prem key {r.name}": r.on_prem_key for r in stack.regions if r.on_prem_nodes})
     secrets["function key"] = stack.function_key
+    secrets["history token key"] = stack.history_token_key
     secrets["azurite key"] = AZURITE_ACCOUNT_KEY
     logs = sorted((stack.run_dir / "logs").glob("*.log"))
     assert {p.stem for p in logs} >= {"emulator", "functions", "node-a1", "node-b1", "node-factory1", "azurite"}
