@@ -131,7 +131,10 @@ def _b64(data: bytes) -> str:
 def _unb64(text: str) -> bytes:
     if len(text) % 4 == 1 or not _B64URL.match(text):
         raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:  # non-canonical (stray low bits in the last character): not what a signer wrote
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def _sign(key: str, signing_input: bytes) -> bytes:

@@ -1,20 +1,26 @@
-"""A client that reconnects to another node, in another region, gets what it missed.
+"""A client that reconnects to another node, in another region, gets what it missed; nobody else does.
 
 Chat messages are persisted (persist flag → ``persist`` subscription → Table Storage in Azurite)
-and served by the history API; the cursor is the time of the last message the client saw.
+and served by the history API; the cursor is the time of the last message the client saw. The
+API wants a history token that the relay node the client is connected to mints for a room the
+socket is in (``relay:history_token``), or a function key on ``/history/server``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 import uuid
 from typing import Any
 
+import aiohttp
 import socketio
 
 from local_stack.stack import LocalStack
-from tests.support.history_api import fetch_history
+from socketio_servicebus import history_token as ht
+from tests.support.history_api import HISTORY_TOKEN_EVENT, fetch_history, history_token
 
 
 async def connect(url: str, room: str, inbox: list[dict[str, Any]]) -> socketio.AsyncClient:
@@ -56,10 +62,11 @@ async def test_reconnect_to_other_region_recovers_missed_messages(stack: LocalSt
         cursor = f"{int(last_seen['ts'] * 1000):013d}-0"
         back_inbox: list[dict[str, Any]] = []
         reader = await connect(stack.node_url("b1"), room, back_inbox)
+        token = await history_token(reader, "chat:" + room)  # from b1, for the room it rejoined
         texts: list[str] = []
 
         async def collect() -> bool:
-            events = await fetch_history(stack.functions_url, "chat:" + room, cursor, limit=2)
+            events = await fetch_history(stack.functions_url, "chat:" + room, cursor, limit=2, token=token)
             texts[:] = [e["data"]["text"] for e in events if e["data"]["text"] != "before"]
             return texts == missed
 
@@ -71,3 +78,80 @@ async def test_reconnect_to_other_region_recovers_missed_messages(stack: LocalSt
     finally:
         await sender.disconnect()
         await reader.disconnect()
+
+
+async def get(url: str, headers: dict[str, str] | None = None, **params: str) -> tuple[int, Any, str]:
+    async with aiohttp.ClientSession() as session, session.get(url, params=params, headers=headers or {}) as resp:
+        return resp.status, await resp.json(content_type=None), resp.headers.get("Content-Type", "")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_history_api_refuses_what_the_token_does_not_cover(stack: LocalStack) -> None:
+    room_a, room_b = f"auth-a-{uuid.uuid4().hex[:6]}", f"auth-b-{uuid.uuid4().hex[:6]}"
+    inbox: list[dict[str, Any]] = []
+    member = await connect(stack.node_url("a1"), room_a, inbox)
+    outsider = await connect(stack.node_url("b1"), room_b, [])
+    url = stack.functions_url + "/history"
+    a, b = "chat:" + room_a, "chat:" + room_b
+    try:
+        await member.call("chat", {"room": room_a, "text": "secret plans"}, timeout=10)
+        await wait_for(lambda: len(inbox) == 1)
+
+        # anonymous: 401 with a JSON error, and the scheme to use
+        status, doc, ctype = await get(url, ns="/", room=a)
+        assert status == 401 and ctype.startswith("application/json") and "Bearer" in doc["error"]
+
+        # the node mints only for rooms the socket is in
+        ack = await outsider.call(HISTORY_TOKEN_EVENT, {"room": a}, timeout=10)
+        assert ack["ok"] is False and "join it first" in ack["error"]
+        ack = await outsider.call(HISTORY_TOKEN_EVENT, {"room": outsider.get_sid()}, timeout=10)
+        assert ack["ok"] is False  # never its own sid room
+
+        # a token for room B does not open room A: 403
+        token_b = await history_token(outsider, b)
+        status, doc, _ = await get(url, bearer(token_b), ns="/", room=a)
+        assert status == 403 and "does not cover" in doc["error"]
+        assert (await get(url, bearer(token_b), ns="/other", room=b))[0] == 403
+
+        # tampered: room B's token rewritten to say room A (the signature no longer matches): 401
+        header, claims, sig = token_b.split(".")
+        doc_claims = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+        forged = base64.urlsafe_b64encode(json.dumps({**doc_claims, "room": a}).encode()).rstrip(b"=").decode()
+        status, doc, _ = await get(url, bearer(f"{header}.{forged}.{sig}"), ns="/", room=a)
+        assert (status, doc) == (401, {"error": "bad token signature"})
+        # ... or the signature of a real token for A flipped
+        token_a = await history_token(member, a)
+        flipped = token_a[:-4] + ("AAAA" if not token_a.endswith("AAAA") else "BBBB")
+        assert (await get(url, bearer(flipped), ns="/", room=a))[0] == 401
+
+        # expired (minted with the stack's key ten minutes ago, 5-minute lifetime): 401
+        expired = ht.mint(stack.history_token_key, ns="/", room=a, now=time.time() - 600, ttl=300)
+        status, doc, _ = await get(url, bearer(expired), ns="/", room=a)
+        assert (status, doc) == (401, {"error": "token expired"})
+
+        # the member's own token: 200 with the message (once the persist function has stored it)
+        deadline = time.monotonic() + 20
+        while True:
+            status, doc, _ = await get(url, bearer(token_a), ns="/", room=a)
+            assert status == 200, doc
+            if doc["events"] or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.3)
+        assert [e["data"]["text"] for e in doc["events"]] == ["secret plans"]
+        claims_a = ht.verify(token_a, [stack.history_token_key])
+        assert (claims_a.iss, claims_a.sid, claims_a.room) == ("a1", member.get_sid(), a)
+
+        # server-side callers: function key on /history/server (any room); without it 401 from the host
+        key_url = stack.functions_url + "/history/server"
+        assert (await get(key_url, ns="/", room=a))[0] == 401
+        assert (await get(key_url, {"x-functions-key": "wrong"}, ns="/", room=a))[0] == 401
+        status, doc, _ = await get(key_url, {"x-functions-key": stack.function_key}, ns="/", room=a)
+        assert status == 200 and [e["data"]["text"] for e in doc["events"]] == ["secret plans"]
+        status, doc, _ = await get(key_url, ns="/", room=a, code=stack.function_key)
+        assert status == 200 and len(doc["events"]) == 1
+    finally:
+        await member.disconnect()
+        await outsider.disconnect()

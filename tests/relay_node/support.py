@@ -25,7 +25,7 @@ SCALE = float(os.environ.get("RELAY_TEST_TIMEOUT_SCALE", "1"))
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "SERVICEBUS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "SERVICEBUS_", "SIO_"))}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env

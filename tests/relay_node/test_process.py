@@ -13,10 +13,12 @@ import jwt
 import pytest
 import socketio
 
+from socketio_servicebus import history_token as ht
 from socketio_servicebus.servicebus.clients import admin_client
+from tests.support.history_api import HISTORY_TOKEN_EVENT
 
 from .conftest import ONPREM_KEY, ONPREM_KEY_NAME, ONPREM_NODE
-from .support import SCALE, JsClient, RelayProcess
+from .support import SCALE, JsClient, RelayProcess, clean_env
 
 WAIT = 10.0 * SCALE
 
@@ -206,6 +208,50 @@ async def test_auth_refuses_missing_invalid_and_expired_tokens(conn_a: str) -> N
         assert float(refused[0].split()[1]) >= 6
     finally:
         assert node.stop() == 0
+
+
+async def test_history_tokens_only_for_joined_rooms_and_only_with_a_key(conn_a: str) -> None:
+    """The node mints room-scoped tokens for its own sockets (with the user of their JWT); without
+    SIO_HISTORY_TOKEN_KEY it starts, says so in its log and refuses to mint."""
+    secret = "test-secret-of-at-least-32-bytes-long"
+    key = "history-token-key-of-the-relay-process-test"
+    node = RelayProcess("--connection-string", conn_a, "--node-id", "tok1", "--auth-jwt-key", secret,
+                        "--history-token-ttl", "60", "--history-url", "/api/history",
+                        env=clean_env(SIO_HISTORY_TOKEN_KEY=key)).start()
+    bare = RelayProcess("--connection-string", conn_a, "--node-id", "tok2").start()
+    try:
+        good = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, secret, algorithm="HS256")
+        client = await sio_client(node.url, auth={"token": good})
+        await client.call("join", "lobby")
+        ack = await client.call(HISTORY_TOKEN_EVENT, {"room": "chat:lobby"}, timeout=WAIT)
+        assert ack["ok"] and ack["room"] == "chat:lobby" and ack["ns"] == "/" and ack["historyUrl"] == "/api/history"
+        claims = ht.verify(ack["token"], [key])
+        assert (claims.sub, claims.sid, claims.iss, claims.room) == ("alice", client.get_sid(), "tok1", "chat:lobby")
+        assert claims.exp - claims.iat == 60 and abs(ack["expires"] - claims.exp) <= 1
+        for data in ({"room": "chat:elsewhere"}, {"room": client.get_sid()}, {"room": 3}, None):
+            refused = await client.call(HISTORY_TOKEN_EVENT, data, timeout=WAIT)
+            assert refused["ok"] is False and refused["error"], data
+        await client.call("leave", "lobby")
+        assert (await client.call(HISTORY_TOKEN_EVENT, "chat:lobby", timeout=WAIT))["ok"] is False
+        await client.disconnect()
+        _, config = await get(node.url + "/config.json")
+        assert '"historyTokens":true' in config.replace(" ", "")
+        _, metrics = await get(node.url + "/metrics")
+        assert "relay_history_tokens_issued_total 1.0" in metrics and "relay_history_tokens_refused_total 5.0" in metrics
+
+        other = await sio_client(bare.url)
+        await other.call("join", "lobby")
+        ack = await other.call(HISTORY_TOKEN_EVENT, {"room": "chat:lobby"}, timeout=WAIT)
+        assert ack["ok"] is False and "SIO_HISTORY_TOKEN_KEY" in ack["error"]
+        await other.disconnect()
+        _, config = await get(bare.url + "/config.json")
+        assert '"historyTokens":false' in config.replace(" ", "")
+    finally:
+        assert node.stop() == 0
+        assert bare.stop() == 0
+    assert f"history tokens: on (relay:history_token, lifetime 60 s, key id {ht.key_id(key)})" in node.stderr()
+    assert "history tokens: off (SIO_HISTORY_TOKEN_KEY not set)" in bare.stderr()
+    assert key not in node.stderr() + (node.out.text() if node.out else "")
 
 
 async def test_sigterm_drains_disconnects_and_deletes_the_subscription(conn_a: str) -> None:

@@ -44,6 +44,14 @@ def test_flags_win_over_env() -> None:
     assert from_args(["--app", "x.y:z", "--app", "q:r"], env).apps == ["x.y:z", "q:r"]
 
 
+def test_history_token_settings() -> None:
+    cfg = from_args([], {"SERVICEBUS_CONNECTION_STRING": CONN})
+    assert cfg.history_token_key is None and cfg.history_token_ttl == 300
+    cfg = from_args(["--history-token-ttl", "60"], {"SERVICEBUS_CONNECTION_STRING": CONN, "SIO_HISTORY_TOKEN_KEY": SECRET})
+    assert cfg.history_token_key == SECRET and cfg.history_token_ttl == 60
+    assert SECRET not in repr(cfg)
+
+
 def test_fully_qualified_namespace() -> None:
     cfg = from_args(["--fully-qualified-namespace", "sb://ns.servicebus.windows.net/"], {})
     assert cfg.fully_qualified_namespace == "ns.servicebus.windows.net" and cfg.connection_string is None
@@ -73,6 +81,9 @@ def test_dashboard_url_is_optional_and_checked() -> None:
         (["--connection-string", CONN, "--http-proxy", "nope"], "--http-proxy"),
         (["--connection-string", CONN, "--log-level", "LOUD"], "--log-level"),
         (["--connection-string", CONN, "--drain-seconds", "-1"], "--drain-seconds"),
+        (["--connection-string", CONN, "--history-token-key", "short"], "SIO_HISTORY_TOKEN_KEY is 5 characters"),
+        (["--connection-string", CONN, "--history-token-ttl", "5"], "--history-token-ttl must be >= 10"),
+        (["--connection-string", CONN, "--history-token-ttl", "7200"], "--history-token-ttl must be <= 3600"),
     ],
 )
 def test_config_errors_name_the_flag(argv: list[str], message: str) -> None:
