@@ -75,6 +75,23 @@ param functionInstanceMemoryMB int = 2048
 @description('Optional SIO_HOOKS_MODULE value (Python module with routing/persistence hooks).')
 param hooksModule string = ''
 
+@secure()
+@minLength(32)
+@description('''
+History token key (SIO_HISTORY_TOKEN_KEY): at least 32 random characters, shared by the Function App
+(verifies) and the relay nodes (sign). Written as a Function App setting and a Container Apps secret;
+never an output. Generate with: python -c 'import secrets; print(secrets.token_urlsafe(32))'.
+On-premise nodes get it out of band (docs/security.md: what that key allows).
+''')
+param historyTokenKey string
+
+@secure()
+@description('During a key rotation only: the previous history token key (SIO_HISTORY_TOKEN_KEY_PREVIOUS on the Function App, still accepted); empty otherwise.')
+param historyTokenKeyPrevious string = ''
+
+@description('Browser origins allowed to call the Function App (CORS), e.g. the relay nodes\' public URLs (output RELAY_NODES) and on-premise pages. Empty = no CORS rule.')
+param historyCorsOrigins string[] = []
+
 @description('Cloud relay node image. Empty = no cloud relay nodes are deployed, whatever regions[].relayNodes says.')
 param relayImage string = ''
 
@@ -308,6 +325,9 @@ module api 'app/api.bicep' = {
     webPubSubEndpoint: webPubSub.outputs.endpoint
     webPubSubHub: webPubSubHub
     hooksModule: hooksModule
+    historyTokenKey: historyTokenKey
+    historyTokenKeyPrevious: historyTokenKeyPrevious
+    corsAllowedOrigins: historyCorsOrigins
     maximumInstanceCount: functionMaximumInstanceCount
     instanceMemoryMB: functionInstanceMemoryMB
   }
@@ -347,6 +367,8 @@ module relays 'app/relay-containerapp.bicep' = [
       serviceBusNamespaceName: n.namespaceName
       subscriptionAccess: relaySubscriptionAccess
       maxReplicas: relayMaxReplicas
+      historyTokenKey: historyTokenKey
+      historyUrl: '${api.outputs.uri}/api/history'
     }
     dependsOn: [
       relayEnvironments

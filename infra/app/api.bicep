@@ -55,6 +55,18 @@ param webPubSubHub string
 @description('Optional Python module with hooks (SIO_HOOKS_MODULE); empty leaves the setting out.')
 param hooksModule string = ''
 
+@secure()
+@description('History token key (SIO_HISTORY_TOKEN_KEY, >= 32 characters; the relay nodes hold the same one).')
+@minLength(32)
+param historyTokenKey string
+
+@secure()
+@description('Previous history token key, accepted during a rotation (SIO_HISTORY_TOKEN_KEY_PREVIOUS); empty leaves the setting out.')
+param historyTokenKeyPrevious string = ''
+
+@description('Origins allowed by CORS (the relay pages that call GET /api/history); empty = no CORS rule.')
+param corsAllowedOrigins string[] = []
+
 @description('Upper bound of instances.')
 param maximumInstanceCount int = 100
 
@@ -99,6 +111,12 @@ var coreSettings = {
 
 var hookSettings = empty(hooksModule) ? {} : { '${names.hooksModule}': hooksModule }
 
+// GET /api/history verifies history tokens with these (current + previous during a rotation).
+var historySettings = union(
+  { '${names.historyTokenKey}': historyTokenKey },
+  empty(historyTokenKeyPrevious) ? {} : { '${names.historyTokenKeyPrevious}': historyTokenKeyPrevious }
+)
+
 // One connection per region: ServiceBusConnection_<region>__fullyQualifiedNamespace / __credential / __clientId.
 var regionSettings = reduce(items(regionMap), {}, (acc, region) => union(acc, {
   '${replace(topology.regionConnectionTemplate, '{region}', region.key)}__fullyQualifiedNamespace': region.value.fullyQualifiedNamespace
@@ -122,10 +140,14 @@ module functionApp '../core/host/functions-flex.bicep' = {
     runtimeVersion: '3.11'
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
-    appSettings: union(coreSettings, hookSettings, regionSettings)
+    appSettings: union(coreSettings, hookSettings, regionSettings, historySettings)
+    corsAllowedOrigins: corsAllowedOrigins
   }
 }
 
 output name string = functionApp.outputs.name
 output uri string = functionApp.outputs.uri
-output appSettingNames string[] = map(items(union(coreSettings, hookSettings, regionSettings)), s => s.key)
+// names only, and none computed from a secure value (SIO_HISTORY_TOKEN_KEY_PREVIOUS appears only during a rotation)
+output appSettingNames string[] = concat(map(items(union(coreSettings, hookSettings, regionSettings)), s => s.key), [
+  names.historyTokenKey
+])

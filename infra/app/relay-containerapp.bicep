@@ -52,6 +52,14 @@ param subscriptionAccess string = 'dataOwner'
 @maxValue(30)
 param maxReplicas int = 3
 
+@secure()
+@minLength(32)
+@description('History token key (SIO_HISTORY_TOKEN_KEY), shared with the Function App: the node signs history tokens for its sockets.')
+param historyTokenKey string
+
+@description('Public URL of the Function App history API the demo page calls (RELAY_HISTORY_URL).')
+param historyUrl string = ''
+
 @description('CPU cores per replica.')
 param cpu string = '0.5'
 
@@ -143,6 +151,15 @@ var baseEnv = [
     name: 'RELAY_PORT'
     value: string(targetPort)
   }
+  {
+    // a Container Apps secret (below), not a plain value
+    name: 'SIO_HISTORY_TOKEN_KEY'
+    secretRef: 'history-token-key'
+  }
+  {
+    name: 'RELAY_HISTORY_URL'
+    value: historyUrl
+  }
 ]
 
 // pre-provisioned: a fixed node id reading its own subscription (no Manage right needed);
@@ -184,6 +201,12 @@ resource relay 'Microsoft.App/containerApps@2024-03-01' = {
         }
       }
       registries: empty(registryServer) ? [] : [{ server: registryServer, identity: identity.id }]
+      secrets: [
+        {
+          name: 'history-token-key'
+          value: historyTokenKey
+        }
+      ]
     }
     template: {
       containers: [

@@ -118,5 +118,11 @@ def test_local_settings_example_names_every_connection() -> None:
     rmap = json.loads(values["SIO_REGION_MAP"])
     for region in rmap:
         assert f"ServiceBusConnection_{region}" in values
-    for key in ("serviceBusConnection", "tablesConnection", "webPubSubConnection", "region", "regionMap"):
+    for key in ("serviceBusConnection", "tablesConnection", "webPubSubConnection", "region", "regionMap",
+                "historyTokenKey", "historyTokenKeyPrevious"):
         assert TOPO["appSettings"][key] in values
+    # a placeholder the Function App refuses (too short) until a real key replaces it
+    from shared.appcontext import AppSettings
+
+    problem = AppSettings.from_env(values).history_keys_problem
+    assert problem and "at least 32 random characters" in problem

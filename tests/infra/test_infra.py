@@ -226,6 +226,7 @@ def expected_app_setting_names(topology: dict, regions: list[str]) -> list[str]:
     w = s["webPubSubConnection"]
     names += [f"{w}__serviceUri", f"{w}__endpoint", f"{w}__credential", f"{w}__clientId"]
     names += [s["region"], s["regionMap"], s["topic"], s["historyTable"], s["webPubSubHub"], s["hooksModule"]]
+    names += [s["historyTokenKey"], s["historyTokenKeyPrevious"]]
     names += [
         "AZURE_CLIENT_ID",
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
@@ -599,6 +600,40 @@ def test_bicep_build_and_lint():
         if proc.returncode != 0 or errors:
             failures.append(f"{label}: rc={proc.returncode}\n" + "\n".join(errors or [proc.stderr[-2000:]]))
     assert not failures, "\n\n".join(failures)
+
+
+def test_history_token_key_is_a_secret_wired_to_the_function_app_and_the_relay_nodes() -> None:
+    """The key the code reads (shared/appcontext.py, relay_node/config.py) under the names it reads,
+    from secure parameters, never in an output."""
+    from relay_node.config import ENV_VARS
+
+    names = load_topology()["appSettings"]
+    assert names["historyTokenKey"] == ENV_VARS["history_token_key"] == "SIO_HISTORY_TOKEN_KEY"
+    assert names["historyTokenKeyPrevious"] == "SIO_HISTORY_TOKEN_KEY_PREVIOUS"
+    main, api, relay, flex = (MAIN.read_text(), (INFRA / "app" / "api.bicep").read_text(),
+                              (INFRA / "app" / "relay-containerapp.bicep").read_text(),
+                              (INFRA / "core" / "host" / "functions-flex.bicep").read_text())
+    for text, params in ((main, ("historyTokenKey", "historyTokenKeyPrevious")),
+                         (api, ("historyTokenKey", "historyTokenKeyPrevious")), (relay, ("historyTokenKey",))):
+        for param in params:
+            assert re.search(rf"@secure\(\)(?:(?!\nparam ).)*\nparam {param} string", text, re.S), param
+    assert re.search(r"@minLength\(32\)(?:(?!\nparam ).)*\nparam historyTokenKey string", main, re.S)
+    assert "historyTokenKey: historyTokenKey" in main and main.count("historyTokenKey: historyTokenKey") == 2
+    assert "historyTokenKeyPrevious: historyTokenKeyPrevious" in main
+    # Function App: app settings under the names the code reads
+    assert "'${names.historyTokenKey}': historyTokenKey" in api
+    assert "'${names.historyTokenKeyPrevious}': historyTokenKeyPrevious" in api
+    assert "historySettings)" in api and re.search(r"@secure\(\)\nparam appSettings object", flex)
+    # relay nodes: a Container Apps secret referenced by the env var, and the history URL
+    assert re.search(r"name: 'SIO_HISTORY_TOKEN_KEY'\n\s*secretRef: 'history-token-key'", relay)
+    assert re.search(r"name: 'history-token-key'\n\s*value: historyTokenKey", relay)
+    assert "historyUrl: '${api.outputs.uri}/api/history'" in main and "name: 'RELAY_HISTORY_URL'" in relay
+    # no output carries it
+    for text in (main, api, relay, flex):
+        for line in text.splitlines():
+            if line.startswith("output "):
+                assert "historyTokenKey" not in line and "appSettings" not in line.split("=", 1)[1], line
+    assert parameters_file()["historyTokenKey"] == {"value": "${SIO_HISTORY_TOKEN_KEY}"}  # azd fills it from the env
 
 
 def test_relay_container_env_vars_are_ones_the_relay_node_reads() -> None:

@@ -47,7 +47,11 @@ param maximumInstanceCount int = 100
 param instanceMemoryMB int = 2048
 
 @description('Application settings (name -> value). AzureWebJobsStorage__* are added here. Flex Consumption rejects FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION: runtime and version come from functionAppConfig.')
+@secure()
 param appSettings object = {}
+
+@description('Origins allowed by the platform CORS; empty = no CORS rule.')
+param corsAllowedOrigins string[] = []
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -83,6 +87,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     siteConfig: {
       minTlsVersion: '1.2'
+      cors: empty(corsAllowedOrigins) ? null : {
+        allowedOrigins: corsAllowedOrigins
+        supportCredentials: false
+      }
     }
     functionAppConfig: {
       deployment: {
