@@ -344,6 +344,8 @@ def _bad(conn: str, **replace: str) -> str:
          "create subscription 'nope'"),
         ("no service bus", lambda c: [], "--connection-string"),
         ("bad app", lambda c: ["--connection-string", c, "--app", "no_such_module:setup"], "cannot import"),
+        ("short history key", lambda c: ["--connection-string", c, "--history-token-key", "tooshort"],
+         "SIO_HISTORY_TOKEN_KEY is 8 characters long"),
     ],
 )
 def test_misconfiguration_exits_2_with_a_one_line_reason(
