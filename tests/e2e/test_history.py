@@ -11,16 +11,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
 import time
 import uuid
 from typing import Any
 
 import aiohttp
+import pytest
 import socketio
 
+from local_stack.processes import ROOT
 from local_stack.stack import LocalStack
 from socketio_servicebus import history_token as ht
 from tests.support.history_api import HISTORY_TOKEN_EVENT, fetch_history, history_token
+
+from .conftest import output_dir
 
 
 async def connect(url: str, room: str, inbox: list[dict[str, Any]]) -> socketio.AsyncClient:
@@ -155,3 +160,26 @@ async def test_history_api_refuses_what_the_token_does_not_cover(stack: LocalSta
     finally:
         await member.disconnect()
         await outsider.disconnect()
+
+
+@pytest.mark.slow
+async def test_demo_page_replays_what_it_missed_through_a_history_token(stack: LocalStack) -> None:
+    """The real page in headless Chromium: offline, messages sent meanwhile, back online → the page
+    asks its node for a token and shows the missed messages from the (cross-origin) history API."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is required (.ci/run installs it: apt-get install chromium)"
+    texts = [f"while away {i}" for i in range(3)]
+    spec = {"urlA": stack.node_url("a1") + "/", "urlB": stack.node_url("b1") + "/",
+            "room": f"replay-{uuid.uuid4().hex[:6]}", "texts": texts, "outDir": str(output_dir()),
+            "chromium": chromium}
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(ROOT / "tests" / "e2e" / "js" / "browser_replay.mjs"), json.dumps(spec), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 150)
+    assert proc.returncode == 0, stderr.decode()
+    result = json.loads(stdout.decode().strip().splitlines()[-1])
+    assert result["ok"], result
+    assert result["textsInB"] == ["before", *texts], result  # each once, in order
+    assert any(f"{len(texts)} missed message(s)" in line for line in result["systemInB"]), result
+    assert not result["errorsInB"], result

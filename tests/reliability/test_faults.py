@@ -30,6 +30,7 @@ from azure.servicebus import ServiceBusMessage
 from azure.servicebus.management import SqlRuleFilter, TrueRuleFilter
 
 from local_stack.stack import LocalStack, parse_metrics
+from socketio_servicebus import history_token as ht
 from socketio_servicebus.manager.client_manager import ServiceBusManager
 from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
 from socketio_servicebus.topology import load_topology
@@ -485,7 +486,7 @@ async def test_relay_node_sigkill_clients_recover_from_history(stack: LocalStack
 # ====================================================================== secrets
 async def test_no_secret_in_any_process_log(stack: LocalStack) -> None:
     """After everything above (startup, crashes, reconnects, errors): no SAS key, function key,
-    history token key or Azurite key in any log. The one exception is the emulator's documented startup output
+    history token key, history token or Azurite key in any log. The one exception is the emulator's documented startup output
     (``namespace <name>: <connection string>``): it is a local dev tool whose job is to print
     its connection strings (see README and docs/emulator.md)."""
     from shared.connections import AZURITE_ACCOUNT_KEY
@@ -495,6 +496,9 @@ async def test_no_secret_in_any_process_log(stack: LocalStack) -> None:
     secrets["function key"] = stack.function_key
     secrets["history token key"] = stack.history_token_key
     secrets["azurite key"] = AZURITE_ACCOUNT_KEY
+    # bearer credentials too: any history token (the relay-node SIGKILL scenario above reads history with
+    # one) starts with this header, whatever its claims
+    secrets["a history token"] = ht.mint(stack.history_token_key, ns="/", room="r").split(".")[0]
     logs = sorted((stack.run_dir / "logs").glob("*.log"))
     assert {p.stem for p in logs} >= {"emulator", "functions", "node-a1", "node-b1", "node-factory1", "azurite"}
     leaks: list[str] = []
