@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +128,10 @@ async def _history_page(ctx: AppContext, q: _HistoryQuery) -> func.HttpResponse:
     return _json(200, page.to_json(), headers={"Cache-Control": "no-store"})
 
 
+_UNCONFIGURED_LOG_EVERY = 60.0
+_unconfigured_logged: dict[str, float] = {}
+
+
 def _bearer(req: func.HttpRequest) -> str | None:
     header = req.headers.get("authorization") or ""
     scheme, _, value = header.strip().partition(" ")
@@ -153,8 +158,12 @@ async def history_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpRespo
     """
     keys = ctx.settings.history_keys
     if not keys.configured:
-        log.error("history: refused, %s (set it on the Function App and the relay nodes)",
-                  ctx.settings.history_keys_problem)
+        problem = str(ctx.settings.history_keys_problem)
+        now = time.monotonic()
+        if now - _unconfigured_logged.get(problem, -_UNCONFIGURED_LOG_EVERY) >= _UNCONFIGURED_LOG_EVERY:
+            _unconfigured_logged[problem] = now  # at most once a minute: refused requests must not flood the log
+            log.error("history: refusing every request (503): %s (set it on the Function App and the relay nodes)",
+                      problem)
         return _error(503, "history tokens are not configured on this Function App")
     key_given = bool(req.headers.get("x-functions-key") or req.params.get("code"))
     try:
