@@ -28,6 +28,7 @@ from socketio_servicebus.servicebus.tunnel import ConnectTunnel
 from .auth import Authorizer
 from .config import RelayConfig
 from .guard import install_connect_guard
+from .history import EVENT as HISTORY_TOKEN_EVENT
 from .history import HistoryTokenIssuer
 from .loading import LoadError, setup_apps
 from .metrics import CONTENT_TYPE, make_registry
@@ -282,7 +283,7 @@ class RelayNode:
             raise StartupError(str(exc), fatal=True) from exc
         tokens = self.history_tokens
         if tokens is not None and tokens.enabled:
-            log.info("history tokens: on (%s, lifetime %.0f s, key id %s)", "relay:history_token", tokens.ttl,
+            log.info("history tokens: on (%s, lifetime %.0f s, key id %s)", HISTORY_TOKEN_EVENT, tokens.ttl,
                      tokens.key_id)
         else:
             log.warning("history tokens: off (SIO_HISTORY_TOKEN_KEY not set): this node's clients cannot read "
