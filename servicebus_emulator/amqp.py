@@ -35,11 +35,13 @@ from proton import (
     ulong,
 )
 
+from .amqp_frames import FrameFixer
 from .codec import Sections, encode_delivery, parse_transfer
 from .entities import Namespace, split_path
 from .errors import (
     BadRequest,
     EmulatorError,
+    InternalError,
     LockLost,
     MessageTooLarge,
     NotImplementedOperation,
@@ -107,11 +109,12 @@ class EntitySender:
         self.conn.schedule_flush()
 
     def closed(self) -> None:
-        """The link went away: release what it held (not a delivery attempt)."""
-        now = time.time()
-        self.store.detach(self, now)
-        for token in list(self.unsettled):
-            self.store.release(token, now)
+        """The link (or its connection) went away. As Service Bus does, the messages it holds
+        stay locked until their ``locked_until``; then the lock expires, the delivery count goes
+        up by one, and they are delivered again (or dead-lettered at MaxDeliveryCount). Messages
+        the SDK did not hand out it releases itself before closing (AMQP released: unlocked at
+        once, not a delivery attempt)."""
+        self.store.detach(self, time.time())
         self.unsettled.clear()
 
 
@@ -130,6 +133,7 @@ class AmqpConnection(asyncio.Protocol):
         self.transport.bind(self.connection)
         self.collector = Collector()
         self.connection.collect(self.collector)
+        self.frames = FrameFixer(max_frame=MAX_FRAME)
         self.io: asyncio.Transport | None = None
         self.grants: list[Grant] = []
         self.senders: list[EntitySender] = []
@@ -142,7 +146,8 @@ class AmqpConnection(asyncio.Protocol):
         self.runtime.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        view = memoryview(data)
+        # the SDK reuses delivery-ids under concurrency; see amqp_frames.py
+        view = memoryview(self.frames.incoming(data))
         while view and not self._closed:
             capacity = self.transport.capacity()
             if capacity < 0:
@@ -193,7 +198,7 @@ class AmqpConnection(asyncio.Protocol):
                 return
             if pending == 0:
                 return
-            self.io.write(bytes(self.transport.peek(pending) or b""))
+            self.io.write(self.frames.outgoing(bytes(self.transport.peek(pending) or b"")))
             self.transport.pop(pending)
 
     # -- events ----------------------------------------------------------------------------
@@ -357,6 +362,10 @@ class AmqpConnection(asyncio.Protocol):
             delivery.update(Disposition.ACCEPTED)
         except EmulatorError as exc:
             delivery.local.condition = _condition(exc)
+            delivery.update(Disposition.REJECTED)
+        except Exception as exc:  # noqa: BLE001 - a transfer is always settled, never left hanging
+            log.exception("could not handle a transfer on %s", link.name)
+            delivery.local.condition = _condition(InternalError(f"the emulator could not process this message: {exc!r}"))
             delivery.update(Disposition.REJECTED)
         delivery.settle()
         if link.credit < INCOMING_CREDIT // 2:

@@ -3,7 +3,9 @@
 The emulator keeps the bare message (properties, application-properties, body, footer) as the
 sender encoded it, byte for byte, and on each delivery writes a fresh header (delivery count)
 and message-annotations section (sequence number, enqueued time, lock expiry) in front of it.
-Bodies are never decoded, so whatever the client sent is what the receiver gets.
+Bodies (data, sequence and value sections) and the footer are never decoded into Python values,
+only walked over to find where they end, so whatever the client sent is what the receiver gets,
+whatever it holds (maps with binary keys, nested lists, symbols, timestamps, uuids, arrays).
 
 A Service Bus batch (message-format 0x80013700) arrives as one transfer whose data sections are
 each a complete encoded message; the proton binding does not expose the message-format, so a
@@ -17,9 +19,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from proton import Data, Described, symbol, timestamp, ubyte, uint, ulong
+from proton import UNDESCRIBED, Array, Data, Described, symbol, timestamp, ubyte, uint, ulong
 
-from .errors import BadRequest
+from .errors import BadRequest, DecodeError
 
 HEADER, DELIVERY_ANN, MESSAGE_ANN, PROPERTIES, APP_PROPS, DATA, SEQUENCE, VALUE, FOOTER = range(0x70, 0x79)
 _SECTION_CODES = set(range(0x70, 0x79))
@@ -90,7 +92,99 @@ class Sections:
         }
 
 
+_SECTION_NAMES = {
+    "amqp:header:list": HEADER,
+    "amqp:delivery-annotations:map": DELIVERY_ANN,
+    "amqp:message-annotations:map": MESSAGE_ANN,
+    "amqp:properties:list": PROPERTIES,
+    "amqp:application-properties:map": APP_PROPS,
+    "amqp:data:binary": DATA,
+    "amqp:amqp-sequence:list": SEQUENCE,
+    "amqp:amqp-value:*": VALUE,
+    "amqp:footer:map": FOOTER,
+}
+# sections the engine reads; the body sections (and the footer) stay opaque bytes, so any value
+# the sender could encode comes back byte for byte, whatever its keys or nesting
+_DECODED = {HEADER, DELIVERY_ANN, MESSAGE_ANN, PROPERTIES, APP_PROPS}
+_MAX_DEPTH = 64
+
+
+def plain_object(data: Data, depth: int = 0) -> Any:
+    """The current node of ``data`` as a plain Python value that outlives ``data``.
+
+    Like ``Data.get_object`` but binaries become ``bytes`` (proton hands out memoryviews into
+    its own buffer, which are unhashable and die with the ``Data``), and map keys that Python
+    cannot hash (binary, list, map) are made hashable, so a map with binary keys decodes.
+    """
+    if depth > _MAX_DEPTH:
+        raise DecodeError(f"AMQP value nested deeper than {_MAX_DEPTH} levels")
+    kind = data.type()
+    if kind == Data.BINARY:
+        return bytes(data.get_binary())
+    if kind == Data.LIST:
+        out: list[Any] = []
+        if data.enter():
+            try:
+                while data.next():
+                    out.append(plain_object(data, depth + 1))
+            finally:
+                data.exit()
+        return out
+    if kind == Data.MAP:
+        result: dict[Any, Any] = {}
+        if data.enter():
+            try:
+                while data.next():
+                    key = _hashable(plain_object(data, depth + 1))
+                    result[key] = plain_object(data, depth + 1) if data.next() else None
+            finally:
+                data.exit()
+        return result
+    if kind == Data.DESCRIBED:
+        data.enter()
+        try:
+            data.next()
+            descriptor = plain_object(data, depth + 1)
+            data.next()
+            value = plain_object(data, depth + 1)
+        finally:
+            data.exit()
+        return Described(descriptor, value)
+    if kind == Data.ARRAY:
+        _, described, element_type = data.get_array()
+        elements: list[Any] = []
+        array_descriptor: Any = UNDESCRIBED
+        data.enter()
+        try:
+            if described:
+                data.next()
+                array_descriptor = plain_object(data, depth + 1)
+            while data.next():
+                elements.append(plain_object(data, depth + 1))
+        finally:
+            data.exit()
+        return Array(array_descriptor, int(element_type or Data.NULL), *elements)
+    return data.get_object()
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _hashable(v)) for k, v in value.items())
+    if isinstance(value, Array):
+        return tuple(_hashable(v) for v in value.elements)
+    if isinstance(value, Described):
+        return (_hashable(value.descriptor), _hashable(value.value))
+    return value
+
+
 def _decode_sections(raw: bytes | memoryview) -> list[tuple[int, Any, bytes]]:
+    """Split an encoded message into ``(section code, value, encoded bytes)``.
+
+    The value is decoded for the sections the engine reads and for data sections (batch
+    detection needs their bytes); for the other body sections and the footer it is ``None``.
+    """
     view = memoryview(raw)
     data = Data()
     out = []
@@ -100,18 +194,25 @@ def _decode_sections(raw: bytes | memoryview) -> list[tuple[int, Any, bytes]]:
         try:
             used = data.decode(bytes(view[offset:]))
         except Exception as exc:  # proton raises DataException subclasses
-            raise BadRequest(f"malformed AMQP message at byte {offset}: {exc}") from exc
+            raise DecodeError(f"malformed AMQP message at byte {offset}: {exc}") from exc
         if used <= 0:
-            raise BadRequest(f"malformed AMQP message at byte {offset}")
+            raise DecodeError(f"malformed AMQP message at byte {offset}")
         data.rewind()
+        if data.next() != Data.DESCRIBED:
+            raise DecodeError(f"malformed AMQP message: byte {offset} does not start a message section")
+        data.enter()
         data.next()
-        obj = data.get_object()
-        code = int(obj.descriptor) if isinstance(obj, Described) and isinstance(obj.descriptor, int) else -1
+        descriptor = data.get_object()
+        code = _SECTION_NAMES.get(str(descriptor), -1) if isinstance(descriptor, str) else int(descriptor or 0)
         if code not in _SECTION_CODES:
-            raise BadRequest(f"malformed AMQP message: byte {offset} does not start a message section")
-        value = obj.value  # type: ignore[union-attr]  # Described, checked above
-        if isinstance(value, memoryview):
-            value = bytes(value)
+            raise DecodeError(f"malformed AMQP message: byte {offset} does not start a message section")
+        value: Any = None
+        if data.next():
+            if code in _DECODED:
+                value = plain_object(data)
+            elif code == DATA and data.type() == Data.BINARY:
+                value = bytes(data.get_binary())
+        data.exit()
         out.append((code, value, bytes(view[offset : offset + used])))
         offset += used
     return out
@@ -135,7 +236,7 @@ def parse_message(raw: bytes | memoryview) -> Sections:
             properties = list(value or [])
             properties_raw = chunk
         elif code == APP_PROPS:
-            app_props = {str(k): _plain(v) for k, v in (value or {}).items()}
+            app_props = {_key(k): v for k, v in (value or {}).items()}
             app_props_raw = chunk
         elif code in (DATA, SEQUENCE, VALUE, FOOTER):
             body += chunk
@@ -144,8 +245,8 @@ def parse_message(raw: bytes | memoryview) -> Sections:
     )
 
 
-def _plain(value: Any) -> Any:
-    return bytes(value) if isinstance(value, memoryview) else value
+def _key(key: Any) -> str:
+    return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
 
 
 def parse_transfer(raw: bytes) -> list[Sections]:

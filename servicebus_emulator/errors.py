@@ -16,6 +16,10 @@ class EmulatorError(Exception):
     status = 500
 
 
+class InternalError(EmulatorError):
+    """Something the emulator failed at; the request fails alone, the connection stays up."""
+
+
 class EntityNotFound(EmulatorError):
     condition = "amqp:not-found"
     status = 404
@@ -54,6 +58,12 @@ class Unauthorized(EmulatorError):
 class BadRequest(EmulatorError):
     condition = "amqp:invalid-field"
     status = 400
+
+
+class DecodeError(BadRequest):
+    """A transfer that is not a well-formed AMQP message."""
+
+    condition = "amqp:decode-error"
 
 
 class NotImplementedOperation(EmulatorError):

@@ -200,3 +200,21 @@ def test_purge_forgets_everything() -> None:
     put(store, clock.now)
     store.purge()
     assert store.deleted and store.active_count == 0 and store.size_bytes == 0 and not store.locks
+
+
+def test_detached_consumer_keeps_its_locks_until_they_expire() -> None:
+    """As on Azure: a receiver that goes away does not release its locks; they expire at
+    locked_until (a delivery attempt) and the message is delivered again."""
+    store, _, clock = make(lock=5)
+    c = FakeConsumer(credit=1)
+    store.attach(c, clock.now)
+    e = put(store, clock.now)
+    store.detach(c, clock.now)
+    c2 = FakeConsumer()
+    store.attach(c2, clock.now)
+    clock.now += 4.9
+    store.tick(clock.now)
+    assert c2.got == [] and e.lock_token is not None
+    clock.now += 0.2
+    store.tick(clock.now)
+    assert c2.got == [e] and e.delivery_count == 1
