@@ -15,8 +15,8 @@ frame or several frames, in both directions.
   transport would pause its protocol) until the queue is below ``LOW_WATER``, so the client
   cannot ask for more (credit, requests) while it does not read. What is already queued is what
   the client's own link credit allowed (credit x message size); a client that lets more than
-  ``MAX_BUFFERED`` bytes pile up is disconnected and the loss logged (its locked messages are
-  released, as for any dropped connection). (The TCP path buffers in asyncio without a cap.)
+  ``MAX_BUFFERED`` bytes pile up is disconnected and the loss logged (its locked messages stay
+  locked until ``locked_until``, as for any dropped connection, as on Azure). (The TCP path buffers in asyncio without a cap.)
 - close: the client's close frame (or a dropped socket) ends the AMQP connection
   (``connection_lost``); the engine closing its side flushes what is queued, then sends a
   WebSocket close 1000;
@@ -114,7 +114,7 @@ class WebSocketBridge(asyncio.Transport):
             self.stats.overflow_disconnects += 1
             log.warning(
                 "websocket %s: the client left %d bytes unread (limit %d); disconnecting it, its "
-                "unsettled messages are released", self.peer, self.buffered, MAX_BUFFERED,
+                "locked messages are redelivered when their locks expire", self.peer, self.buffered, MAX_BUFFERED,
             )
             self.abort()
         elif self.buffered > HIGH_WATER and self._may_read.is_set():
