@@ -2,9 +2,9 @@
 
 **Delivery-ids.** The SDK's pure-Python AMQP stack (``azure/servicebus/_pyamqp/aio/_session_async.py``
 ``_outgoing_transfer``) reads the session's ``next_outgoing_id``, awaits the socket write, and
-only then increments it. Two requests sent concurrently on one session (``AutoLockRenewer``
-renewing several locks at once, or several tasks sharing one sender) therefore go out with the
-*same* delivery-id (and the same delivery-tag), and the counter then jumps by the number of
+only then increments it. Two management requests sent concurrently on one session
+(``AutoLockRenewer`` renewing several locks at once; ``send_messages`` calls are serialised by
+the SDK) therefore go out with the *same* delivery-id (and the same delivery-tag), and the counter then jumps by the number of
 transfers. A protocol trace of ``AutoLockRenewer`` with five locks (``PN_TRACE_FRM=1``)::
 
     <- @transfer [handle=0x4, delivery-id=0x1, delivery-tag=b"\\x00\\x00\\x00\\x01", settled=false, more=false]

@@ -325,6 +325,10 @@ async def test_amqp_annotated_message_bodies_round_trip(cs: str) -> None:
             for message in sent:
                 # at once: an undecoded send used to hang until the SDK's timeout
                 await asyncio.wait_for(sender.send_messages(message), 10)
+        async with client.get_queue_receiver("annotated") as peeker:
+            # peek hands the stored bytes back through the management link
+            peeked = await peeker.peek_messages(len(sent) + 1)
+            assert [p.body for p in peeked[:3]] == [{b"key": 1}, expected_rich, [[1, [2, [3]]], {b"a": b"b"}]]
         async with client.get_queue_receiver(
             "annotated", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE
         ) as receiver:
@@ -371,6 +375,22 @@ async def test_concurrent_lock_renewals_on_one_receiver(cs: str) -> None:
             for msg in msgs[4:]:
                 await receiver.complete_message(msg)
             assert await receiver.peek_messages(10, sequence_number=1) == []
+
+
+async def test_concurrent_sends_on_one_sender(cs: str) -> None:
+    """Tasks sharing one sender (the SDK serialises these sends, so their delivery-ids are in
+    order): the frame fixer must leave them, and their dispositions, alone."""
+    async with servicebus_client(connection_string=cs, retry_total=0) as client:
+        async with client.get_queue_sender("concurrent") as sender:
+            await asyncio.wait_for(asyncio.gather(
+                *(sender.send_messages(ServiceBusMessage(f"s{i}")) for i in range(10))
+            ), 30)
+            await sender.send_messages(ServiceBusMessage("last"))
+        async with client.get_queue_receiver(
+            "concurrent", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE
+        ) as receiver:
+            got = await _receive(receiver, 11)
+    assert sorted(str(m) for m in got) == sorted([f"s{i}" for i in range(10)] + ["last"])
 
 
 @pytest.mark.slow  # holds the messages past a 5 s lock; the concurrency itself is tested just above
