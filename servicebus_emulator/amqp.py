@@ -42,7 +42,6 @@ from .errors import (
     BadRequest,
     EmulatorError,
     InternalError,
-    LockLost,
     MessageTooLarge,
     NotImplementedOperation,
     Unauthorized,
@@ -420,8 +419,12 @@ class AmqpConnection(asyncio.Protocol):
                 delivery.settle()
                 return
             delivery.update(state)
-        except LockLost as exc:
+        except EmulatorError as exc:  # LockLost above all
             delivery.local.condition = _condition(exc)
+            delivery.update(Disposition.REJECTED)
+        except Exception as exc:  # noqa: BLE001 - a settlement is always answered, never left hanging
+            log.exception("could not apply a disposition on %s", store.path)
+            delivery.local.condition = _condition(InternalError(f"the emulator could not settle this message: {exc!r}"))
             delivery.update(Disposition.REJECTED)
         delivery.settle()
         self.schedule_flush()
