@@ -158,6 +158,9 @@ class AdminApi:
             return self.error(500, f"internal error in the emulator's admin API: {exc!r}")
         if request.method in ("PUT", "DELETE"):
             self._prune()
+            if self.ns.journal is not None:  # --data-dir: updates change configs in place
+                self.ns.journal.entities_changed()
+            self.runtime.persist()
         return web.Response(status=status, body=payload, headers={"Content-Type": content_type})
 
     @staticmethod

@@ -189,6 +189,7 @@ class AmqpConnection(asyncio.Protocol):
         self._flush_scheduled = False
         if self.io is None or self._closed:
             return
+        self.runtime.persist()  # --data-dir: durable before any byte that reveals a change leaves
         while True:
             pending = self.transport.pending()
             if pending < 0:

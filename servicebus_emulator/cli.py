@@ -1,7 +1,9 @@
-"""The emulator command line: ``servicebus-emulator --config FILE [--host 127.0.0.1] [--port N]``.
+"""The emulator command line: ``servicebus-emulator --config FILE [--host 127.0.0.1] [--port N]
+[--data-dir DIR]``.
 
 Prints one ``namespace NAME: <connection string>`` and one ``websocket NAME: ws://...`` line per
-namespace (AMQP, the admin API and AMQP over WebSockets share the port), then
+namespace (AMQP, the admin API and AMQP over WebSockets share the port), with ``--data-dir`` a
+``data dir DIR (fsync on|off)`` line, then
 ``servicebus-emulator ready``.
 """
 
@@ -15,6 +17,7 @@ import signal
 import sys
 
 from .config import ConfigError, load_config
+from .persistence import DataDir, DataDirError
 from .server import Emulator
 from .websocket import SUBPROTOCOL
 
@@ -30,6 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SERVICEBUS_EMULATOR_PORT", "5672")),
                         help="port of the first namespace; the next ones follow; 0 = ephemeral (default 5672)")
+    parser.add_argument("--data-dir", default=os.environ.get("SERVICEBUS_EMULATOR_DATA_DIR") or None,
+                        help="keep entities, messages and sequence numbers in this directory across restarts "
+                             "(SQLite, WAL); default: in memory only, gone on exit")
+    parser.add_argument("--fsync", choices=("on", "off"), default=os.environ.get("SERVICEBUS_EMULATOR_FSYNC", "on"),
+                        help="with --data-dir: 'on' (default) fsyncs each commit (survives power loss); 'off' "
+                             "survives a crash of the emulator but not of the OS")
     parser.add_argument("--log-level", default=os.environ.get("SERVICEBUS_EMULATOR_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
@@ -40,9 +49,25 @@ async def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"servicebus-emulator: configuration error: {exc}", file=sys.stderr)
         return 2
-    emulator = Emulator(config, host=args.host, port=args.port)
+    data_dir = None
+    if args.data_dir:
+        if args.fsync not in ("on", "off"):
+            print(f"servicebus-emulator: --fsync must be on or off, not {args.fsync!r}", file=sys.stderr)
+            return 2
+        data_dir = DataDir(args.data_dir, fsync=args.fsync == "on")
+        try:
+            data_dir.open()
+        except DataDirError as exc:
+            print(f"servicebus-emulator: data dir error: {exc}", file=sys.stderr)
+            data_dir.close()
+            return 2
+    emulator = Emulator(config, host=args.host, port=args.port, data_dir=data_dir)
     try:
         await emulator.start()
+    except DataDirError as exc:
+        print(f"servicebus-emulator: data dir error: {exc}", file=sys.stderr)
+        await emulator.stop()
+        return 2
     except OSError as exc:
         print(f"servicebus-emulator: cannot listen on {args.host}:{args.port}: {exc.strerror}; "
               "pick another --port (0 for an ephemeral one)", file=sys.stderr)
@@ -52,15 +77,18 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"servicebus-emulator: configuration error: {exc}", file=sys.stderr)
         await emulator.stop()
         return 2
-    for name, conn in emulator.connection_strings().items():
-        print(f"namespace {name}: {conn}", flush=True)
-    for name, url in emulator.websocket_endpoints().items():
-        print(f"websocket {name}: {url} (AMQP over WebSockets, subprotocol {SUBPROTOCOL}, no TLS)", flush=True)
-    print("servicebus-emulator ready", flush=True)
+    # handlers before "ready": a SIGTERM right after it must still stop cleanly (and commit)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    for name, conn in emulator.connection_strings().items():
+        print(f"namespace {name}: {conn}", flush=True)
+    for name, url in emulator.websocket_endpoints().items():
+        print(f"websocket {name}: {url} (AMQP over WebSockets, subprotocol {SUBPROTOCOL}, no TLS)", flush=True)
+    if data_dir is not None:
+        print(f"data dir {data_dir.path} (fsync {args.fsync})", flush=True)
+    print("servicebus-emulator ready", flush=True)
     await stop.wait()
     await emulator.stop()
     print("servicebus-emulator stopped", flush=True)

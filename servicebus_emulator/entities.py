@@ -5,6 +5,10 @@ A namespace resolves entity paths (``topic``, ``topic/Subscriptions/sub``,
 object that sends or the store that receives, fans a published message out to every
 subscription whose rules match, and runs the clocks: scheduled messages, duplicate detection
 windows and AutoDeleteOnIdle.
+
+With a ``journal`` (``Namespace(..., journal=...)``), every store reports its entry changes
+and the namespace reports accepted/scheduled messages and entity changes to it (see
+``store.Journal``); ``persistence.py`` turns those reports into writes. No I/O here.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from .config import (
 )
 from .errors import BadRequest, EntityExists, EntityNotFound, MessageNotFound, MessageTooLarge
 from .filters import Filter, FilterError, correlation_filter, sql_action, sql_filter
-from .store import Message, MessageStore, StoreSettings, new_entry
+from .store import Journal, Message, MessageStore, StoreSettings, new_entry
 
 DLQ = "$deadletterqueue"
 DEFAULT_RULE = "$Default"
@@ -75,8 +79,9 @@ class Subscription:
         self.created_at = now
         self.updated_at = now
         path = f"{topic.name}/Subscriptions/{config.name}"
-        self.dlq = MessageStore(path + "/$DeadLetterQueue", self._settings())
-        self.store = MessageStore(path, self._settings(), self.dlq)
+        journal = topic.namespace.journal
+        self.dlq = MessageStore(path + "/$DeadLetterQueue", self._settings(), journal=journal)
+        self.store = MessageStore(path, self._settings(), self.dlq, journal=journal)
         self.store.last_activity = now
         rules = config.rules or [RuleConfig(DEFAULT_RULE)]
         self.rules: dict[str, Rule] = {}
@@ -161,16 +166,27 @@ class Intake:
         msg.enqueued_at = now
         msg.system["sequencenumber"] = msg.seq
         owner.last_activity = now
-        if msg.scheduled_at is not None and msg.scheduled_at > now:
-            self.scheduled[msg.seq] = msg
-            heapq.heappush(self._scheduled_heap, (msg.scheduled_at, msg.seq))
+        pending = msg.scheduled_at is not None and msg.scheduled_at > now
+        if ns.journal is not None:  # before the stores report entries that refer to it
+            ns.journal.message_changed(owner.name, msg, pending)
+        if pending:
+            self.restore_scheduled(msg)
         else:
             self.deliver(msg, now)
         return msg.seq
 
+    def restore_scheduled(self, msg: Message) -> None:
+        """Hold ``msg`` until its scheduled enqueue time (on accept, or read from a data dir)."""
+        assert msg.scheduled_at is not None
+        self.scheduled[msg.seq] = msg
+        heapq.heappush(self._scheduled_heap, (msg.scheduled_at, msg.seq))
+
     def cancel_scheduled(self, seq: int) -> None:
-        if self.scheduled.pop(int(seq), None) is None:
+        msg = self.scheduled.pop(int(seq), None)
+        if msg is None:
             raise MessageNotFound(f"Scheduled message {seq} was not found on {self.owner.name}.")
+        if self.owner.namespace.journal is not None:
+            self.owner.namespace.journal.message_changed(self.owner.name, msg, False)
 
     def _expire_dedupe(self, now: float) -> None:
         while self._dedupe_heap and self._dedupe_heap[0][0] <= now:
@@ -185,6 +201,8 @@ class Intake:
             msg = self.scheduled.pop(seq, None)
             if msg is not None:
                 msg.enqueued_at = now
+                if self.owner.namespace.journal is not None:
+                    self.owner.namespace.journal.message_changed(self.owner.name, msg, False)
                 self.deliver(msg, now)
 
 
@@ -279,8 +297,9 @@ class Queue:
         self.updated_at = now
         self.last_activity = now
         settings = _queue_settings(config, namespace.config.max_entity_bytes)
-        self.dlq = MessageStore(f"{config.name}/$DeadLetterQueue", settings)
-        self.store = MessageStore(config.name, settings, self.dlq)
+        journal = namespace.journal
+        self.dlq = MessageStore(f"{config.name}/$DeadLetterQueue", settings, journal=journal)
+        self.store = MessageStore(config.name, settings, self.dlq, journal=journal)
         self.store.last_activity = now
         self.intake = Intake(self, self._enqueue)
         self.policies: list[PolicyConfig] = []
@@ -317,12 +336,14 @@ class Queue:
 
 
 class Namespace:
-    """All entities of one namespace; ``clock`` gives the time in epoch seconds."""
+    """All entities of one namespace; ``clock`` gives the time in epoch seconds; ``journal``
+    (optional) hears of every state change, for persistence."""
 
-    def __init__(self, config: NamespaceConfig, clock: Callable[[], float]):
+    def __init__(self, config: NamespaceConfig, clock: Callable[[], float], journal: Journal | None = None):
         self.config = config
         self.name = config.name
         self.clock = clock
+        self.journal = journal
         self._seq = 0
         now = clock()
         self.topics: dict[str, Topic] = {}
@@ -336,6 +357,19 @@ class Namespace:
     def next_seq(self) -> int:
         self._seq += 1
         return self._seq
+
+    @property
+    def last_seq(self) -> int:
+        """The last sequence number handed out (0: none yet)."""
+        return self._seq
+
+    def restore_last_seq(self, seq: int) -> None:
+        """Continue numbering after ``seq`` (state read from a data dir); never goes back."""
+        self._seq = max(self._seq, int(seq))
+
+    def _entities_changed(self) -> None:
+        if self.journal is not None:
+            self.journal.entities_changed()
 
     # -- lookup ---------------------------------------------------------------------------
     def topic(self, name: str) -> Topic:
@@ -385,6 +419,7 @@ class Namespace:
             raise EntityExists(f"The messaging entity '{self.name}:topic:{config.name}' already exists.")
         topic = Topic(self, config, self.clock())
         self.topics[config.name.lower()] = topic
+        self._entities_changed()
         return topic
 
     def delete_topic(self, name: str) -> None:
@@ -399,6 +434,7 @@ class Namespace:
             raise EntityExists(f"The messaging entity '{self.name}:queue:{config.name}' already exists.")
         queue = Queue(self, config, self.clock())
         self.queues[config.name.lower()] = queue
+        self._entities_changed()
         return queue
 
     def delete_queue(self, name: str) -> None:
@@ -417,9 +453,11 @@ class Namespace:
             )
         sub = Subscription(owner, config, self.clock())
         owner.subscriptions[config.name.lower()] = sub
+        self._entities_changed()
         return sub
 
     def _notify_delete(self, path: str) -> None:
+        self._entities_changed()
         for callback in list(self.on_delete):
             callback(path)
 

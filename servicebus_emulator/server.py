@@ -20,6 +20,7 @@ from .amqp import AmqpConnection, encode_entry, to_stored
 from .config import EmulatorConfig, NamespaceConfig, PolicyConfig
 from .entities import Namespace
 from .errors import EntityNotFound
+from .persistence import DataDir
 from .websocket import endpoint as websocket_endpoint
 
 log = logging.getLogger("servicebus_emulator")
@@ -59,9 +60,12 @@ class _Sniffer(asyncio.Protocol):
 class NamespaceRuntime:
     """A namespace with its listening socket and live connections."""
 
-    def __init__(self, config: NamespaceConfig, host: str, port: int, advertised_host: str = "localhost"):
+    def __init__(self, config: NamespaceConfig, host: str, port: int, advertised_host: str = "localhost",
+                 data_dir: DataDir | None = None):
         self.config = config
-        self.namespace = Namespace(config, time.time)
+        self.data_dir = data_dir
+        journal = data_dir.journal(config.name) if data_dir is not None else None
+        self.namespace = Namespace(config, time.time, journal)
         self.host = host
         self.port = port
         self.advertised_host = advertised_host
@@ -80,6 +84,12 @@ class NamespaceRuntime:
         error = EntityNotFound(f"The messaging entity '{self.namespace.name}:{path}' was deleted.")
         for conn in list(self.connections):
             conn.detach_links_to(path, error)
+
+    def persist(self) -> None:
+        """Make every state change so far durable (``--data-dir``); called before any byte that
+        reveals a change leaves the emulator. Without a data dir: nothing to do."""
+        if self.data_dir is not None:
+            self.data_dir.commit_or_exit()
 
     def http_protocol(self) -> asyncio.Protocol:
         assert self._http_runner is not None and self._http_runner.server is not None
@@ -115,21 +125,28 @@ class NamespaceRuntime:
 class Emulator:
     """Start/stop all namespaces of a configuration in the running event loop."""
 
-    def __init__(self, config: EmulatorConfig, host: str = "127.0.0.1", port: int = 5672):
+    def __init__(self, config: EmulatorConfig, host: str = "127.0.0.1", port: int = 5672,
+                 data_dir: DataDir | None = None):
         self.config = config
         self.host = host
         self.base_port = port
+        self.data_dir = data_dir
         self.runtimes: dict[str, NamespaceRuntime] = {}
         self._ticker: asyncio.Task[Any] | None = None
 
     async def start(self) -> None:
         for i, ns in enumerate(self.config.namespaces):
             port = ns.port if ns.port is not None else (self.base_port + i if self.base_port else 0)
-            runtime = NamespaceRuntime(ns, self.host, port)
+            runtime = NamespaceRuntime(ns, self.host, port, data_dir=self.data_dir)
+            if self.data_dir is not None:
+                counts = self.data_dir.restore(runtime.namespace)
+                log.info("namespace %s restored from %s: %s", ns.name, self.data_dir.path, counts)
             await runtime.start()
             self.runtimes[ns.name] = runtime
             log.info("namespace %s listening on %s:%d (AMQP, admin HTTP, AMQP over WebSockets at %s)",
                      ns.name, self.host, runtime.port, websocket_endpoint(self.host, runtime.port))
+        if self.data_dir is not None:
+            self.data_dir.commit_or_exit()  # what the config added is stored before "ready"
         self._ticker = asyncio.create_task(self._tick_forever(), name="emulator-ticker")
 
     async def _tick_forever(self) -> None:
@@ -140,12 +157,16 @@ class Emulator:
                     runtime.namespace.tick()
                 except Exception:  # the clock must keep running
                     log.exception("tick failed for %s", runtime.namespace.name)
+            if self.data_dir is not None:
+                self.data_dir.commit_or_exit()
 
     async def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
         for runtime in self.runtimes.values():
             await runtime.stop()
+        if self.data_dir is not None:
+            self.data_dir.close()
 
     def connection_strings(self) -> dict[str, str]:
         return {name: rt.connection_string() for name, rt in self.runtimes.items()}

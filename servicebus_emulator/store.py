@@ -3,6 +3,10 @@
 No I/O. Time comes from the caller (``now`` arguments), so tests drive it with a fake clock.
 A store keeps every entry by sequence number, a heap of the ones ready for delivery, the
 peek-locks it has handed out, and the consumers (receiver links) waiting for messages.
+
+Persistence seam: a store with a ``journal`` (see :class:`Journal`) reports every entry it
+adds, changes or removes, and its own purge; the journal (``persistence.py``) decides what to
+write and when. The engine itself never does I/O; without a journal nothing is reported.
 """
 
 from __future__ import annotations
@@ -51,6 +55,28 @@ class Entry:
     dead_letter_source: str | None = None
 
 
+class Journal(Protocol):
+    """Where the engine reports state changes (``persistence.SqliteJournal`` writes them).
+
+    Calls only record; the owner of the journal commits at its own points (before any byte
+    that reveals the change leaves the emulator, and after each clock tick).
+    """
+
+    def entry_changed(self, store: MessageStore, entry: Entry) -> None:
+        """``entry`` was added to, changed in or removed from ``store`` (the journal reads which
+        from ``store.entries``)."""
+
+    def store_purged(self, store: MessageStore) -> None:
+        """Every entry of ``store`` is gone (its entity was deleted)."""
+
+    def message_changed(self, owner_name: str, msg: Message, pending: bool) -> None:
+        """A message was accepted by the sending entity ``owner_name``; ``pending`` while it waits
+        for its scheduled enqueue time (False once delivered into stores or cancelled)."""
+
+    def entities_changed(self) -> None:
+        """Entities or their settings or rules changed (created, updated, deleted)."""
+
+
 class Consumer(Protocol):
     """A receiver link as seen by a store."""
 
@@ -72,8 +98,10 @@ class StoreSettings:
 class MessageStore:
     """Entries of one entity with peek-lock, defer, TTL and dead-lettering."""
 
-    def __init__(self, path: str, settings: StoreSettings, dead_letter: MessageStore | None = None):
+    def __init__(self, path: str, settings: StoreSettings, dead_letter: MessageStore | None = None,
+                 journal: Journal | None = None):
         self.path = path
+        self.journal = journal
         self.settings = settings
         self.dlq = dead_letter
         self.entries: dict[int, Entry] = {}
@@ -107,7 +135,26 @@ class MessageStore:
         heapq.heappush(self.ready, entry.seq)
         if entry.expires_at < float("inf"):
             heapq.heappush(self._expiry_heap, (entry.expires_at, entry.seq))
+        if self.journal is not None:
+            self.journal.entry_changed(self, entry)
         self.dispatch(now)
+
+    def restore(self, entry: Entry) -> None:
+        """Put back an entry read from a data dir (no dispatch, no journal): locked entries keep
+        their lock until ``locked_until``, after which the clock counts the delivery as failed."""
+        self.entries[entry.seq] = entry
+        self.size_bytes += entry.msg.size
+        if entry.lock_token is not None:
+            self.locks[entry.lock_token] = entry
+            heapq.heappush(self._lock_heap, (entry.locked_until, next(self._tie), entry.lock_token))
+        elif not entry.deferred:
+            heapq.heappush(self.ready, entry.seq)
+        if entry.expires_at < float("inf"):
+            heapq.heappush(self._expiry_heap, (entry.expires_at, entry.seq))
+
+    def _touch(self, entry: Entry) -> None:
+        if self.journal is not None:
+            self.journal.entry_changed(self, entry)
 
     def _remove(self, entry: Entry) -> None:
         if self.entries.pop(entry.seq, None) is not None:
@@ -115,6 +162,7 @@ class MessageStore:
         if entry.lock_token is not None:
             self.locks.pop(entry.lock_token, None)
             entry.lock_token = None
+        self._touch(entry)
 
     # -- delivery -------------------------------------------------------------------------
     def attach(self, consumer: Consumer, now: float) -> None:
@@ -171,6 +219,7 @@ class MessageStore:
         entry.locked_until = now + self.settings.lock_duration
         self.locks[token] = entry
         heapq.heappush(self._lock_heap, (entry.locked_until, next(self._tie), token))
+        self._touch(entry)
 
     def receive_deferred(self, seqs: list[int], now: float, lock: bool) -> list[Entry]:
         """Receive deferred messages by sequence number (locked unless receive-and-delete)."""
@@ -213,6 +262,7 @@ class MessageStore:
         if entry is None:
             return
         entry.lock_token = None
+        self._touch(entry)
         if not entry.deferred:
             heapq.heappush(self.ready, entry.seq)
         self.dispatch(now)
@@ -228,6 +278,7 @@ class MessageStore:
         self.locks.pop(token, None)
         entry.lock_token = None
         entry.deferred = True
+        self._touch(entry)
 
     def dead_letter_locked(self, token: uuid.UUID, now: float, reason: str, description: str) -> None:
         self.dead_letter(self._locked(token, now), now, reason, description)
@@ -237,6 +288,7 @@ class MessageStore:
         entry.locked_until = now + self.settings.lock_duration
         heapq.heappush(self._lock_heap, (entry.locked_until, next(self._tie), token))
         self.last_activity = now
+        self._touch(entry)
         return entry.locked_until
 
     def _failed_attempt(self, entry: Entry, now: float) -> None:
@@ -244,6 +296,7 @@ class MessageStore:
             self.locks.pop(entry.lock_token, None)
             entry.lock_token = None
         entry.delivery_count += 1
+        self._touch(entry)
         if entry.delivery_count >= self.settings.max_delivery_count and self.dlq is not None:
             self.dead_letter(
                 entry,
@@ -303,6 +356,8 @@ class MessageStore:
         self._lock_heap.clear()
         self._expiry_heap.clear()
         self.size_bytes = 0
+        if self.journal is not None:
+            self.journal.store_purged(self)
 
 
 def new_entry(msg: Message, default_ttl: float, now: float) -> Entry:
@@ -310,4 +365,4 @@ def new_entry(msg: Message, default_ttl: float, now: float) -> Entry:
     return Entry(msg=msg, seq=msg.seq, expires_at=now + ttl if ttl < 1e12 else float("inf"))
 
 
-__all__ = ["Consumer", "Entry", "Message", "MessageStore", "StoreSettings", "new_entry"]
+__all__ = ["Consumer", "Entry", "Journal", "Message", "MessageStore", "StoreSettings", "new_entry"]
