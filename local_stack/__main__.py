@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import signal
 import sys
 import time
@@ -33,6 +34,8 @@ def print_table(stack: LocalStack) -> None:
         print(f"\ndashboard {stack.dashboard.url}  (live: nodes, regions, subscriptions, dead letters, flow)")
     print(f"\n  emit API key (x-functions-key): {stack.function_key}")
     print(f"  try: open {stack.node_url('a1')}/ and {stack.node_url('factory1')}/, join the same room, chat.")
+    if stack.emulator_data_dir is not None:
+        print(f"  emulator state: {stack.emulator_data_dir} (kept across runs; --fresh starts empty)")
     print("  logs: .run/logs/   stop: Ctrl-C\n", flush=True)
 
 
@@ -61,6 +64,10 @@ async def status_loop(stack: LocalStack, stop: asyncio.Event, interval: float) -
 async def run(args: argparse.Namespace) -> int:
     ports = StackPorts.ephemeral() if args.ephemeral else StackPorts()
     stack = LocalStack(ports=ports, **({"run_dir": Path(args.run_dir)} if args.run_dir else {}))
+    if not args.emulator_in_memory:
+        stack.emulator_data_dir = stack.run_dir / "servicebus-data"
+        if args.fresh and stack.emulator_data_dir.exists():
+            shutil.rmtree(stack.emulator_data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -93,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=0, help="stop by itself after N seconds (0 = until Ctrl-C)")
     parser.add_argument("--status-interval", type=float, default=2.0)
     parser.add_argument("--run-dir", default=None, help="state, logs and data (default .run/ in the repository)")
+    parser.add_argument("--emulator-in-memory", action="store_true",
+                        help="run the emulator without --data-dir (its state is gone when it stops)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start the emulator empty: delete RUN_DIR/servicebus-data first")
     args = parser.parse_args(argv)
     return asyncio.run(run(args))
 

@@ -72,6 +72,11 @@ class LocalStack:
         ]
     )
     node_extra_args: list[str] = field(default_factory=list)
+    #: the emulator's ``--data-dir`` (``make run``: ``.run/servicebus-data``); None: in memory, state
+    #: is gone when it restarts
+    emulator_data_dir: Path | None = None
+    #: the emulator's ``--fsync`` with a data dir
+    emulator_fsync: str = "on"
     function_key: str = field(default_factory=lambda: os.urandom(12).hex())
     #: SIO_HISTORY_TOKEN_KEY of the Function App and every relay node: random per stack (per `make run`)
     history_token_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
@@ -172,12 +177,18 @@ class LocalStack:
         return await self._spawn(
             ManagedProcess(
                 "emulator",
-                python_args("servicebus_emulator", "--config", str(config_path), "--port", str(port)),
+                python_args("servicebus_emulator", "--config", str(config_path), "--port", str(port),
+                            *self._emulator_persistence_args()),
                 ready_pattern=r"servicebus-emulator ready",
                 log_dir=logs,
             ),
             timeout,
         )
+
+    def _emulator_persistence_args(self) -> list[str]:
+        if self.emulator_data_dir is None:
+            return []
+        return ["--data-dir", str(self.emulator_data_dir), "--fsync", self.emulator_fsync]
 
     def kill_emulator(self, sig: int = signal.SIGKILL) -> None:
         """Signal the emulator (SIGKILL by default: a broker crash) without waiting."""
@@ -188,9 +199,11 @@ class LocalStack:
     async def restart_emulator(self) -> None:
         """Start the emulator again on the same namespace ports (killing it first if it still runs).
 
-        The emulator keeps no state: it comes back with what its config provisions (topic,
-        function subscriptions, pre-provisioned on-premise subscriptions, keys); subscriptions
-        created at runtime (relay nodes' ``node-<id>``) and messages are gone.
+        With ``emulator_data_dir`` it comes back with what it had accepted (entities created at
+        runtime such as the relay nodes' ``node-<id>`` subscriptions, messages, sequence numbers;
+        see docs/emulator.md). Without, it keeps no state: it comes back with what its config
+        provisions (topic, function subscriptions, pre-provisioned on-premise subscriptions,
+        keys); subscriptions created at runtime and messages are gone.
         """
         old = self.processes.get("emulator")
         if old is not None:

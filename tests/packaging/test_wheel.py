@@ -120,7 +120,7 @@ def test_sdist_contents(dists: Dists) -> None:
     for path in ("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "PKG-INFO", *PACKAGE_DATA):
         assert f"{top}/{path}" in names, f"{path} is missing from the sdist"
     tops = {n.split("/")[1] for n in names if n.count("/") >= 2}
-    assert not tops & {"shared", "local_stack", "function_runner", "tests", "bench", "infra"}, sorted(tops)
+    assert not tops & {"shared", "local_stack", "function_runner", "tests", "bench", "infra", ".run"}, sorted(tops)
 
 
 # ------------------------------------------------------------------------------------- the venv
