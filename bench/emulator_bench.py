@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/emulator_bench.py [--messages 20000] [--batch 100] [--size 64]
                                               [--connections 200] [--out docs/benchmarks-emulator.md]
+    .venv/bin/python bench/emulator_bench.py --compare-data-dir [--messages 20000] [--single 300]
+
+``--compare-data-dir`` runs the same sends and receives against the emulator in memory, with
+``--data-dir`` (``--fsync on``) and with ``--data-dir --fsync off``, adds peek-lock receives
+(complete each) and one-message sends (one commit each), and prints a Markdown table (for
+``docs/emulator.md``); it writes no file.
 
 The emulator runs in its own process; its CPU time comes from /proc/<pid>/stat (utime+stime).
 Set SERVICEBUS_EMULATOR_PROFILE=/tmp/emu.prof to get a cProfile dump of the emulator run.
@@ -87,6 +93,84 @@ async def receive_all(cs: str, sub: str, count: int) -> float:
             return time.perf_counter() - start
 
 
+async def receive_complete(cs: str, sub: str, count: int) -> float:
+    """Peek-lock receive and complete each message (a lock, then a complete, per message)."""
+    async with servicebus_client(connection_string=cs) as client:
+        async with client.get_subscription_receiver("bench", sub, prefetch_count=300) as receiver:
+            start = time.perf_counter()
+            done = 0
+            while done < count:
+                batch = await receiver.receive_messages(max_message_count=300, max_wait_time=5)
+                if not batch:
+                    raise RuntimeError(f"{sub}: only {done} of {count} messages arrived")
+                await asyncio.gather(*(receiver.complete_message(m) for m in batch))
+                done += len(batch)
+            return time.perf_counter() - start
+
+
+async def send_single(cs: str, count: int, size: int) -> float:
+    """``count`` sends of one message each, one after the other (each waits for its settlement)."""
+    async with servicebus_client(connection_string=cs) as client:
+        async with client.get_topic_sender("bench") as sender:
+            await sender.send_messages(ServiceBusMessage(b"warm-up"))
+            start = time.perf_counter()
+            for _ in range(count):
+                await sender.send_messages(ServiceBusMessage(b"x" * size))
+            return time.perf_counter() - start
+
+
+async def compare_data_dir(args: argparse.Namespace) -> int:
+    """Throughput in memory vs. --data-dir (fsync on / off); prints a Markdown table."""
+    modes: list[tuple[str, list[str]]] = [("in memory", []), ("--data-dir, --fsync on", ["on"]),
+                                          ("--data-dir, --fsync off", ["off"])]
+    n, single = args.messages, args.single
+    results: dict[str, dict[str, float]] = {}
+    for label, fsync in modes:
+        work = Path(tempfile.mkdtemp())
+        config = work / "Config.json"
+        config.write_text(json.dumps(CONFIG))
+        extra = ["--log-level", "WARNING"]
+        if fsync:
+            extra += ["--data-dir", str(work / "data"), "--fsync", fsync[0]]
+        emulator = EmulatorProcess(config, extra_args=extra)
+        emulator.start()
+        assert emulator.proc is not None
+        pid = emulator.proc.pid
+        cs = emulator.connection_string("bench")
+        try:
+            cpu0 = cpu_seconds(pid)
+            send_s = await send_all(cs, n, args.batch, args.size)
+            recv_a = await receive_all(cs, "a", n)
+            recv_b = await receive_complete(cs, "b", n + 1)  # + the warm-up message
+            cpu1 = cpu_seconds(pid)
+            single_s = await send_single(cs, single, args.size)
+            await receive_all(cs, "a", single)
+        finally:
+            emulator.stop()
+        results[label] = {
+            "send": n / send_s, "rad": n / recv_a, "peeklock": n / recv_b,
+            "cpu_ms": (cpu1 - cpu0) / (2 * n) * 1000, "single_ms": single_s / single * 1000,
+        }
+        print(label, {k: round(v, 3) for k, v in results[label].items()}, flush=True)
+    labels = [m[0] for m in modes]
+    rows = [
+        (f"batch send ({args.batch}/batch) to a topic with 2 subscriptions", "send", "{:,.0f} msg/s"),
+        ("receive-and-delete, prefetch 300", "rad", "{:,.0f} msg/s"),
+        ("peek-lock receive + complete each, prefetch 300", "peeklock", "{:,.0f} msg/s"),
+        ("emulator CPU per delivered copy (the three above)", "cpu_ms", "{:.3f} ms"),
+        (f"one-message send, settled, {single} in a row (latency)", "single_ms", "{:.2f} ms"),
+    ]
+    print()
+    print(f"{n:,} messages of {args.size} B; {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}")
+    print()
+    print("| measure | " + " | ".join(labels) + " |")
+    print("|---|" + "---|" * len(labels))
+    for name, key, fmt in rows:
+        print(f"| {name} | " + " | ".join(fmt.format(results[lb][key]) for lb in labels) + " |")
+    return 0
+
+
 def hold_connections(port: int, count: int) -> tuple[list[socket.socket], float]:
     socks = []
     start = time.perf_counter()
@@ -121,7 +205,12 @@ async def main() -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks-emulator.md"))
+    parser.add_argument("--compare-data-dir", action="store_true",
+                        help="in memory vs. --data-dir (fsync on/off); prints a table, writes no file")
+    parser.add_argument("--single", type=int, default=300, help="one-message sends in --compare-data-dir")
     args = parser.parse_args()
+    if args.compare_data_dir:
+        return await compare_data_dir(args)
 
     config = Path(tempfile.mkdtemp()) / "Config.json"
     config.write_text(json.dumps(CONFIG))
