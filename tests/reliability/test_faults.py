@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 import signal
 import time
 import uuid
@@ -31,13 +30,13 @@ from azure.servicebus.management import SqlRuleFilter, TrueRuleFilter
 
 from local_stack.stack import LocalStack, parse_metrics
 from socketio_servicebus import history_token as ht
-from socketio_servicebus.manager.client_manager import ServiceBusManager
 from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
 from socketio_servicebus.topology import load_topology
 from socketio_servicebus.wire.envelope import Batch, Envelope, Kind
 from tests.support.history_api import history_token
 
 from .conftest import AUTO_DELETE_ON_IDLE, SUBSCRIPTION_CHECK_INTERVAL
+from .crash_scenario import SAME_REGION, run_emulator_crash
 from .support import Counting, ReadyWatch, fetch_history, figure, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(240)]
@@ -45,8 +44,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest
 TOPO = load_topology()
 TOPIC = TOPO["topic"]
 WEST, NORTH = "westeurope", "northeurope"
-#: emits per second of the emulator-crash scenario (the brief: ~1,000)
-RATE = int(os.environ.get("RELIABILITY_RATE", "1000"))
 
 
 def new_room(prefix: str) -> str:
@@ -321,108 +318,19 @@ async def test_emit_api_refuses_huge_and_malformed_bodies_and_keeps_serving(stac
 
 # ====================================================================== emulator crash
 async def test_emulator_sigkill_and_restart_under_load(stack: LocalStack) -> None:
-    """~RATE emits/s from a write-only manager for 10 s; the emulator is SIGKILLed at 3 s and
-    restarted on the same ports 2 s later. Counted at clients on a1, a2 (same region) and b1
-    (the other region, through the router function)."""
-    room = new_room("crash")
-    receivers = {n: await Counting(n).connect(stack.node_url(n), room) for n in ("a1", "a2", "b1")}
-    emitter = ServiceBusManager(connection_string=stack.connection_string(WEST), write_only=True, region=WEST,
-                                node_id=f"emitter-{uuid.uuid4().hex[:6]}", buffer_size=2000,
-                                backoff_initial=0.2, backoff_max=1.0)
-    acked: dict[str, float] = {}
-    original_send = emitter._send
-
-    async def send_and_record(messages: list[tuple[Batch, bytes]]) -> None:
-        await original_send(messages)
-        now = time.monotonic()
-        for batch, _ in messages:
-            for e in batch.envelopes:
-                acked[e.body["data"][0]["id"]] = now
-
-    emitter._send = send_and_record  # type: ignore[method-assign]  # instrumentation: when each send was acked
-    await emitter.start()
-    assert await emitter.wait_ready(20)
-    watch = ReadyWatch({n: stack.node_url(n) for n in ("a1", "a2", "b1", "factory1")}).start()
-    emitted: dict[str, float] = {}
-    marks: dict[str, float] = {}
-
-    async def emit_for(seconds: float) -> None:
-        start = time.monotonic()
-        i = 0
-        while (elapsed := time.monotonic() - start) < seconds:
-            due = int(elapsed * RATE) + 1
-            while i < due:
-                i += 1
-                tid = f"t{i}"
-                emitted[tid] = time.monotonic()
-                await emitter.emit("tick", {"id": tid}, namespace="/", room="chat:" + room)
-            await asyncio.sleep(0.005)
-
-    t0 = time.monotonic()
-    emitting = asyncio.create_task(emit_for(10.0))
-    await asyncio.sleep(3.0)
-    marks["kill"] = time.monotonic()
-    stack.kill_emulator(signal.SIGKILL)
-    await asyncio.sleep(2.0)
-    await stack.restart_emulator()
-    marks["restarted"] = time.monotonic()
-    await wait_until(lambda: all(watch.status.get(n) == 200 for n in ("a1", "a2", "b1", "factory1"))
-                     and emitter.health()["ready"], 60, "every node ready again")
-    marks["ready"] = time.monotonic()
-    await emitting
-    assert await emitter.flush(30)
-    sent = len(emitted)
-    dropped = emitter.metrics.buffer_dropped
-    after = {t for t, at in emitted.items() if at >= marks["ready"] + 0.2}
-    settle = 1.0  # an envelope acked this long before the crash has had time to be delivered
-    before = {t for t, at in acked.items() if at < marks["kill"] - settle}
-
-    same_region = ("a1", "a2")
-
-    def delivered_all() -> bool:
-        return all((before if n in same_region else set()) | after <= r.ids("tick") for n, r in receivers.items())
-    try:
-        await wait_until(delivered_all, 60, "before/after envelopes at every receiver")
-    except AssertionError:
-        pass  # reported below with the figures
-    await asyncio.sleep(2.0)
-    await watch.stop()
-    await emitter.close()
-    rows = {}
-    for name, r in receivers.items():
-        got = r.ids("tick")
-        acked_before_kill = {t for t, at in acked.items() if at < marks["kill"]}
-        acked_after_restart = {t for t, at in acked.items() if at >= marks["restarted"]}
-        rows[name] = {
-            "delivered": len(got & set(emitted)),
-            "lost_in_broker_crash": len(acked_before_kill - got),
-            "lost_before_resubscribe": len(acked_after_restart - got),
-            "unacked_undelivered": len(set(emitted) - set(acked) - got),
-            "duplicated": r.duplicated("tick"),
-            "before_missing": len(before - got),
-            "after_missing": len(after - got),
-        }
-        await r.close()
-    elapsed = time.monotonic() - t0
-    figure("emulator-crash", rate_target=RATE, rate_achieved=round(sent / 10.0), sent=sent, dropped=dropped,
-           buffer_size=2000, down_s=round(marks["restarted"] - marks["kill"], 2),
-           all_ready_after_restart_s=round(marks["ready"] - marks["restarted"], 2),
-           readyz={n: watch.codes(n) for n in ("a1", "a2", "b1", "factory1")},
-           nodes_alive=all(stack.processes[f"node-{n}"].alive() for n in ("a1", "a2", "b1", "factory1")),
-           per_receiver=rows, seconds=round(elapsed, 1))
-    for name, row in rows.items():
+    """The emulator in memory (no ``--data-dir``): what it held at the kill is gone. The same
+    scenario with ``--data-dir``: ``test_emulator_crash_data_dir.py``."""
+    assert stack.emulator_data_dir is None
+    result = await run_emulator_crash(stack, "emulator-crash")
+    for name, row in result.rows.items():
         assert row["duplicated"] == 0, name
         assert row["after_missing"] == 0, (name, row)
-        if name in same_region:
+        if name in SAME_REGION:
             # b1 is reached through the router function, whose backlog at 1,000 emits/s is seconds
             # long: what sat in the router subscription at the crash is lost with the emulator
             assert row["before_missing"] == 0, (name, row)
-        assert row["delivered"] + dropped + row["lost_in_broker_crash"] + row["lost_before_resubscribe"] \
-            + row["unacked_undelivered"] >= sent
-    for n in ("a1", "a2", "b1", "factory1"):
-        assert stack.processes[f"node-{n}"].alive(), n
-        codes = watch.codes(n)
-        assert 503 in codes and codes[-1] == 200, (n, codes)
+        assert row["delivered"] + result.dropped + row["lost_in_broker_crash"] + row["lost_before_resubscribe"] \
+            + row["unacked_undelivered"] >= result.sent
 
 
 # ====================================================================== relay node crash
