@@ -31,6 +31,15 @@ from .webpubsub_recorder import connection_string as webpubsub_connection_string
 STATE_FILE = "stack.json"
 
 
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's zombie is reaped by init soon)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "zombie" not in status.lower()
+
+
 @dataclass
 class NodeSpec:
     node_id: str
@@ -145,6 +154,11 @@ class LocalStack:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
                 killed.append(pid)
+        # gone before anything restarts: a stale emulator still holding the data dir's lock (or a
+        # port) would make the new one exit
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in killed) and time.monotonic() < deadline:
+            time.sleep(0.05)
         state.unlink(missing_ok=True)
         return killed
 

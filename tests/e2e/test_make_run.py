@@ -79,6 +79,12 @@ def test_run_status_crash_recovery_and_clean_stop(tmp_path: Path) -> None:
     try:
         read_until(proc, r"nodes 4/4 ", second)
         assert not any(alive(pid) for pid in orphans), "stale processes of the crashed run were not stopped"
+        # the emulator runs on .run/servicebus-data: the nodes' subscriptions (created through the
+        # admin API by the first run, whose nodes were SIGKILLed) are restored, not re-provisioned
+        assert "servicebus-data" in table
+        log = (tmp_path / "logs" / "emulator.log").read_text()
+        restored = re.search(r"namespace sb-westeurope restored from .*servicebus-data: \{'entities': (\d+)", log)
+        assert restored and int(restored.group(1)) >= 2, log[-2000:]
         ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", "".join(second))]
         ports += [int(p) for p in re.findall(r"sb://localhost:(\d+)", "".join(second))]
         assert len(set(ports)) >= 8
