@@ -71,12 +71,6 @@ SUBSCRIPTION_EXTRAS = {
 
 
 @dataclass
-class _Extra:
-    owner: object
-    values: dict[str, Any]
-
-
-@dataclass
 class _RuleMeta:
     rule: Rule
     spec: ax.RuleSpec
@@ -99,7 +93,6 @@ class AdminApi:
     def __init__(self, runtime: Any):
         self.runtime = runtime
         self.started = time.time()
-        self._extras: dict[int, _Extra] = {}
         self._rules: dict[int, _RuleMeta] = {}
 
     @property
@@ -110,12 +103,12 @@ class AdminApi:
         return float(self.ns.clock())
 
     # -- side tables for what the engine's config does not hold -------------------------------
-    def extras(self, owner: object) -> dict[str, Any]:
-        extra = self._extras.get(id(owner))
-        if extra is None or extra.owner is not owner:
-            extra = _Extra(owner, {})
-            self._extras[id(owner)] = extra
-        return extra.values
+    @staticmethod
+    def extras(owner: object) -> dict[str, Any]:
+        """Descriptive fields the engine does not use (UserMetadata, Status ...); kept on the
+        entity itself (``admin_extras``) so that ``--data-dir`` stores them with it."""
+        values: dict[str, Any] = getattr(owner, "admin_extras")  # noqa: B009 - Topic, Queue or Subscription
+        return values
 
     def rule_meta(self, rule: Rule) -> _RuleMeta | None:
         meta = self._rules.get(id(rule))
@@ -130,7 +123,6 @@ class AdminApi:
                 live.add(id(sub))
                 live.update(id(rule) for rule in sub.rules.values())
         live.update(id(queue) for queue in self.ns.queues.values())
-        self._extras = {k: v for k, v in self._extras.items() if k in live}
         self._rules = {k: v for k, v in self._rules.items() if k in live}
 
     # -- HTTP entry point -----------------------------------------------------------------------

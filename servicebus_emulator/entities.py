@@ -78,6 +78,8 @@ class Subscription:
         self.config = config
         self.created_at = now
         self.updated_at = now
+        #: fields only the admin API reports (UserMetadata, Status ...); not used by the engine
+        self.admin_extras: dict[str, Any] = {}
         path = f"{topic.name}/Subscriptions/{config.name}"
         journal = topic.namespace.journal
         self.dlq = MessageStore(path + "/$DeadLetterQueue", self._settings(), journal=journal)
@@ -213,6 +215,7 @@ class Topic:
         self.name = config.name
         self.created_at = now
         self.updated_at = now
+        self.admin_extras: dict[str, Any] = {}
         self.subscriptions: dict[str, Subscription] = {}
         for sub in config.subscriptions:
             self.subscriptions[sub.name.lower()] = Subscription(self, sub, now)
@@ -295,6 +298,7 @@ class Queue:
         self.name = config.name
         self.created_at = now
         self.updated_at = now
+        self.admin_extras: dict[str, Any] = {}
         self.last_activity = now
         settings = _queue_settings(config, namespace.config.max_entity_bytes)
         journal = namespace.journal

@@ -30,8 +30,9 @@ What is kept: entities (topics, subscriptions with their rules, queues: the engi
 messages (all AMQP sections as sent, with size, enqueued time and sequence number), each copy's
 state (delivery count, lock token and ``locked_until``, deferred, dead-letter reason and source,
 properties set by rule actions or abandon), scheduled messages, and the last sequence number.
-Not kept: duplicate-detection history, admin-only descriptive fields (``UserMetadata``,
-``Status``, ...), SQL rule parameters as written (the substituted expression is kept).
+Admin-only fields (``UserMetadata``, ``Status``, a queue's ``RequiresSession`` ...) are kept
+with their entity. Not kept: duplicate-detection history, SQL rule parameters as written (the
+substituted expression is kept).
 
 On start, entities of the config file are built from the config (its settings and rules win
 over what the data dir holds for them); entities only in the data dir (created through the
@@ -67,7 +68,7 @@ log = logging.getLogger("servicebus_emulator.persistence")
 
 DB_NAME = "emulator.sqlite3"
 LOCK_NAME = "emulator.lock"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -272,15 +273,16 @@ class NamespaceJournal:
         for topic in namespace.topics.values():
             cfg = dataclasses.asdict(topic.config)
             cfg["subscriptions"] = []
-            rows.append((ns, "topic", topic.name, topic.created_at, topic.updated_at, _dump(cfg)))
+            rows.append((ns, "topic", topic.name, topic.created_at, topic.updated_at,
+                         _dump({"config": cfg, "extras": topic.admin_extras})))
             for sub in topic.subscriptions.values():
                 scfg = dataclasses.asdict(sub.config)
                 scfg["rules"] = [dataclasses.asdict(rule.config) for rule in sub.rules.values()]
                 rows.append((ns, "subscription", f"{topic.name}/{sub.name}", sub.created_at, sub.updated_at,
-                             _dump(scfg)))
+                             _dump({"config": scfg, "extras": sub.admin_extras})))
         for queue in namespace.queues.values():
             rows.append((ns, "queue", queue.name, queue.created_at, queue.updated_at,
-                         _dump(dataclasses.asdict(queue.config))))
+                         _dump({"config": dataclasses.asdict(queue.config), "extras": queue.admin_extras})))
         db.execute("DELETE FROM entities WHERE ns=?", (ns,))
         db.executemany("INSERT INTO entities VALUES (?,?,?,?,?,?)", rows)
         # scheduled messages of a deleted topic or queue go with it
@@ -298,28 +300,38 @@ class NamespaceJournal:
                           (ns,)).fetchall()
         rows.sort(key=lambda r: _KIND_ORDER.get(r[0], 9))
         for kind, path, created, updated, raw in rows:
-            data = _load(raw)
+            stored = _load(raw)
+            data, extras = stored["config"], stored.get("extras") or {}
             obj: Any
+            declared: Any
             if kind == "topic":
-                if path.lower() in namespace.topics:
-                    continue  # declared in the config file: the config wins
+                declared = namespace.topics.get(path.lower())
+                if declared is not None:  # declared in the config file: the config wins
+                    declared.admin_extras.update(extras)
+                    continue
                 obj = namespace.create_topic(_topic_config(data))
             elif kind == "queue":
-                if path.lower() in namespace.queues:
+                declared = namespace.queues.get(path.lower())
+                if declared is not None:
+                    declared.admin_extras.update(extras)
                     continue
                 obj = namespace.create_queue(QueueConfig(**data))
             elif kind == "subscription":
                 topic_name, sub_name = path.split("/", 1)
                 topic = namespace.topics.get(topic_name.lower())
-                if topic is None or sub_name.lower() in topic.subscriptions:
+                if topic is None:
                     continue
-                config = _subscription_config(data)
-                obj = namespace.create_subscription(topic.name, config)
+                declared = topic.subscriptions.get(sub_name.lower())
+                if declared is not None:
+                    declared.admin_extras.update(extras)
+                    continue
+                obj = namespace.create_subscription(topic.name, _subscription_config(data))
                 if not data.get("rules"):
                     obj.rules.clear()  # every rule had been removed through the admin API
             else:
                 continue
             obj.created_at, obj.updated_at = created, updated
+            obj.admin_extras.update(extras)
             counts["entities"] += 1
         (last,) = db.execute("SELECT COALESCE(MAX(last_seq), 0) FROM namespaces WHERE ns=?", (ns,)).fetchone()
         messages: dict[int, Message] = {}

@@ -149,7 +149,8 @@ async def test_sigkill_keeps_messages_locks_schedules_deferrals_dead_letters_and
 ) -> None:
     conn = emulator.conn
     async with admin_client(connection_string=conn) as admin:
-        await admin.create_queue("admin-q", lock_duration=dt.timedelta(seconds=7), max_delivery_count=4)
+        await admin.create_queue("admin-q", lock_duration=dt.timedelta(seconds=7), max_delivery_count=4,
+                                 user_metadata="kept across restarts")
         await admin.create_topic("admin-t")
         await admin.create_subscription("admin-t", "reds")
         await admin.delete_rule("admin-t", "reds", "$Default")
@@ -196,6 +197,7 @@ async def test_sigkill_keeps_messages_locks_schedules_deferrals_dead_letters_and
     async with admin_client(connection_string=conn) as admin:
         queue = await admin.get_queue("admin-q")
         assert queue.lock_duration == dt.timedelta(seconds=7) and queue.max_delivery_count == 4
+        assert queue.user_metadata == "kept across restarts"
         rules = [r async for r in admin.list_rules("admin-t", "reds")]
         assert [r.name for r in rules] == ["only-red"]
         assert isinstance(rules[0].filter, SqlRuleFilter) and rules[0].filter.sql_expression == "color = 'red'"
@@ -337,7 +339,7 @@ def test_database_is_wal_sqlite_with_schema_version(tmp_path: Path, config_path:
     db = sqlite3.connect(tmp_path / "data" / "emulator.sqlite3")
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "1"
+        assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
         kinds = sorted(r[0] for r in db.execute("SELECT kind FROM entities WHERE ns='persist'"))
         assert kinds == ["queue", "subscription", "topic"]
     finally:

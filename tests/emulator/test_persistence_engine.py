@@ -76,7 +76,7 @@ def test_everything_round_trips_through_the_data_dir(tmp_path: Path) -> None:
     ns.create_topic(TopicConfig("admin-t"))
     ns.create_subscription("admin-t", SubscriptionConfig(
         "reds", lock_duration=7, rules=[RuleConfig("red", sql="color = 'red'", action="SET tagged = 1")]))
-    ns.create_queue(QueueConfig("admin-q", max_delivery_count=4))
+    ns.create_queue(QueueConfig("admin-q", max_delivery_count=4)).admin_extras["UserMetadata"] = "note"
     queue = ns.sender_for("q")
     for i in range(6):
         for msg in parse_transfer(amqp(i)):
@@ -113,6 +113,7 @@ def test_everything_round_trips_through_the_data_dir(tmp_path: Path) -> None:
         overrides = ns2.store_for("admin-t/Subscriptions/reds").entries[last].user_overrides or {}
         assert overrides["tagged"] == 1 and overrides["i"] == 50  # set by the rule action before the restart
         assert ns2.queues["admin-q"].config.max_delivery_count == 4
+        assert ns2.queues["admin-q"].admin_extras == {"UserMetadata": "note"}
         q2 = ns2.store_for("q")
         assert q2.entries[b.seq].deferred and held in q2.locks
         # the lock taken before the restart runs out: delivery count +1, available again
