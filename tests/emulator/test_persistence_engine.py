@@ -5,6 +5,8 @@ receiver would get byte for byte (``encode_entry``)."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,3 +167,19 @@ def test_a_second_open_of_the_same_dir_is_refused(tmp_path: Path) -> None:
             DataDir(tmp_path).open()
     finally:
         first.close()
+
+
+def test_a_failed_commit_stops_the_process_with_exit_code_3(tmp_path: Path) -> None:
+    """Nothing may be acknowledged that could not be stored: the process exits at once."""
+    code = (
+        "from servicebus_emulator.persistence import DataDir\n"
+        f"d = DataDir({str(tmp_path)!r}); d.open()\n"
+        "d._db.close()  # the database went away under the emulator\n"
+        "d.dirty = True\n"
+        "d.commit_or_exit()\n"
+        "print('still running')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 3, result
+    assert "still running" not in result.stdout
+    assert "cannot write to --data-dir" in result.stderr and "nothing unsaved is acknowledged" in result.stderr
