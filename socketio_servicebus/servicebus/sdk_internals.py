@@ -18,9 +18,14 @@ __all__ = ["PrefetchProbe", "prefetched_count"]
 def prefetched_count(receiver: Any) -> int:
     """Messages already in an open aio receiver's prefetch buffer (pyamqp: a ``queue.Queue``).
 
-    Raises ``AttributeError``/``TypeError`` if the SDK no longer keeps it where it did.
+    ``0`` while the receiver has no AMQP handler: the SDK sets ``_handler`` to ``None`` before the
+    first open and again when the connection drops or the receiver closes, and nothing is
+    buffered then. Raises ``AttributeError``/``TypeError`` if the SDK no longer keeps it where it did.
     """
-    return int(receiver._handler._received_messages.qsize())
+    handler = receiver._handler
+    if handler is None:
+        return 0
+    return int(handler._received_messages.qsize())
 
 
 class PrefetchProbe:

@@ -62,6 +62,27 @@ def test_prefetch_probe_falls_back_measured_and_warns_once(caplog: pytest.LogCap
     assert "internals changed" in caplog.records[0].getMessage()
 
 
+async def test_a_receiver_without_a_handler_has_nothing_buffered_and_is_no_probe_failure(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Before its first open and after a dropped connection or close() the real SDK receiver has
+    ``_handler = None``: that is 0 buffered, not "the SDK's internals changed" (that warning and
+    ``sdk_probe_failures`` once followed every emulator restart)."""
+    from azure.servicebus.aio import ServiceBusClient
+
+    client = ServiceBusClient.from_connection_string(
+        "Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=k;SharedAccessKey=s;UseDevelopmentEmulator=true")
+    async with client:
+        receiver = client.get_queue_receiver("q")
+        metrics = ManagerMetrics()
+        probe = PrefetchProbe(metrics, logging.getLogger("test.sdk"), limit=256)
+        with caplog.at_level(logging.WARNING, logger="test.sdk"):
+            assert receiver._handler is None and probe(receiver) == 0
+            await receiver.close()
+            assert receiver._handler is None and probe(receiver) == 0
+        assert metrics.sdk_probe_failures == 0
+        assert not caplog.records
+
+
 def test_prefetch_probe_caps_at_the_limit() -> None:
     class Handler:
         _received_messages: queue.Queue[int] = queue.Queue()
