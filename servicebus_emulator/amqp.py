@@ -73,6 +73,19 @@ def _condition(exc: EmulatorError) -> Condition:
     )
 
 
+SESSION_FILTER = symbol(VENDOR + "session-filter")
+
+
+def _asks_for_a_session(link: Link) -> bool:
+    """A receiver link whose source carries ``com.microsoft:session-filter`` (the SDK's session
+    receivers, with or without a session id). Serving it as a plain receiver would hand out
+    messages with no session lock and no session state, which looks like it works and does not."""
+    data = link.remote_source.filter
+    data.rewind()
+    filters = data.get_object() if data.next() is not None else None
+    return isinstance(filters, dict) and SESSION_FILTER in filters
+
+
 def _array_values(value: Any) -> list[Any]:
     if isinstance(value, Array):
         return list(value.elements)
@@ -263,6 +276,10 @@ class AmqpConnection(asyncio.Protocol):
                 link.ctx = ("entity-in", entity)
             else:
                 self._authorize(parts, "Listen")
+                if _asks_for_a_session(link):
+                    raise NotImplementedOperation(
+                        f"Session receivers are not supported by the local Service Bus emulator "
+                        f"('{'/'.join(parts)}'); see docs/emulator.md, 'Differences from Azure Service Bus'.")
                 store = self.namespace.store_for(address)
                 rad = link.remote_snd_settle_mode == Link.SND_SETTLED
                 sender = EntitySender(self, link, store, rad)
