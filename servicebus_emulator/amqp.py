@@ -602,6 +602,8 @@ def to_stored(sections: Sections) -> StoredMessage:
 
 
 def encode_entry(entry: Entry, peek: bool = False) -> bytes:
+    """``entry`` as a receiver gets it; ``peek``: without lock expiry, with the message state
+    (active, deferred or scheduled) in ``x-opt-message-state``."""
     overrides = dict(entry.user_overrides or {})
     if entry.dead_letter is not None:
         overrides["DeadLetterReason"] = entry.dead_letter[0]
@@ -614,6 +616,7 @@ def encode_entry(entry: Entry, peek: bool = False) -> bytes:
         locked_until=None if peek or entry.lock_token is None else entry.locked_until,
         app_overrides=overrides or None,
         dead_letter_source=entry.dead_letter_source,
+        message_state=entry.state if peek else None,
     )
 
 

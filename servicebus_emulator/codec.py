@@ -33,7 +33,8 @@ LOCKED_UNTIL = symbol("x-opt-locked-until")
 LOCK_TOKEN = symbol("x-opt-lock-token")
 SCHEDULED_TIME = symbol("x-opt-scheduled-enqueue-time")
 DEAD_LETTER_SOURCE = symbol("x-opt-deadletter-source")
-_BROKER_ANNOTATIONS = {SEQUENCE_NUMBER, ENQUEUED_TIME, LOCKED_UNTIL, LOCK_TOKEN, DEAD_LETTER_SOURCE}
+MESSAGE_STATE = symbol("x-opt-message-state")  # 0 active, 1 deferred, 2 scheduled
+_BROKER_ANNOTATIONS = {SEQUENCE_NUMBER, ENQUEUED_TIME, LOCKED_UNTIL, LOCK_TOKEN, DEAD_LETTER_SOURCE, MESSAGE_STATE}
 
 
 @dataclass(slots=True)
@@ -290,8 +291,12 @@ def encode_delivery(
     lock_token: uuid.UUID | None = None,
     app_overrides: dict[str, Any] | None = None,
     dead_letter_source: str | None = None,
+    message_state: int | None = None,
 ) -> bytes:
-    """The message as a receiver gets it: fresh header and broker annotations, bare message as sent."""
+    """The message as a receiver gets it: fresh header and broker annotations, bare message as sent.
+
+    ``message_state`` (``x-opt-message-state``) is what the SDK reports as ``message.state``;
+    left out, the SDK reports ACTIVE."""
     old = msg.header
     header = [
         old[0] if len(old) > 0 else None,
@@ -313,6 +318,8 @@ def encode_delivery(
         annotations[LOCK_TOKEN] = lock_token
     if dead_letter_source:
         annotations[DEAD_LETTER_SOURCE] = dead_letter_source
+    if message_state is not None:
+        annotations[MESSAGE_STATE] = int(message_state)
     parts = [_section(HEADER, header), _section(MESSAGE_ANN, annotations), msg.properties_raw]
     if app_overrides:
         parts.append(_section(APP_PROPS, {**msg.app_props, **app_overrides}))

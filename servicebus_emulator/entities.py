@@ -146,6 +146,7 @@ class Intake:
         self.deliver = deliver
         self._dedupe: dict[str, float] = {}
         self._dedupe_heap: list[tuple[float, str]] = []
+        #: never replaced, only changed in place: a queue's store reads it for peek
         self.scheduled: dict[int, Message] = {}
         self._scheduled_heap: list[tuple[float, int]] = []
 
@@ -306,6 +307,9 @@ class Queue:
         self.store = MessageStore(config.name, settings, self.dlq, journal=journal)
         self.store.last_activity = now
         self.intake = Intake(self, self._enqueue)
+        # peek on the queue shows the messages waiting for their scheduled enqueue time, as
+        # Service Bus does (a topic's wait at the topic: its subscriptions do not show them)
+        self.store.scheduled = self.intake.scheduled
         self.policies: list[PolicyConfig] = []
 
     def _enqueue(self, msg: Message, now: float) -> None:

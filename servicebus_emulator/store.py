@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,9 +40,18 @@ class Message:
     enqueued_at: float = 0.0
 
 
+#: message states as Service Bus reports them (``x-opt-message-state``; the SDK's
+#: ``ServiceBusMessageState``)
+ACTIVE, DEFERRED, SCHEDULED = 0, 1, 2
+
+
 @dataclass(slots=True)
 class Entry:
-    """One copy of a message inside one store."""
+    """One copy of a message inside one store.
+
+    ``scheduled`` marks the stand-in :meth:`MessageStore.peek` makes for a message that still
+    waits at its queue for its scheduled enqueue time; such an entry is never stored.
+    """
 
     msg: Message
     seq: int
@@ -53,6 +63,14 @@ class Entry:
     user_overrides: dict[str, Any] | None = None
     dead_letter: tuple[str, str] | None = None
     dead_letter_source: str | None = None
+    scheduled: bool = False
+
+    @property
+    def state(self) -> int:
+        """``ACTIVE``, ``DEFERRED`` or ``SCHEDULED``."""
+        if self.scheduled:
+            return SCHEDULED
+        return DEFERRED if self.deferred else ACTIVE
 
 
 class Journal(Protocol):
@@ -115,6 +133,10 @@ class MessageStore:
         self.size_bytes = 0
         self.last_activity = 0.0
         self.deleted = False
+        #: messages that will come into this store when their scheduled enqueue time comes
+        #: (a queue's own store: its intake's scheduled messages, by sequence number); peek
+        #: shows them, nothing else here touches them
+        self.scheduled: Mapping[int, Message] = {}
 
     # -- counts ---------------------------------------------------------------------------
     @property
@@ -239,8 +261,22 @@ class MessageStore:
         return out
 
     def peek(self, from_seq: int, count: int) -> list[Entry]:
-        seqs = sorted(s for s in self.entries if s >= from_seq)[:count]
-        return [self.entries[s] for s in seqs]
+        """Up to ``count`` messages from sequence number ``from_seq`` on, in sequence order,
+        without locking: stored entries (active, deferred or locked) and, as Service Bus shows
+        them, messages still waiting for their scheduled enqueue time (as stand-in entries with
+        ``scheduled`` set)."""
+        if count <= 0:
+            return []
+        stored = sorted(s for s in self.entries if s >= from_seq)[:count]
+        pending = sorted(s for s in self.scheduled if s >= from_seq)[:count]
+        out = []
+        for seq in itertools.islice(heapq.merge(stored, pending), count):
+            entry = self.entries.get(seq)
+            if entry is None:
+                msg = self.scheduled[seq]
+                entry = Entry(msg=msg, seq=seq, expires_at=float("inf"), scheduled=True)
+            out.append(entry)
+        return out
 
     # -- settlement -----------------------------------------------------------------------
     def _locked(self, token: uuid.UUID, now: float) -> Entry:
@@ -365,4 +401,15 @@ def new_entry(msg: Message, default_ttl: float, now: float) -> Entry:
     return Entry(msg=msg, seq=msg.seq, expires_at=now + ttl if ttl < 1e12 else float("inf"))
 
 
-__all__ = ["Consumer", "Entry", "Journal", "Message", "MessageStore", "StoreSettings", "new_entry"]
+__all__ = [
+    "ACTIVE",
+    "DEFERRED",
+    "SCHEDULED",
+    "Consumer",
+    "Entry",
+    "Journal",
+    "Message",
+    "MessageStore",
+    "StoreSettings",
+    "new_entry",
+]

@@ -24,6 +24,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.servicebus import (
     ServiceBusMessage,
+    ServiceBusMessageState,
     ServiceBusReceivedMessage,
     ServiceBusReceiveMode,
     ServiceBusSubQueue,
@@ -118,7 +119,8 @@ def _snapshot(msg: ServiceBusReceivedMessage) -> dict[str, Any]:
     return {
         "body": b"".join(msg.body), "seq": msg.sequence_number, "message_id": msg.message_id,
         "subject": msg.subject, "correlation_id": msg.correlation_id, "content_type": msg.content_type,
-        "props": props, "enqueued": msg.enqueued_time_utc,
+        "props": props, "enqueued": msg.enqueued_time_utc, "state": msg.state,
+        "scheduled": msg.scheduled_enqueue_time_utc,
     }
 
 
@@ -186,7 +188,13 @@ async def test_sigkill_keeps_messages_locks_schedules_deferrals_dead_letters_and
     async with admin_client(connection_string=conn) as admin:
         assert (await admin.get_queue_runtime_properties("q")).scheduled_message_count == 1
 
-    assert len(before) == n - 2  # m-0 completed, m-2 dead-lettered; the others active, deferred or locked
+    # m-0 completed, m-2 dead-lettered; the others active, deferred or locked, and m-100 scheduled
+    assert sorted(before) == sorted(f"m-{i}" for i in (1, 3, 4, *range(5, n), 100))
+    states = {mid: snap["state"] for mid, snap in before.items()}
+    assert states.pop("m-100") == ServiceBusMessageState.SCHEDULED and states.pop("m-1") == ServiceBusMessageState.DEFERRED
+    assert set(states.values()) == {ServiceBusMessageState.ACTIVE}
+    assert before["m-100"]["seq"] == scheduled_seq
+    assert before["m-100"]["scheduled"] == scheduled_at.replace(microsecond=scheduled_at.microsecond // 1000 * 1000)
     last_seq = max(s["seq"] for s in before.values())
     emulator.kill()
     with contextlib.suppress(Exception):
@@ -207,7 +215,8 @@ async def test_sigkill_keeps_messages_locks_schedules_deferrals_dead_letters_and
     async with servicebus_client(connection_string=conn) as client:
         async with client.get_queue_receiver("q") as receiver:
             after_peek = {m.message_id: _snapshot(m) for m in await receiver.peek_messages(50, sequence_number=1)}
-    assert after_peek == before  # bodies, properties, sequence numbers, enqueued times: all the same
+    # bodies, properties, sequence numbers, enqueued times, states (the scheduled one still scheduled)
+    assert after_peek == before
 
     # the active ones (5..11 untouched, 3 abandoned once), 4 once its lock (taken before the kill)
     # expires, and the scheduled one when it comes due

@@ -183,3 +183,58 @@ def test_a_failed_commit_stops_the_process_with_exit_code_3(tmp_path: Path) -> N
     assert result.returncode == 3, result
     assert "still running" not in result.stdout
     assert "cannot write to --data-dir" in result.stderr and "nothing unsaved is acknowledged" in result.stderr
+
+
+def _peeked(ns: Namespace, path: str) -> list[tuple[int, object, bytes]]:
+    """(sequence number, x-opt-message-state, bytes) of what peek returns on ``path``."""
+    out = []
+    for entry in ns.store_for(path).peek(0, 100):
+        raw = encode_entry(entry, peek=True)
+        decoded = ProtonMessage()
+        decoded.decode(raw)
+        out.append((entry.seq, decoded.annotations[symbol("x-opt-message-state")], raw))
+    return out
+
+
+def test_peek_shows_scheduled_and_deferred_messages_the_same_after_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    data, ns = boot(tmp_path, clock)
+    queue = ns.sender_for("q")
+    at = timestamp(int((clock.now + 30) * 1000))
+    seqs = []
+    for i, extra in enumerate([{}, {"x-opt-scheduled-enqueue-time": at}, {"x-opt-scheduled-enqueue-time": at}, {}]):
+        (parsed,) = parse_transfer(amqp(i, **extra))
+        seqs.append(queue.accept(to_stored(parsed), clock.now))
+    active, sched_a, sched_b, to_defer = seqs
+    store = ns.store_for("q")
+    consumer = Consumer()
+    store.attach(consumer, clock.now)
+    consumer.credits = 2
+    store.dispatch(clock.now)
+    assert [e.seq for e in consumer.got] == [active, to_defer]
+    store.release(consumer.got[0].lock_token, clock.now)  # type: ignore[arg-type]
+    store.defer(consumer.got[1].lock_token, clock.now)  # type: ignore[arg-type]
+    store.detach(consumer, clock.now)
+    data.commit()
+    before = _peeked(ns, "q")
+    assert [(seq, state) for seq, state, _ in before] == [(active, 0), (sched_a, 2), (sched_b, 2), (to_defer, 1)]
+    decoded = ProtonMessage()
+    decoded.decode(before[1][2])
+    assert decoded.annotations[symbol("x-opt-scheduled-enqueue-time")] == at
+    data.close()
+
+    data2, ns2 = boot(tmp_path, clock)
+    try:
+        assert _peeked(ns2, "q") == before  # byte for byte, states included
+        ns2.sender_for("q").cancel_scheduled(sched_b)
+        data2.commit()
+    finally:
+        data2.close()
+    data3, ns3 = boot(tmp_path, clock)
+    try:
+        assert [(seq, state) for seq, state, _ in _peeked(ns3, "q")] == [(active, 0), (sched_a, 2), (to_defer, 1)]
+        clock.now += 31
+        ns3.tick()
+        assert [(seq, state) for seq, state, _ in _peeked(ns3, "q")] == [(active, 0), (sched_a, 0), (to_defer, 1)]
+    finally:
+        data3.close()

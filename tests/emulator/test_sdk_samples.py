@@ -11,7 +11,8 @@ samples have no counterpart here.
 
 Also here, each with the SDK: the three differences fixed in issue 14 (value bodies with
 binary keys; concurrent lock renewals on the management link; locks of a closed receiver),
-and an undecodable transfer being refused at once with an AMQP error.
+an undecodable transfer being refused at once with an AMQP error, and peek showing a queue's
+scheduled messages with their state (and deferred/active ones with theirs).
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
-from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode, ServiceBusSubQueue
+from azure.servicebus import (
+    ServiceBusMessage,
+    ServiceBusMessageState,
+    ServiceBusReceiveMode,
+    ServiceBusSubQueue,
+)
 from azure.servicebus.aio import AutoLockRenewer
 from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageBodyType
 from azure.servicebus.management import SqlRuleFilter
@@ -66,8 +72,12 @@ CONFIG = {
                     _queue("closedmax", LockDuration="PT2S", MaxDeliveryCount=1),
                     _queue("abandoned", LockDuration="PT30S"),
                     _queue("raw"),
+                    _queue("peekstates"),
                 ],
-                "Topics": [{"Name": "topic", "Subscriptions": [{"Name": "one"}, {"Name": "two"}]}],
+                "Topics": [
+                    {"Name": "topic", "Subscriptions": [{"Name": "one"}, {"Name": "two"}]},
+                    {"Name": "scheduledtopic", "Subscriptions": [{"Name": "s"}]},
+                ],
             }
         ]
     }
@@ -186,6 +196,88 @@ async def test_defer_and_receive_deferred(cs: str) -> None:
             assert str(deferred) == "step 2" and deferred.locked_until_utc is not None
             await receiver.complete_message(deferred)
             assert await receiver.peek_messages(5, sequence_number=1) == []
+
+
+async def test_peek_shows_scheduled_and_deferred_messages_with_their_state(cs: str) -> None:
+    """As on Azure: a queue's peek returns messages waiting for their scheduled enqueue time,
+    in sequence order among the others, with ``state`` SCHEDULED; deferred ones DEFERRED."""
+    async with servicebus_client(connection_string=cs) as client:
+        async with client.get_queue_sender("peekstates") as sender:
+            await sender.send_messages(ServiceBusMessage("to defer"))
+        async with client.get_queue_receiver("peekstates", prefetch_count=0) as receiver:
+            (to_defer,) = await _receive(receiver, 1)
+            await receiver.defer_message(to_defer)
+        at = (dt.datetime.now(UTC) + dt.timedelta(days=1)).replace(microsecond=123000)
+        async with client.get_queue_sender("peekstates") as sender:
+            later, cancelled = await sender.schedule_messages(
+                [ServiceBusMessage("later"), ServiceBusMessage("cancelled")], at
+            )
+            await sender.send_messages(ServiceBusMessage("active"))
+        async with client.get_queue_receiver("peekstates", prefetch_count=0) as receiver:
+            peeked = await receiver.peek_messages(10)
+            assert [(str(m), m.state) for m in peeked] == [
+                ("to defer", ServiceBusMessageState.DEFERRED),
+                ("later", ServiceBusMessageState.SCHEDULED),
+                ("cancelled", ServiceBusMessageState.SCHEDULED),
+                ("active", ServiceBusMessageState.ACTIVE),
+            ]
+            seqs = [m.sequence_number for m in peeked]
+            assert seqs == sorted(seqs) and seqs[0] == to_defer.sequence_number and seqs[1:3] == [later, cancelled]
+            for m in peeked[1:3]:
+                assert m.scheduled_enqueue_time_utc == at
+                assert m.locked_until_utc is None and m.delivery_count == 0
+            assert peeked[0].scheduled_enqueue_time_utc is None and peeked[3].scheduled_enqueue_time_utc is None
+            # paging spans scheduled and stored messages: the SDK goes on after the last one peeked
+            assert [str(m) for m in await receiver.peek_messages(2, sequence_number=later)] == ["later", "cancelled"]
+            assert [str(m) for m in await receiver.peek_messages(2)] == ["active"]
+            assert [str(m) for m in await receiver.peek_messages(1, sequence_number=1)] == ["to defer"]
+            assert [str(m) for m in await receiver.peek_messages(2)] == ["later", "cancelled"]
+
+            async with client.get_queue_sender("peekstates") as sender:
+                await sender.cancel_scheduled_messages(cancelled)
+            after_cancel = await receiver.peek_messages(10, sequence_number=1)
+            assert [(str(m), m.state) for m in after_cancel] == [
+                ("to defer", ServiceBusMessageState.DEFERRED),
+                ("later", ServiceBusMessageState.SCHEDULED),
+                ("active", ServiceBusMessageState.ACTIVE),
+            ]
+
+            # receive is unchanged: only the active message comes; the deferred one by number
+            got = await _receive(receiver, 3, wait=2)
+            assert [str(m) for m in got] == ["active"]
+            await receiver.complete_message(got[0])
+            (deferred,) = await receiver.receive_deferred_messages([to_defer.sequence_number])
+            await receiver.complete_message(deferred)
+            remaining = await receiver.peek_messages(10, sequence_number=1)
+            assert [(str(m), m.state, m.sequence_number) for m in remaining] == [
+                ("later", ServiceBusMessageState.SCHEDULED, later)
+            ]
+            async with client.get_queue_sender("peekstates") as sender:
+                await sender.cancel_scheduled_messages(later)
+            assert await receiver.peek_messages(10, sequence_number=1) == []
+
+
+async def test_subscription_peek_does_not_show_a_message_scheduled_at_the_topic(cs: str) -> None:
+    """On Azure a message scheduled on a topic waits at the topic; the subscription shows it
+    (active) only once its time has come."""
+    async with servicebus_client(connection_string=cs) as client:
+        at = dt.datetime.now(UTC) + dt.timedelta(seconds=4)
+        async with client.get_topic_sender("scheduledtopic") as sender:
+            (seq,) = await sender.schedule_messages(ServiceBusMessage("at the topic"), at)
+        async with client.get_subscription_receiver("scheduledtopic", "s") as receiver:
+            assert await receiver.peek_messages(10, sequence_number=1) == []
+            assert dt.datetime.now(UTC) < at  # the peek above was made before the message's time
+            peeked: list[Any] = []
+            deadline = time.monotonic() + 10
+            while not peeked and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                peeked = await receiver.peek_messages(10, sequence_number=1)
+            assert [(str(m), m.state, m.sequence_number) for m in peeked] == [
+                ("at the topic", ServiceBusMessageState.ACTIVE, seq)
+            ]
+            assert dt.datetime.now(UTC) >= at
+            (got,) = await _receive(receiver, 1)
+            await receiver.complete_message(got)
 
 
 async def test_dead_letter_and_receive_from_dead_letter_queue(cs: str) -> None:

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from servicebus_emulator.config import parse_config
+from servicebus_emulator.entities import Namespace
 from servicebus_emulator.errors import LockLost, MessageNotFound, QuotaExceeded
-from servicebus_emulator.store import Entry, Message, MessageStore, StoreSettings, new_entry
+from servicebus_emulator.store import (
+    ACTIVE,
+    DEFERRED,
+    SCHEDULED,
+    Entry,
+    Message,
+    MessageStore,
+    StoreSettings,
+    new_entry,
+)
 
 INF = float("inf")
 
@@ -218,3 +229,70 @@ def test_detached_consumer_keeps_its_locks_until_they_expire() -> None:
     clock.now += 0.2
     store.tick(clock.now)
     assert c2.got == [e] and e.delivery_count == 1
+
+
+# -- peek: active, deferred and scheduled messages in sequence order -------------------------
+def test_peek_merges_scheduled_messages_in_sequence_order_with_states() -> None:
+    store, _, clock = make()
+    waiting: dict[int, Message] = {}
+    store.scheduled = waiting
+    c = FakeConsumer(credit=1)
+    store.attach(c, clock.now)
+    deferred = put(store, clock.now, mid="deferred")
+    store.defer(deferred.lock_token, clock.now)  # type: ignore[arg-type]
+    later = Message(message_id="later", system={}, user={}, payload="later", size=10, seq=next(_seq),
+                    enqueued_at=clock.now, scheduled_at=clock.now + 3600)
+    waiting[later.seq] = later
+    active = put(store, clock.now, mid="active")
+    assert c.got == [deferred]  # the scheduled one is never handed to a consumer
+    peeked = store.peek(0, 10)
+    assert [e.seq for e in peeked] == [deferred.seq, later.seq, active.seq]
+    assert [e.state for e in peeked] == [DEFERRED, SCHEDULED, ACTIVE]
+    assert peeked[0] is deferred and peeked[2] is active
+    assert peeked[1].msg is later and peeked[1].scheduled and peeked[1].seq not in store.entries
+    # paging: count and from_seq apply across both kinds
+    assert [e.seq for e in store.peek(0, 2)] == [deferred.seq, later.seq]
+    assert [e.seq for e in store.peek(later.seq, 1)] == [later.seq]
+    assert [e.seq for e in store.peek(later.seq + 1, 5)] == [active.seq]
+    assert store.peek(active.seq + 1, 5) == [] and store.peek(0, 0) == []
+    # a cancelled (or delivered) scheduled message is gone from peek
+    del waiting[later.seq]
+    assert [e.seq for e in store.peek(0, 10)] == [deferred.seq, active.seq]
+    assert store.active_count == 2 and store.size_bytes == 20
+
+
+def test_queue_peek_shows_scheduled_messages_a_subscription_peek_does_not() -> None:
+    config = parse_config({"UserConfig": {"Namespaces": [{
+        "Name": "ns", "Queues": [{"Name": "q"}], "Topics": [{"Name": "t", "Subscriptions": [{"Name": "s"}]}],
+    }]}})
+    clock = Clock()
+    ns = Namespace(config.namespaces[0], lambda: clock.now)
+
+    def msg(mid: str, at: float | None = None) -> Message:
+        return Message(message_id=mid, system={}, user={}, payload=mid, size=10, scheduled_at=at)
+
+    queue, topic = ns.queues["q"], ns.topics["t"]
+    first = queue.accept(msg("first"), clock.now)
+    soon = queue.accept(msg("soon", clock.now + 5), clock.now)
+    gone = queue.accept(msg("gone", clock.now + 5), clock.now)
+    last = queue.accept(msg("last"), clock.now)
+    store = ns.store_for("q")
+    consumer = FakeConsumer()
+    store.attach(consumer, clock.now)
+    store.dispatch(clock.now)
+    assert [e.seq for e in consumer.got] == [first, last]  # receive: never before their time
+    assert [(e.seq, e.state) for e in store.peek(0, 10)] == [
+        (first, ACTIVE), (soon, SCHEDULED), (gone, SCHEDULED), (last, ACTIVE)]
+    queue.cancel_scheduled(gone)
+    assert [e.seq for e in store.peek(0, 10)] == [first, soon, last]
+    # the subscription does not show a message scheduled at the topic before its time
+    at_topic = topic.accept(msg("topic", clock.now + 5), clock.now)
+    sub = ns.store_for("t/Subscriptions/s")
+    assert sub.peek(0, 10) == [] and ns.store_for("q/$DeadLetterQueue").peek(0, 10) == []
+    clock.now += 5.1
+    ns.tick()
+    # due: stored under the same sequence number, active, received, and no longer a stand-in
+    assert [e.seq for e in consumer.got] == [first, last, soon]
+    assert [(e.seq, e.state) for e in store.peek(0, 10)] == [(first, ACTIVE), (soon, ACTIVE), (last, ACTIVE)]
+    assert all(e is store.entries[e.seq] for e in store.peek(0, 10))
+    assert [(e.seq, e.state) for e in sub.peek(0, 10)] == [(at_topic, ACTIVE)]
