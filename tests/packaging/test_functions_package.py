@@ -139,7 +139,7 @@ def test_requirements_alone_index_the_app_from_the_package(venv: Venv, package: 
     for key in ("library", "shared", "function_app"):
         assert inside(got[key], package), got
     expected = expected_functions(REGIONS)
-    assert set(got["functions"]) == expected and len(got["functions"]) == len(expected) == 9, got["functions"]
+    assert set(got["functions"]) == expected and len(got["functions"]) == len(expected) == 10, got["functions"]
     # and the same app, imported here from the checkout with the same settings, agrees
     dev = import_function_app({"SIO_REGION": "eu", "SIO_REGION_MAP": json.dumps({"eu": {}, "us": {}})})
     assert sorted(f.get_function_name() for f in dev.app.get_functions()) == got["functions"]
