@@ -5,23 +5,11 @@
 //
 //   node tests/e2e/js/browser_replay.mjs '{"urlA","urlB","room","texts":[...],"outDir","chromium"}'
 // prints {"ok": bool, "textsInB": [...], "systemInB": [...], "errorsInB": [...], "screenshots": [...]}
-import { createRequire } from "node:module";
-import { fileURLToPath } from "node:url";
 import path from "node:path";
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const require = createRequire(path.join(here, "..", "..", "..", "package.json"));
-const { chromium } = require("playwright-core");
+import { launchBrowser } from "./launch_browser.mjs";
 
 const spec = JSON.parse(process.argv[2]);
-const browser = await chromium.launch({
-  executablePath: spec.chromium || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launchBrowser(spec.chromium);
 const result = { ok: false, textsInB: [], systemInB: [], errorsInB: [], screenshots: [] };
 const chatTexts = (page) => page.$$eval("#messages li.chat .text", (els) => els.map((e) => e.textContent));
 const has = (page, text) => page.waitForFunction(

@@ -7,23 +7,11 @@
 //                                      "nodes","room","deadLetterSubscription","outDir","chromium"}'
 // prints {"ok", "readyNodes", "dashboardLink", "outSeen", "inSeen", "deadLetter", "secondsToDown", "downReason",
 //         "regionsUp", "screenshots", "error"}
-import { createRequire } from "node:module";
-import { fileURLToPath } from "node:url";
 import path from "node:path";
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const require = createRequire(path.join(here, "..", "..", "..", "package.json"));
-const { chromium } = require("playwright-core");
+import { launchBrowser } from "./launch_browser.mjs";
 
 const spec = JSON.parse(process.argv[2]);
-const browser = await chromium.launch({
-  executablePath: spec.chromium || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launchBrowser(spec.chromium);
 const result = { ok: false, screenshots: [], step: "start" };
 const rate = (page, node, cls) => page.evaluate(
   ([n, c]) => Number(document.querySelector(`#nodes tr[data-node="${n}"] td.${c}`)?.textContent) || 0, [node, cls]);
