@@ -6,13 +6,9 @@ expired keys, and a client that never puts a token at all.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import socket
 import time
 from collections.abc import Iterator
-from urllib.parse import quote_plus
 
 import pytest
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
@@ -30,6 +26,7 @@ from servicebus_emulator.errors import Unauthorized
 from servicebus_emulator.sas import verify_token
 from socketio_servicebus.servicebus.clients import servicebus_client
 from tests.support.emulator_process import EmulatorProcess, running_emulator
+from tests.support.sas import sas_token
 
 ROOT_KEY = "root-key-value"
 LISTEN_KEY = "listen-key-value"
@@ -78,12 +75,6 @@ def conn_str(port: int, name: str, key: str) -> str:
         f"Endpoint=sb://localhost:{port};SharedAccessKeyName={name};SharedAccessKey={key};"
         "UseDevelopmentEmulator=true"
     )
-
-
-def sas_token(uri: str, name: str, key: str, expiry: int) -> str:
-    signed = f"{quote_plus(uri)}\n{expiry}".encode()
-    sig = base64.b64encode(hmac.new(key.encode(), signed, hashlib.sha256).digest()).decode()
-    return f"SharedAccessSignature sr={quote_plus(uri)}&sig={quote_plus(sig)}&se={expiry}&skn={name}"
 
 
 # -- unit level: the token check itself ----------------------------------------------------------

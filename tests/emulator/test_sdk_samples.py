@@ -18,16 +18,12 @@ scheduled messages with their state (and deferred/active ones with theirs).
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
-import hashlib
-import hmac
 import socket
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote_plus
 
 import pytest
 from azure.servicebus import (
@@ -43,6 +39,7 @@ from proton import Collector, Connection, Disposition, Endpoint, Message, Transp
 
 from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
 from tests.support.emulator_process import EmulatorProcess, running_emulator
+from tests.support.sas import sas_token
 
 UTC = dt.UTC
 
@@ -624,12 +621,6 @@ async def test_admin_client_crud(cs: str) -> None:
 # -- an undecodable transfer -------------------------------------------------------------------
 
 
-def _sas_token(uri: str, name: str, key: str, expiry: int) -> str:
-    signed = f"{quote_plus(uri)}\n{expiry}".encode()
-    sig = base64.b64encode(hmac.new(key.encode(), signed, hashlib.sha256).digest()).decode()
-    return f"SharedAccessSignature sr={quote_plus(uri)}&sig={quote_plus(sig)}&se={expiry}&skn={name}"
-
-
 async def test_undecodable_transfer_is_rejected_at_once(samples_emulator: EmulatorProcess, cs: str) -> None:
     """No SDK sends this, so a bare proton client does: a transfer that is not an AMQP message
     gets a rejected outcome with a condition, a description and info; the connection stays up."""
@@ -652,7 +643,7 @@ async def test_undecodable_transfer_is_rejected_at_once(samples_emulator: Emulat
     cbs_in.flow(5)
     uri = f"sb://localhost:{port}/raw"
     put = Message(
-        id=uuid.uuid4(), reply_to="$cbs", body=_sas_token(uri, "RootManageSharedAccessKey", "SAS_KEY_VALUE",
+        id=uuid.uuid4(), reply_to="$cbs", body=sas_token(uri, "RootManageSharedAccessKey", "SAS_KEY_VALUE",
                                                          int(time.time()) + 600),
         properties={"operation": "put-token", "type": "servicebus.windows.net:sastoken", "name": uri},
     )

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import os
 import random
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote_plus
 
 import aiohttp
 import pytest
@@ -27,6 +24,7 @@ from proton import Collector, Connection, Delivery, Endpoint, Event, Link, Messa
 from servicebus_emulator.websocket import HIGH_WATER, MAX_BUFFERED
 from socketio_servicebus.servicebus.clients import servicebus_client
 from tests.support.emulator_process import EmulatorProcess, running_emulator
+from tests.support.sas import sas_token
 
 NS = "wsns"
 KEY_NAME, KEY = "RootManageSharedAccessKey", "SAS_KEY_VALUE"
@@ -147,13 +145,6 @@ async def test_refusals_are_plain_and_say_why(port: int) -> None:
 # -- a proton client engine over an aiohttp WebSocket ------------------------------------------
 
 
-def sas_token(uri: str) -> str:
-    expiry = int(time.time()) + 600
-    signed = f"{quote_plus(uri)}\n{expiry}".encode()
-    sig = base64.b64encode(hmac.new(KEY.encode(), signed, hashlib.sha256).digest()).decode()
-    return f"SharedAccessSignature sr={quote_plus(uri)}&sig={quote_plus(sig)}&se={expiry}&skn={KEY_NAME}"
-
-
 class ProtonOverWebSocket:
     """An AMQP client engine whose bytes go over one WebSocket, cut into pieces of our choosing."""
 
@@ -227,7 +218,7 @@ class ProtonOverWebSocket:
         cbs.open()
         await self.until(lambda: cbs.credit > 0, "credit on $cbs")
         audience = f"sb://localhost:{port}/{path}"
-        message = Message(body=sas_token(audience), properties={
+        message = Message(body=sas_token(audience, KEY_NAME, KEY, int(time.time()) + 600), properties={
             "operation": "put-token", "type": "servicebus.windows.net:sastoken", "name": audience})
         delivery = cbs.delivery(b"t1")  # type: ignore[arg-type]
         cbs.send(message.encode())
