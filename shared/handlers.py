@@ -22,10 +22,10 @@ from shared.persistence import history as hist
 from shared.persistence.hooks import HookRegistry
 from shared.persistence.hooks import hooks as default_hooks
 from shared.routing.plan import RoutePlan
-from shared.routing.router import message_body, route_message
+from shared.routing.router import message_body, message_properties, route_message
 from socketio_servicebus.history_token import TokenError
 from socketio_servicebus.history_token import verify as verify_history_token
-from socketio_servicebus.wire.envelope import Batch, EnvelopeError
+from socketio_servicebus.wire.envelope import Batch, Envelope, EnvelopeError
 
 __all__ = [
     "router",
@@ -61,10 +61,20 @@ def _decode(kind: str, region: str, msg: func.ServiceBusMessage) -> Batch:
         raise MalformedMessage(f"{kind}: message {msg.message_id}: {exc}") from None
 
 
+def _admitted(ctx: AppContext, kind: str, region: str, msg: func.ServiceBusMessage, batch: Batch) -> list[Envelope]:
+    """The envelopes whose proof of origin and zone policy hold (all of them with zones off)."""
+    if ctx.guard is None:
+        return list(batch.envelopes)
+    from shared.trust import admit
+
+    return admit(ctx, kind, region, msg, message_body(msg), message_properties(msg), batch).envelopes
+
+
 async def persist(ctx: AppContext, region: str, msg: func.ServiceBusMessage) -> int:
     """Store the persisted emits of one message, then run the hooks. Returns the number stored."""
     batch = _decode("persist", region, msg)
-    events = [ev for env in batch.envelopes if env.persist and (ev := hist.stored_event(env, region))]
+    events = [ev for env in _admitted(ctx, "persist", region, msg, batch)
+              if env.persist and (ev := hist.stored_event(env, region))]
     if not events:
         return 0
     table = ctx.table_client()
@@ -78,6 +88,11 @@ async def persist(ctx: AppContext, region: str, msg: func.ServiceBusMessage) -> 
 
 async def webpubsub(ctx: AppContext, region: str, msg: func.ServiceBusMessage) -> int:
     batch = _decode("webpubsub", region, msg)
+    envelopes = _admitted(ctx, "webpubsub", region, msg, batch)
+    if len(envelopes) != len(batch.envelopes):
+        if not envelopes:
+            return 0
+        batch = Batch(tuple(envelopes), batch.hops, batch.visited)
     return await wps.push_batch(ctx, batch)
 
 
@@ -207,7 +222,7 @@ async def emit_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse
         return _error(503, "SIO_REGION is not configured")
     sender = await ctx.home_sender()
     try:
-        env = await publish_emit(sender, emit, region=region)
+        env = await publish_emit(sender, emit, region=region, guard=ctx.guard)
     except EmitRequestError as exc:
         return _error(400, str(exc))
     except Exception:
