@@ -57,6 +57,13 @@ param maxReplicas int = 3
 @description('History token key (SIO_HISTORY_TOKEN_KEY), shared with the Function App: the node signs history tokens for its sockets.')
 param historyTokenKey string
 
+@secure()
+@description('Cloud trust zone key (SIO_ZONE_KEY), shared with the Function App: the node signs what it sends; empty = zones off.')
+param cloudZoneKey string = ''
+
+@description('Zone document (SIO_ZONES): public keys and policy of the on-premise sites.')
+param zonesDocument string = ''
+
 @description('Public URL of the Function App history API the demo page calls (RELAY_HISTORY_URL).')
 param historyUrl string = ''
 
@@ -162,6 +169,23 @@ var baseEnv = [
   }
 ]
 
+// trust zones: the cloud zone's key as a Container Apps secret, the (public) zone document as a value
+var zoneEnv = empty(cloudZoneKey) ? [] : concat([
+  {
+    name: 'SIO_ZONE'
+    value: 'cloud'
+  }
+  {
+    name: 'SIO_ZONE_KEY'
+    secretRef: 'cloud-zone-key'
+  }
+], empty(zonesDocument) ? [] : [
+  {
+    name: 'SIO_ZONES'
+    value: zonesDocument
+  }
+])
+
 // pre-provisioned: a fixed node id reading its own subscription (no Manage right needed);
 // otherwise every replica makes up its own id and creates node-<id> itself (Data Owner role)
 var preProvisionedEnv = [
@@ -201,12 +225,17 @@ resource relay 'Microsoft.App/containerApps@2024-03-01' = {
         }
       }
       registries: empty(registryServer) ? [] : [{ server: registryServer, identity: identity.id }]
-      secrets: [
+      secrets: concat([
         {
           name: 'history-token-key'
           value: historyTokenKey
         }
-      ]
+      ], empty(cloudZoneKey) ? [] : [
+        {
+          name: 'cloud-zone-key'
+          value: cloudZoneKey
+        }
+      ])
     }
     template: {
       containers: [
@@ -217,7 +246,7 @@ resource relay 'Microsoft.App/containerApps@2024-03-01' = {
             cpu: json(cpu)
             memory: memory
           }
-          env: preProvisioned ? concat(baseEnv, preProvisionedEnv) : baseEnv
+          env: concat(preProvisioned ? concat(baseEnv, preProvisionedEnv) : baseEnv, zoneEnv)
         }
       ]
       scale: {
