@@ -29,13 +29,14 @@ class HelloLimiter:
         self._zone_window: dict[str, tuple[float, int]] = {}
         self.limited = 0
 
-    def allow(self, node: str, zone: str, now: float) -> bool:
-        """May this node answer a hello from ``node`` of ``zone`` now?"""
+    def allow(self, node: str, zone: str, now: float, per_zone: int | None = None) -> bool:
+        """May this node answer a hello from ``node`` of ``zone`` now? (``per_zone`` overrides the default cap)"""
+        cap = self.per_zone if per_zone is None else per_zone
         last = self._last.get(node)
         start, n = self._zone_window.get(zone, (now, 0))
         if now - start >= self.interval:
             start, n = now, 0
-        if (last is not None and now - last < self.interval) or n >= self.per_zone:
+        if (last is not None and now - last < self.interval) or n >= cap:
             self.limited += 1
             return False
         self._last[node] = now
