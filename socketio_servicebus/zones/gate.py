@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from socketio_servicebus.wire.envelope import Batch, Envelope
 from socketio_servicebus.zones.bounds import DEFAULT_MAX_REGISTRY_NODES, HelloLimiter, NodeAdmission
 from socketio_servicebus.zones.config import Zone, ZoneKind
 from socketio_servicebus.zones.guard import BusGuard, claimed_origin
-from socketio_servicebus.zones.policy import Verdict
+from socketio_servicebus.zones.policy import Reason, Verdict
 
 __all__ = ["ReceiveGate", "props_of", "LOG_LINES_PER_MINUTE"]
 
 LOG_LINES_PER_MINUTE = 10
+_NO_OP_ELSEWHERE = frozenset({Reason.ROOM_OUTSIDE_ZONE, Reason.NOT_OWN_SOCKETS})
 
 
 def _text(value: Any) -> Any:
@@ -44,6 +45,8 @@ class ReceiveGate:
         self.hello = HelloLimiter(hello_interval, per_zone=max_nodes)
         self.log = logger or logging.getLogger("socketio_servicebus.zones")
         self._log_window: dict[str, tuple[float, int, int]] = {}
+        #: refused envelopes that would not have touched a socket here (not counted as forged)
+        self.untouched = 0
 
     # ------------------------------------------------------------------ checks
     def message(self, body: bytes, props: Mapping[str, Any], batch: Batch, msg_id: Any = None) -> Zone | None:
@@ -53,11 +56,20 @@ class ReceiveGate:
             self._refused(verdict, len(batch.envelopes), props, batch, msg_id)
         return zone
 
-    def envelope(self, zone: Zone, env: Envelope, props: Mapping[str, Any], batch: Batch, msg_id: Any = None) -> bool:
+    def envelope(self, zone: Zone, env: Envelope, props: Mapping[str, Any], batch: Batch, msg_id: Any = None,
+                 touches_local: Callable[[Envelope], bool] | None = None) -> bool:
+        """May ``env`` be handled here? A refused emit or socket operation that would not reach
+        any socket of this node (``touches_local`` says so) is a no-op here anyway: not handled,
+        and not counted either - python-socketio broadcasts a site's ``to=sid`` emits and the
+        disconnects of its own sockets to every node, and those are not forgeries."""
         verdict = self.guard.police(zone, env)
-        if not verdict.ok:
-            self._refused(verdict, 1, props, batch, msg_id, env)
-        return verdict.ok
+        if verdict.ok:
+            return True
+        if verdict.reason in _NO_OP_ELSEWHERE and touches_local is not None and not touches_local(env):
+            self.untouched += 1
+            return False
+        self._refused(verdict, 1, props, batch, msg_id, env)
+        return False
 
     def join(self, zone: Zone, env: Envelope, registered: Collection[str], props: Mapping[str, Any],
              batch: Batch) -> bool:
@@ -76,6 +88,7 @@ class ReceiveGate:
     def snapshot(self) -> dict[str, int]:
         out = {f"forged_dropped{{reason={r}}}": n for r, n in sorted(self.guard.dropped.items())}
         out["hello_limited"] = self.hello.limited
+        out["zone_untouched_dropped"] = self.untouched
         return out
 
     def _refused(self, verdict: Verdict, n: int, props: Mapping[str, Any], batch: Batch, msg_id: Any,
