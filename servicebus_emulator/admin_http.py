@@ -40,7 +40,7 @@ from aiohttp import web
 from . import admin_xml as ax
 from .config import NEVER, QueueConfig, RuleConfig, SubscriptionConfig, TopicConfig
 from .entities import DEFAULT_RULE, Queue, Rule, Subscription, Topic
-from .errors import BadRequest, EmulatorError, EntityExists, EntityNotFound, Unauthorized
+from .errors import BadRequest, EmulatorError, EntityExists, EntityNotFound, MethodNotAllowed, Unauthorized
 from .sas import verify_token
 from .websocket import add_websocket_routes
 
@@ -208,7 +208,7 @@ class AdminApi:
     @staticmethod
     def _only(method: str, *allowed: str) -> None:
         if method not in allowed:
-            raise _MethodNotAllowed(f"{method} is not supported here; use {' or '.join(allowed)}.")
+            raise MethodNotAllowed(f"{method} is not supported here; use {' or '.join(allowed)}.")
 
     @staticmethod
     def _is_update(request: web.Request) -> bool:
@@ -703,11 +703,6 @@ class AdminApi:
                 for q in self.ns.queues.values()
             },
         }
-
-
-class _MethodNotAllowed(EmulatorError):
-    condition = "amqp:not-allowed"
-    status = 405
 
 
 def make_admin_app(runtime: Any) -> web.Application:

@@ -36,7 +36,7 @@ from proton import (
 )
 
 from .amqp_frames import FrameFixer
-from .codec import Sections, encode_delivery, parse_transfer
+from .codec import encode_entry, parse_transfer, to_stored
 from .entities import Namespace, split_path
 from .errors import (
     BadRequest,
@@ -48,7 +48,6 @@ from .errors import (
 )
 from .sas import Grant, verify_token
 from .store import Entry, MessageStore
-from .store import Message as StoredMessage
 
 if TYPE_CHECKING:
     from .server import NamespaceRuntime
@@ -108,7 +107,7 @@ class EntitySender:
         return self.link.credit if self.link.state & Endpoint.LOCAL_ACTIVE else 0
 
     def deliver(self, entry: Entry, store: MessageStore) -> None:
-        payload = self.conn.runtime.encode_entry(entry)
+        payload = encode_entry(entry)
         token = entry.lock_token if entry.lock_token is not None else uuid.uuid4()
         delivery = self.link.delivery(token.bytes_le)  # type: ignore[arg-type]  # proton hints str; tags are bytes
         delivery.ctx = ("entity", self, token)
@@ -397,7 +396,7 @@ class AmqpConnection(asyncio.Protocol):
             )
         messages = parse_transfer(payload)
         now = time.time()
-        stored = [self.runtime.to_stored(m) for m in messages]
+        stored = [to_stored(m) for m in messages]
         entity.check_quota(sum(m.size for m in stored))
         for msg in stored:
             entity.accept(msg, now)
@@ -535,7 +534,7 @@ class AmqpConnection(asyncio.Protocol):
             entries = store.peek(int(get.get("from-sequence-number", 0)), int(get.get("message-count", 1)))
             if not entries:
                 return None, 204
-            return {symbol("messages"): [{symbol("message"): self.runtime.encode_entry(e, peek=True)} for e in entries]}, 200
+            return {symbol("messages"): [{symbol("message"): encode_entry(e, peek=True)} for e in entries]}, 200
         if operation == VENDOR + "receive-by-sequence-number":
             self._authorize(parts, "Listen")
             store = self.namespace.store_for(path)
@@ -544,7 +543,7 @@ class AmqpConnection(asyncio.Protocol):
             entries = store.receive_deferred(seqs, now, lock)
             out = []
             for entry in entries:
-                item: dict[Any, Any] = {symbol("message"): self.runtime.encode_entry(entry)}
+                item: dict[Any, Any] = {symbol("message"): encode_entry(entry)}
                 if lock and entry.lock_token is not None:
                     item[symbol("lock-token")] = entry.lock_token
                 out.append(item)
@@ -575,7 +574,7 @@ class AmqpConnection(asyncio.Protocol):
             for item in _array_values(get.get("messages")):
                 fields = {str(k): v for k, v in item.items()}
                 for parsed in parse_transfer(bytes(fields["message"])):
-                    msg = self.runtime.to_stored(parsed)
+                    msg = to_stored(parsed)
                     entity.check_quota(msg.size)
                     seqs.append(entity.accept(msg, now))
             return {symbol("sequence-numbers"): Array(UNDESCRIBED, Data.LONG, *seqs)}, 200  # type: ignore[arg-type]
@@ -588,36 +587,4 @@ class AmqpConnection(asyncio.Protocol):
         raise NotImplementedOperation(f"management operation {operation!r} is not supported by the emulator")
 
 
-def to_stored(sections: Sections) -> StoredMessage:
-    system = sections.system_properties()
-    return StoredMessage(
-        message_id=sections.message_id,
-        system=system,
-        user=sections.app_props,
-        payload=sections,
-        size=sections.size,
-        ttl=sections.ttl_seconds,
-        scheduled_at=sections.scheduled_at,
-    )
-
-
-def encode_entry(entry: Entry, peek: bool = False) -> bytes:
-    """``entry`` as a receiver gets it; ``peek``: without lock expiry, with the message state
-    (active, deferred or scheduled) in ``x-opt-message-state``."""
-    overrides = dict(entry.user_overrides or {})
-    if entry.dead_letter is not None:
-        overrides["DeadLetterReason"] = entry.dead_letter[0]
-        overrides["DeadLetterErrorDescription"] = entry.dead_letter[1]
-    return encode_delivery(
-        entry.msg.payload,
-        seq=entry.seq,
-        enqueued_at=entry.msg.enqueued_at,
-        delivery_count=entry.delivery_count,
-        locked_until=None if peek or entry.lock_token is None else entry.locked_until,
-        app_overrides=overrides or None,
-        dead_letter_source=entry.dead_letter_source,
-        message_state=entry.state if peek else None,
-    )
-
-
-__all__ = ["AmqpConnection", "encode_entry", "to_stored", "ulong"]
+__all__ = ["AmqpConnection", "ulong"]

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError as ConfigError  # re-exported: its import path before errors.py held it
+
 DEFAULT_KEY_NAME = "RootManageSharedAccessKey"
 DEFAULT_KEY = "SAS_KEY_VALUE"
 DEFAULT_NAMESPACE = "sbemulatorns"
@@ -32,10 +34,6 @@ _DURATION = re.compile(
     r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?"
     r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
 )
-
-
-class ConfigError(ValueError):
-    """The configuration file is not usable; the message says what to fix."""
 
 
 def parse_duration(text: str | float | int, where: str = "duration") -> float:

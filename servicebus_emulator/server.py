@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .amqp import AmqpConnection, encode_entry, to_stored
+from .amqp import AmqpConnection
 from .config import EmulatorConfig, NamespaceConfig, PolicyConfig
 from .entities import Namespace
 from .errors import EntityNotFound
@@ -72,8 +72,6 @@ class NamespaceRuntime:
         self.connections: set[AmqpConnection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._http_runner: web.AppRunner | None = None
-        self.to_stored = to_stored
-        self.encode_entry = encode_entry
         self.namespace.on_delete.append(self._entity_deleted)
 
     def entity_policies(self) -> dict[str, list[PolicyConfig]]:
