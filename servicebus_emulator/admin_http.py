@@ -10,6 +10,7 @@ Routes (all take ``api-version``; bodies in ``admin_xml``):
 - ``GET /$namespaceinfo``
 - ``GET /health`` and ``GET /$emulator/entities`` (JSON, no auth: local diagnostics)
 - ``GET /$servicebus/websocket`` (AMQP over WebSockets) and ``GET /$emulator/websockets``: see ``websocket``
+  (registered ahead of this API by the server)
 
 PUT without ``If-Match`` creates (201; 409 when the entity exists); ``If-Match: *`` updates
 (200; 404 when it does not). Every management call needs ``Authorization: SharedAccessSignature``
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote
@@ -39,10 +41,10 @@ from aiohttp import web
 
 from . import admin_xml as ax
 from .config import NEVER, QueueConfig, RuleConfig, SubscriptionConfig, TopicConfig
-from .entities import DEFAULT_RULE, Queue, Rule, Subscription, Topic
+from .entities import DEFAULT_RULE, Namespace, Queue, Rule, Subscription, Topic
 from .errors import BadRequest, EmulatorError, EntityExists, EntityNotFound, MethodNotAllowed, Unauthorized
+from .runtime import Runtime
 from .sas import verify_token
-from .websocket import add_websocket_routes
 
 log = logging.getLogger("servicebus_emulator.admin")
 
@@ -88,15 +90,15 @@ def _reject_bad_name(kind: str, name: str, max_len: int) -> None:
 
 
 class AdminApi:
-    """The management API of one namespace runtime (``server.NamespaceRuntime``)."""
+    """The management API of one namespace."""
 
-    def __init__(self, runtime: Any):
+    def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self.started = time.time()
         self._rules: dict[int, _RuleMeta] = {}
 
     @property
-    def ns(self) -> Any:
+    def ns(self) -> Namespace:
         return self.runtime.namespace
 
     def now(self) -> float:
@@ -168,7 +170,7 @@ class AdminApi:
             )
         if header.lower().startswith("bearer "):
             raise Unauthorized("InvalidToken: the emulator accepts SharedAccessSignature tokens only, not Bearer.")
-        grant = verify_token(header, self.runtime.config.policies, self.runtime.entity_policies())
+        grant = verify_token(header, self.ns.config.policies, self.ns.entity_policies())
         scope = [] if parts and parts[0].startswith("$") else parts
         if not grant.covers(scope, "Manage"):
             rights = ", ".join(sorted(grant.rights)) or "nothing"
@@ -705,9 +707,12 @@ class AdminApi:
         }
 
 
-def make_admin_app(runtime: Any) -> web.Application:
+def make_admin_app(runtime: Runtime, *first: Callable[[web.Application], None]) -> web.Application:
+    """The namespace's HTTP application: ``first`` add their routes (AMQP over WebSockets) ahead
+    of the management API, whose catch-all route comes last."""
     api = AdminApi(runtime)
     app = web.Application(client_max_size=ax.MAX_BODY_BYTES)
-    add_websocket_routes(app, runtime)  # AMQP over WebSockets: before the catch-all
+    for add_routes in first:
+        add_routes(app)
     app.router.add_route("*", "/{tail:.*}", api.handle)
     return app

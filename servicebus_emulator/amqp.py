@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from proton import (
     UNDESCRIBED,
@@ -46,11 +46,9 @@ from .errors import (
     NotImplementedOperation,
     Unauthorized,
 )
+from .runtime import Runtime
 from .sas import Grant, verify_token
 from .store import Entry, MessageStore
-
-if TYPE_CHECKING:
-    from .server import NamespaceRuntime
 
 log = logging.getLogger("servicebus_emulator.amqp")
 
@@ -132,7 +130,7 @@ class EntitySender:
 class AmqpConnection(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, runtime: NamespaceRuntime):
+    def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self.namespace: Namespace = runtime.namespace
         self.connection = Connection()
@@ -154,7 +152,7 @@ class AmqpConnection(asyncio.Protocol):
     # -- asyncio plumbing ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.io = transport  # type: ignore[assignment]
-        self.runtime.connections.add(self)
+        self.runtime.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
         # the SDK reuses delivery-ids under concurrency; see amqp_frames.py
@@ -162,13 +160,13 @@ class AmqpConnection(asyncio.Protocol):
         while view and not self._closed:
             capacity = self.transport.capacity()
             if capacity < 0:
-                self._close_io()
+                self.close()
                 return
             if capacity == 0:
                 self.process()
                 capacity = self.transport.capacity()
                 if capacity <= 0:
-                    self._close_io()
+                    self.close()
                     return
             chunk = view[:capacity]
             self.transport.push(bytes(chunk))
@@ -177,7 +175,7 @@ class AmqpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self.runtime.connections.discard(self)
+        self.runtime.connection_closed(self)
         for sender in self.senders:
             sender.closed()
         self.senders.clear()
@@ -186,7 +184,8 @@ class AmqpConnection(asyncio.Protocol):
         except Exception:  # noqa: BLE001 - engine already torn down
             pass
 
-    def _close_io(self) -> None:
+    def close(self) -> None:
+        """Flush what the engine has to send, then close the socket."""
         self.flush()
         self._closed = True
         if self.io is not None:
@@ -252,7 +251,7 @@ class AmqpConnection(asyncio.Protocol):
         elif kind == Event.DELIVERY and event.delivery is not None:
             self._on_delivery(event.delivery)
         elif kind == Event.TRANSPORT_CLOSED:
-            self._close_io()
+            self.close()
 
     # -- attach / detach -------------------------------------------------------------------
     def _on_attach(self, link: Link) -> None:
@@ -477,7 +476,7 @@ class AmqpConnection(asyncio.Protocol):
             if props.get("operation") != "put-token":
                 raise BadRequest(f"unsupported $cbs operation {props.get('operation')!r}")
             grant = verify_token(
-                str(request.body), self.namespace.config.policies, self.runtime.entity_policies()
+                str(request.body), self.namespace.config.policies, self.namespace.entity_policies()
             )
             self.grants = [g for g in self.grants if g.expires_at > time.time()]
             self.grants.append(grant)
