@@ -259,3 +259,26 @@ async def test_the_official_python_client(sdk: WebPubSubServiceClient) -> None:
         await asyncio.wait_for(got.wait(), WAIT)
     assert received == [("group", "lobby", "json", {"event": "chat", "data": "hi"}), ("server", "text", "all"),
                         ("group", "lobby", "text", "from py")]
+
+
+async def test_the_dashboard_collector_shows_connections_and_groups_per_hub(sdk: WebPubSubServiceClient,
+                                                                           server: WebPubSubServer) -> None:
+    from local_stack.dashboard import Collector
+
+    collector = Collector(lambda: [], lambda: [], webpubsub=lambda: server.endpoint + STATS_PATH)
+    a = await raw_connect(await client_url(sdk, user_id="dash", groups=["lobby", "vip"]))
+    try:
+        await a.next()
+        async with aiohttp.ClientSession() as session:
+            await collector.tick(session)
+            assert collector.state["webpubsub"] == {
+                "url": server.endpoint + STATS_PATH, "up": True, "error": None,
+                "hubs": [{"hub": HUB, "connections": 1, "groups": {"lobby": 1, "vip": 1}, "users": 1}]}
+            await a.close()
+            await server.stop()
+            await collector.tick(session)
+            state = collector.state["webpubsub"]
+            assert state["up"] is False and state["hubs"] == [] and state["error"]
+    finally:
+        await a.close()
+        await collector.close()
