@@ -3,8 +3,10 @@
 Two kinds, both made by ``azure-messaging-webpubsubservice`` with the key of the connection
 string (the key string itself is the HMAC secret):
 
-* REST calls carry ``Authorization: Bearer <jwt>`` whose ``aud`` is the request URL exactly as
-  the SDK built it (scheme, host, path, query), ``exp`` one minute ahead;
+* REST calls carry ``Authorization: Bearer <jwt>`` whose ``aud`` is the request URL as the SDK
+  built it, ``exp`` one minute ahead. The SDK percent-encodes a group name (``chat:room`` ->
+  ``chat%3Aroom``) and its HTTP client may send the character unencoded, so the URLs are compared
+  decoded: scheme, host, port, path and query must match;
 * clients connect with ``?access_token=<jwt>`` from ``get_client_access_token``: ``aud`` is
   ``<endpoint>/client/hubs/<hub>``, ``sub`` the user id, ``role`` a list of permissions and
   ``webpubsub.group`` the groups joined on connect.
@@ -16,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import jwt
+from yarl import URL
 
 __all__ = ["ClientGrant", "TokenError", "client_grant", "verify_rest_token", "can_join_leave", "can_send_to"]
 
@@ -35,14 +38,23 @@ class ClientGrant:
     groups: tuple[str, ...]
 
 
+def _canonical(url: str) -> tuple[str, str, int | None, str, tuple[tuple[str, str], ...]]:
+    u = URL(url)
+    return (u.scheme.lower(), (u.host or "").lower(), u.port, u.path.rstrip("/"), tuple(sorted(u.query.items())))
+
+
 def _decode(token: str, key: str, audiences: Iterable[str]) -> dict[str, object]:
     if not token or len(token) > MAX_TOKEN_CHARS:
         raise TokenError("missing or oversized access token")
     try:
         claims: dict[str, object] = jwt.decode(
-            token, key, algorithms=["HS256"], audience=list(audiences), leeway=LEEWAY_SECONDS,
-            options={"require": ["exp", "aud"]},
+            token, key, algorithms=["HS256"], leeway=LEEWAY_SECONDS,
+            options={"require": ["exp", "aud"], "verify_aud": False},
         )
+        aud = claims["aud"]
+        wanted = {_canonical(a) for a in audiences}
+        if not any(isinstance(a, str) and _canonical(a) in wanted for a in (aud if isinstance(aud, list) else [aud])):
+            raise jwt.InvalidAudienceError("audience mismatch")
     except jwt.ExpiredSignatureError:
         raise TokenError("access token expired") from None
     except jwt.InvalidAudienceError:

@@ -282,3 +282,16 @@ async def test_the_dashboard_collector_shows_connections_and_groups_per_hub(sdk:
     finally:
         await a.close()
         await collector.close()
+
+
+@pytest.mark.parametrize("group", ["chat:room", "hist/a#1", "r 1", "ümlaut?&=", "a%2Fb"])
+async def test_group_names_survive_the_sdks_url_encoding(sdk: WebPubSubServiceClient, group: str) -> None:
+    a = await raw_connect(await client_url(sdk, groups=[group]))
+    try:
+        await a.next()
+        assert await sdk.group_exists(group)
+        await sdk.send_to_group(group, {"g": group}, content_type="application/json")
+        assert await a.next() == {"type": "message", "from": "group", "group": group, "dataType": "json",
+                                  "data": {"g": group}}
+    finally:
+        await a.close()
