@@ -223,10 +223,10 @@ class Collector:
         for task in self._peek_tasks.values():
             with contextlib.suppress(BaseException):
                 await task
-        for admin in self._admins.values():
+        while self._admins:  # a tick still finishing may add or drop a client meanwhile
+            _, admin = self._admins.popitem()
             with contextlib.suppress(Exception):
                 await admin.close()
-        self._admins.clear()
 
     # -- relay nodes -----------------------------------------------------------------------
     async def poll_node(self, session: aiohttp.ClientSession, node: NodeTarget) -> dict[str, Any]:
