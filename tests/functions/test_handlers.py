@@ -343,7 +343,10 @@ async def test_webpubsub_pushes_what_clients_receive(wps_connection: str) -> Non
         binary = dataclasses.replace(binary, body={**binary.body, "binary": True})
         n += await handlers.webpubsub(ctx, "eu", sb_message(Batch((chat,), 0, ("eu",))))
         n += await handlers.webpubsub(ctx, "eu", sb_message(Batch((binary,), 0, ("eu",))))
-        assert n == 3  # the binary emit is skipped (Web PubSub JSON messages cannot carry it)
+        # python-socketio's emit(to=sid) is a room named after the sid: a group nobody is in
+        to_sid = emit_envelope("eu", room="Xy12sidOfASocketIOClient", data="private")
+        n += await handlers.webpubsub(ctx, "eu", sb_message(Batch((to_sid,), 0, ("eu",))))
+        assert n == 4  # the binary emit is skipped (Web PubSub JSON messages cannot carry it)
         assert await lobby.frames_within(0.5) == [
             {"type": "message", "from": "group", "group": "lobby", "dataType": "json",
              "data": {"event": "chat", "data": {"text": "hi"}}},
