@@ -295,3 +295,63 @@ async def test_group_names_survive_the_sdks_url_encoding(sdk: WebPubSubServiceCl
                                   "data": {"g": group}}
     finally:
         await a.close()
+
+
+async def test_closing_by_group_user_and_hub(sdk: WebPubSubServiceClient) -> None:
+    clients = [await raw_connect(await client_url(sdk, user_id=f"u{i}", groups=[f"g{i}"])) for i in range(3)]
+    try:
+        ids = [(await c.next())["connectionId"] for c in clients]
+        await sdk.close_group_connections("g0", reason="group closed")
+        await sdk.close_user_connections("u1", reason="user closed")
+        await sdk.close_all_connections(excluded=[ids[0], ids[1]], reason="all closed")
+        for client, reason in zip(clients, ("group closed", "user closed", "all closed"), strict=True):
+            assert await client.next() == {"type": "system", "event": "disconnected", "message": reason}
+            assert await client.next() is aiohttp.WSMsgType.CLOSE
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_revoked_roles_and_removed_groups(sdk: WebPubSubServiceClient) -> None:
+    a = await raw_connect(await client_url(sdk, roles=["webpubsub.sendToGroup.g"], groups=["g", "h"]))
+    try:
+        conn_id = (await a.next())["connectionId"]
+        await sdk.revoke_permission("sendToGroup", conn_id, target_name="g")
+        assert not await sdk.has_permission("sendToGroup", conn_id, target_name="g")
+        await a.send({"type": "sendToGroup", "group": "g", "ackId": 1, "dataType": "text", "data": "x"})
+        assert (await a.next())["error"]["name"] == "Forbidden"
+        await sdk.remove_connection_from_all_groups(conn_id)
+        assert not await sdk.group_exists("g") and not await sdk.group_exists("h")
+        with pytest.raises(HttpResponseError) as info:  # a filter the local service cannot evaluate
+            await sdk.send_to_all({"x": 1}, content_type="application/json", filter="userId eq 'a'")
+        assert info.value.status_code == 400
+    finally:
+        await a.close()
+
+
+async def test_plain_client_messages_have_no_upstream_and_are_counted(sdk: WebPubSubServiceClient,
+                                                                      server: WebPubSubServer) -> None:
+    plain = await raw_connect(await client_url(sdk), protocol=None)
+    try:
+        await plain.ws.send_str("hello upstream")
+        await plain.nothing_within(0.2)  # plain clients get no acks or system events
+        assert server.service.counters["dropped.upstream-not-configured"] == 1
+    finally:
+        await plain.close()
+
+
+def test_a_full_outbox_drops_and_counts_but_still_closes() -> None:
+    from collections import Counter
+
+    from local_stack.webpubsub.hubs import OUTBOX_LIMIT, Close, Connection
+    from local_stack.webpubsub.protocol import Protocol, payload_from_rest
+
+    counters: Counter[str] = Counter()
+    conn = Connection(hub=HUB, protocol=Protocol.JSON, user_id=None, roles=set(), counters=counters)
+    payload = payload_from_rest("text/plain", b"x")
+    assert sum(conn.deliver(payload) for _ in range(OUTBOX_LIMIT + 5)) == OUTBOX_LIMIT
+    assert counters["dropped.slow-client"] == 5 and counters["messages.delivered"] == OUTBOX_LIMIT
+    conn.close("bye")
+    items = [conn.outbox.get_nowait() for _ in range(conn.outbox.qsize())]
+    assert items[-1] == Close(1000, "bye")
+    assert not conn.deliver(payload) and counters["dropped.connection-closing"] == 1
