@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 import jwt
@@ -24,6 +25,7 @@ log = logging.getLogger("local_stack.webpubsub")
 
 SERVICE_KEY: web.AppKey[Service] = web.AppKey("webpubsub_service", Service)
 PERMISSIONS = ("joinLeaveGroup", "sendToGroup")
+HUB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -33,6 +35,9 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 @web.middleware
 async def rest_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    hub = request.match_info.get("hub")
+    if hub is not None and not HUB_NAME.fullmatch(hub):
+        return _error(400, "BadRequest", "a hub name starts with a letter and has at most 128 letters, digits or '_'")
     if not request.path.startswith("/api/"):
         return await handler(request)
     service = request.app[SERVICE_KEY]

@@ -190,6 +190,9 @@ async def test_client_tokens_are_checked_at_the_handshake(sdk: WebPubSubServiceC
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await raw_connect(url, protocol="protobuf.webpubsub.azure.v1")
     assert info.value.status == 400
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await raw_connect(url.replace(f"/hubs/{HUB}?", "/hubs/1bad-hub?"))
+    assert info.value.status == 400
 
 
 async def test_roles_are_enforced_and_every_ackid_is_answered(sdk: WebPubSubServiceClient) -> None:
