@@ -3,8 +3,9 @@
 Two regions (``westeurope`` with relay nodes ``a1`` and ``a2``; ``northeurope`` with ``b1`` and
 the on-premise node ``factory1``, which joins with a topic-scoped Listen+Send key and a
 pre-provisioned subscription), one emulator process serving both namespaces, Azurite (Table
-Storage), the local Web PubSub service (``local_stack/webpubsub``), and the Functions app under the local runner (router, persist,
-Web PubSub edge per region; history, emit and negotiate over HTTP).
+Storage), the local Web PubSub service (``local_stack/webpubsub``), and the Functions app under
+the local runner (router, persist, Web PubSub edge per region; history, emit and negotiate over
+HTTP).
 """
 
 from __future__ import annotations
