@@ -19,11 +19,14 @@ from typing import Any
 
 from .protocol import Payload, Protocol, connected_frame, disconnected_frame, message_frame
 
-__all__ = ["Close", "Connection", "ConnectionState", "Hub", "Service", "OUTBOX_LIMIT"]
+__all__ = ["CLOSED_BY_SERVER", "Close", "Connection", "ConnectionState", "Hub", "Service", "OUTBOX_LIMIT"]
 
 log = logging.getLogger("local_stack.webpubsub")
 
 OUTBOX_LIMIT = 1000
+#: WebSocket close code of a close the server asked for (REST ``close_*``): 1008 tells the official
+#: clients not to try connection recovery (they open a new connection if they reconnect at all)
+CLOSED_BY_SERVER = 1008
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ class Connection:
         token = secrets.token_urlsafe(24) if self.protocol is Protocol.JSON_RELIABLE else None
         self.send_frame(connected_frame(self.id, self.user_id, token))
 
-    def close(self, reason: str, code: int = 1000) -> None:
+    def close(self, reason: str, code: int = CLOSED_BY_SERVER) -> None:
         """Tell the client (subprotocols: a ``disconnected`` event) and end its outbox."""
         if self.state is not ConnectionState.OPEN:
             return

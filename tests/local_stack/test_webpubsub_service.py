@@ -140,6 +140,7 @@ async def test_groups_connections_and_users_through_the_sdk(sdk: WebPubSubServic
         await sdk.close_connection(conn_id, reason="bye")
         assert await a.next() == {"type": "system", "event": "disconnected", "message": "bye"}
         assert await a.next() is aiohttp.WSMsgType.CLOSE
+        assert a.ws.close_code == 1008  # closed by the server: the official clients do not try recovery
         await a.ws.close()
         assert await a.ws.receive(WAIT)  # the server has finished the close handshake
         for _ in range(100):  # the handler unregisters right after the close handshake
@@ -234,10 +235,12 @@ async def test_roles_are_enforced_and_every_ackid_is_answered(sdk: WebPubSubServ
         await some.close()
 
 
-async def test_the_official_python_client(sdk: WebPubSubServiceClient) -> None:
+async def test_the_official_python_client(sdk: WebPubSubServiceClient, server: WebPubSubServer) -> None:
     url = await client_url(sdk, user_id="py", roles=["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"])
     received: list[Any] = []
     got = asyncio.Event()
+    connections: list[str] = []
+    connected = asyncio.Event()
 
     async def on_group(e: Any) -> None:
         received.append(("group", e.group, e.data_type, e.data))
@@ -247,21 +250,42 @@ async def test_the_official_python_client(sdk: WebPubSubServiceClient) -> None:
         received.append(("server", e.data_type, e.data))
         got.set()
 
+    async def on_connected(e: Any) -> None:
+        connections.append(e.connection_id)
+        connected.set()
+
+    async def next_message() -> None:
+        await asyncio.wait_for(got.wait(), WAIT)
+        got.clear()
+
     client = WebPubSubClient(url)
+    await client.subscribe(CallbackType.CONNECTED, on_connected)
     async with client:
         await client.subscribe(CallbackType.GROUP_MESSAGE, on_group)
         await client.subscribe(CallbackType.SERVER_MESSAGE, on_server)
         await client.join_group("lobby")
         await sdk.send_to_group("lobby", {"event": "chat", "data": "hi"}, content_type="application/json")
-        await asyncio.wait_for(got.wait(), WAIT)
-        got.clear()
+        await next_message()
         await sdk.send_to_all("all", content_type="text/plain")
-        await asyncio.wait_for(got.wait(), WAIT)
-        got.clear()
+        await next_message()
         await client.send_to_group("lobby", "from py", WebPubSubDataType.TEXT)
-        await asyncio.wait_for(got.wait(), WAIT)
+        await next_message()
+        # closed by the server: the client reconnects with a new connection (no recovery attempt)
+        # and rejoins its group
+        await asyncio.wait_for(connected.wait(), WAIT)
+        connected.clear()
+        await sdk.close_connection(connections[0], reason="bye")
+        await asyncio.wait_for(connected.wait(), 20)
+        for _ in range(100):
+            if await sdk.group_exists("lobby"):
+                break
+            await asyncio.sleep(0.05)
+        await sdk.send_to_group("lobby", "again", content_type="text/plain")
+        await next_message()
     assert received == [("group", "lobby", "json", {"event": "chat", "data": "hi"}), ("server", "text", "all"),
-                        ("group", "lobby", "text", "from py")]
+                        ("group", "lobby", "text", "from py"), ("group", "lobby", "text", "again")]
+    assert len(connections) == 2 and connections[0] != connections[1]
+    assert server.service.counters["connections.recovery-refused"] == 0
 
 
 async def test_the_dashboard_collector_shows_connections_and_groups_per_hub(sdk: WebPubSubServiceClient,
@@ -356,5 +380,5 @@ def test_a_full_outbox_drops_and_counts_but_still_closes() -> None:
     assert counters["dropped.slow-client"] == 5 and counters["messages.delivered"] == OUTBOX_LIMIT
     conn.close("bye")
     items = [conn.outbox.get_nowait() for _ in range(conn.outbox.qsize())]
-    assert items[-1] == Close(1000, "bye")
+    assert items[-1] == Close(1008, "bye")
     assert not conn.deliver(payload) and counters["dropped.connection-closing"] == 1
