@@ -27,9 +27,7 @@ from azure.servicebus import TransportType
 from azure.servicebus.aio import ServiceBusClient
 from azure.servicebus.aio.management import ServiceBusAdministrationClient
 
-
-class ConnectionSettingsError(ValueError):
-    """A connection string or namespace setting that cannot work; the message says what to fix."""
+from socketio_servicebus.errors import ConnectionSettingsError
 
 
 def parse_connection_string(conn_str: str) -> dict[str, str]:
