@@ -82,6 +82,57 @@ def _default_node_id() -> str:
     return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
 
+def _body_limit(limits: Limits) -> int:
+    """Body bytes per message: headroom for AMQP header, properties and application properties."""
+    return limits.max_message_bytes - min(8192, limits.max_message_bytes // 8)
+
+
+def _parts(node_id: str, region: str, conn: ConnectionOptions, batching: BatchingOptions, cl: ClusterOptions,
+           limits: Limits, metrics: ManagerMetrics, log: logging.Logger) -> tuple[Transport, Cluster, Dispatcher]:
+    """The manager's transport, cluster and dispatcher, built from its options."""
+    spec = node_subscription_spec(topic=conn.topic, node_id=node_id, ttl=cl.subscription_ttl,
+                                  auto_delete_on_idle=cl.auto_delete_on_idle)
+    transport = Transport(
+        conn={"connection_string": conn.connection_string,
+              "fully_qualified_namespace": conn.fully_qualified_namespace, "credential": conn.credential},
+        client_options={**_CLIENT_DEFAULTS, **conn.client_options}, admin_options=conn.admin_options,
+        topic=conn.topic, subscription_name=conn.subscription or spec.name, spec=spec,
+        owns_subscription=conn.subscription is None, receive_mode=conn.receive_mode,
+        prefetch_count=batching.prefetch_count, backoff_initial=conn.backoff_initial,
+        backoff_max=conn.backoff_max, metrics=metrics, logger=log)
+    cluster = Cluster(
+        node_id=node_id, region=region, heartbeat_interval=cl.heartbeat_interval,
+        node_timeout=cl.node_timeout, request_timeout=cl.request_timeout,
+        max_concurrent_requests=limits.max_concurrent_requests,
+        check=functools.partial(fit, body_limit=_body_limit(limits)), metrics=metrics, logger=log)
+    dispatcher = Dispatcher(node_id, dedupe_size=limits.dedupe_size,
+                            max_bytes=max(MAX_BATCH_BYTES, limits.max_message_bytes))
+    return transport, cluster, dispatcher
+
+
+def _local_sockets(mgr: AsyncPubSubManager, node_id: str, namespace: str, room: Any) -> list[dict[str, Any]]:
+    """This node's sockets of ``namespace`` (in ``room``), as a fetch_sockets reply lists them."""
+    if namespace not in mgr.rooms:
+        return []
+    return [
+        {"sid": sid, "namespace": namespace, "rooms": mgr.get_rooms(sid, namespace), "node": node_id}
+        for sid, _ in mgr.get_participants(namespace, room)
+    ]
+
+
+async def _stop_listener(sup: Supervisor, log: logging.Logger) -> None:
+    """Let the listener end after its current receive call (it settles that burst itself);
+    cancel it if it does not."""
+    listener = sup.task("listener")
+    if listener is not None and not listener.done():
+        _, pending = await asyncio.wait({listener}, timeout=RECEIVE_WAIT + 2.0)
+        if pending:
+            log.warning("close: listener did not stop after its receive call; cancelling it")
+            left = await sup.cancel(("listener",), 5.0)
+            if left:
+                log.warning("close: listener still running: %s", left)
+
+
 class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     """Client manager (a :class:`socketio.async_pubsub_manager.AsyncPubSubManager`) sharing one Service Bus topic between python-socketio servers.
 
@@ -91,23 +142,16 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         sio = socketio.AsyncServer(async_mode="asgi", client_manager=mgr)
         await mgr.start()            # optional: joins now instead of at the first connection
 
-    All arguments are keyword-only; nothing is read from the environment.
-
-    :param connection: :class:`~socketio_servicebus.manager.options.ConnectionOptions` (required).
-    :param batching: :class:`~socketio_servicebus.manager.options.BatchingOptions`.
-    :param cluster: :class:`~socketio_servicebus.manager.options.ClusterOptions`.
-    :param limits: :class:`~socketio_servicebus.manager.options.Limits`.
-    :param node_id: this node's id (default ``<hostname>-<8 hex>``); also python-socketio's
-        ``host_id``.
-    :param region: this node's region (``origin_region`` of its envelopes).
-    :param write_only: only emit (external emitters, Functions): no subscription, no listener,
-        no heartbeats; ``fetch_sockets`` / ``server_side_emit`` are unavailable.
-    :param logger: logger (default ``socketio.servicebus``).
-    :param json: passed to python-socketio (packet encoding); the wire always uses
-        :mod:`socketio_servicebus.wire.codec`.
-    :param legacy: the flat keyword arguments of 0.x (``connection_string=``, ``topic=``,
-        ``heartbeat_interval=``, ...), deprecated: each goes into its group, with a
-        :class:`DeprecationWarning`.
+    Keyword-only; nothing is read from the environment. ``connection`` (required),
+    ``batching``, ``cluster`` and ``limits`` are the option groups of
+    :mod:`socketio_servicebus.manager.options` (each field documented there). Besides:
+    ``node_id`` (default ``<hostname>-<8 hex>``; also python-socketio's ``host_id``),
+    ``region`` (``origin_region`` of its envelopes), ``write_only`` (only emit: no
+    subscription, no listener, no heartbeats, no ``fetch_sockets`` / ``server_side_emit``),
+    ``logger`` (default ``socketio.servicebus``), ``json`` (python-socketio's packet encoding;
+    the wire always uses :mod:`socketio_servicebus.wire.codec`). The flat keywords of 0.x
+    (``connection_string=``, ``heartbeat_interval=``, ...) still work for one release, with a
+    :class:`DeprecationWarning`.
 
     Lifecycle: ``new`` → ``running`` (:meth:`start`, or python-socketio's first connection) →
     ``closing`` → ``closed`` (:meth:`close`).  Emitting once closing raises
@@ -140,27 +184,10 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self.region = region
         self.topic = conn.topic
         self.receive_mode = conn.receive_mode
-        spec = node_subscription_spec(topic=conn.topic, node_id=self.node_id, ttl=cl.subscription_ttl,
-                                      auto_delete_on_idle=cl.auto_delete_on_idle)
-        self.subscription_name: str = conn.subscription or spec.name
-        # headroom for AMQP header, properties and application properties
-        self._body_limit = self.limits.max_message_bytes - min(8192, self.limits.max_message_bytes // 8)
         self.metrics = ManagerMetrics()
-        self._transport = Transport(
-            conn={"connection_string": conn.connection_string,
-                  "fully_qualified_namespace": conn.fully_qualified_namespace, "credential": conn.credential},
-            client_options={**_CLIENT_DEFAULTS, **conn.client_options}, admin_options=conn.admin_options,
-            topic=conn.topic, subscription_name=self.subscription_name, spec=spec,
-            owns_subscription=conn.subscription is None, receive_mode=conn.receive_mode,
-            prefetch_count=self.batching.prefetch_count, backoff_initial=conn.backoff_initial,
-            backoff_max=conn.backoff_max, metrics=self.metrics, logger=self._log)
-        self._cluster = Cluster(
-            node_id=self.node_id, region=region, heartbeat_interval=cl.heartbeat_interval,
-            node_timeout=cl.node_timeout, request_timeout=cl.request_timeout,
-            max_concurrent_requests=self.limits.max_concurrent_requests,
-            check=functools.partial(fit, body_limit=self._body_limit), metrics=self.metrics, logger=self._log)
-        self._dispatcher = Dispatcher(self.node_id, dedupe_size=self.limits.dedupe_size,
-                                      max_bytes=max(MAX_BATCH_BYTES, self.limits.max_message_bytes))
+        self._transport, self._cluster, self._dispatcher = _parts(self.node_id, region, conn, self.batching, cl,
+                                                                  self.limits, self.metrics, self._log)
+        self.subscription_name: str = self._transport.subscription_name
         #: what the outbox sends with (a seam: instrumentation may wrap it before start())
         self._send: SendFn = self._transport.send
         self._outbox: Outbox | None = None
@@ -176,9 +203,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                          lambda self, r: setattr(self._transport, "receiver", r))
     _to_settle = property(lambda self: self._transport.to_settle)
     _requests_active = property(lambda self: self._cluster.requests_active)
-
-    async def _close_receiver(self) -> None:
-        await self._transport.close_receiver()
+    _close_receiver = property(lambda self: self._transport.close_receiver)
 
     # ================================================================== lifecycle
     @property
@@ -230,7 +255,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             backoff_max=conn.backoff_max,
         )
         self._outbox = outbox = Outbox(
-            self._send, body_limit=self._body_limit, max_items=self.limits.buffer_size, metrics=self.metrics,
+            self._send, body_limit=_body_limit(self.limits), max_items=self.limits.buffer_size, metrics=self.metrics,
             logger=self._log, backoff_initial=conn.backoff_initial, backoff_max=conn.backoff_max,
             linger=self.batching.send_interval,
         )
@@ -267,11 +292,9 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         sup.stop_supervising()
         self._transport.changed.set()  # wake wait_ready() callers: they return False (not running)
         if not self.write_only:
-            await self._stop_receiving(sup)
-            try:
-                self._put(self._heartbeat_envelope(bye=True))
-            except EnvelopeError:  # pragma: no cover - a heartbeat always fits
-                self._log.warning("close: goodbye heartbeat did not fit")
+            await _stop_listener(sup, self._log)
+            await self._transport.settle_rest()  # one settler at a time on the link: after the listener
+            self._put(self._heartbeat_envelope(bye=True))  # a heartbeat always fits
         if not await outbox.flush(_CLOSE_FLUSH_TIMEOUT):
             lost = len(outbox)
             self.metrics.close_dropped += lost
@@ -282,19 +305,6 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             self._log.warning("close: tasks still running: %s", left)
         await self._transport.close()
         self._life.to(State.CLOSED)
-
-    async def _stop_receiving(self, sup: Supervisor) -> None:
-        """End the listener after its current receive call (it settles that burst itself), then
-        settle anything still unsettled: one settler at a time on the link."""
-        listener = sup.task("listener")
-        if listener is not None and not listener.done():
-            _, pending = await asyncio.wait({listener}, timeout=RECEIVE_WAIT + 2.0)
-            if pending:
-                self._log.warning("close: listener did not stop after its receive call; cancelling it")
-                left = await sup.cancel(("listener",), 5.0)
-                if left:
-                    self._log.warning("close: listener still running: %s", left)
-        await self._transport.settle_rest()
 
     shutdown = close
 
@@ -405,17 +415,13 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         try:
             batch = dispatcher.decode(message_body(msg))
         except EnvelopeError as exc:
-            self.metrics.poison_received += 1
-            self._log.warning("servicebus: poison message %s on %s: %s%s", msg.message_id, self.subscription_name,
-                              exc, " (receive_and_delete: dropped, cannot be dead-lettered)"
-                              if self.receive_mode == "receive_and_delete" else " (dead-lettered)")
-            transport.settle(msg, "dead_letter", exc.reason, exc.description)
+            transport.poison(msg, exc)
             return
         try:
             routed = dispatcher.route(batch)
             self.metrics.duplicates_dropped += routed.duplicates
-            for env in routed.misaddressed:
-                self.metrics.misaddressed_dropped += 1
+            self.metrics.misaddressed_dropped += len(routed.misaddressed)
+            for env in routed.misaddressed:  # the subscription rule should have kept them away
                 self._log.debug("servicebus: envelope %s (from %s, to %s) is not for this node",
                                 env.id, env.origin_node, env.target_node)
             now_wall = time.time()
@@ -432,12 +438,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                     self._cluster.on_response(env)
                 dispatcher.handled(env)
         except Exception:  # noqa: BLE001 - logged with traceback and counted; abandoned with peek_lock
-            self.metrics.processing_failures += 1
-            self._log.exception(
-                "servicebus: failed to process message %s; %s", msg.message_id,
-                "dropped (receive_and_delete: the broker already deleted it)"
-                if self.receive_mode == "receive_and_delete" else "abandoning it for redelivery")
-            transport.settle(msg, "abandon")
+            transport.failed(msg)
             return
         transport.settle(msg, "complete")
 
@@ -470,14 +471,6 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
 
         return register(handler) if handler is not None else register
 
-    def _local_sockets(self, namespace: str, room: Any) -> list[dict[str, Any]]:
-        if namespace not in self.rooms:
-            return []
-        return [
-            {"sid": sid, "namespace": namespace, "rooms": self.get_rooms(sid, namespace), "node": self.node_id}
-            for sid, _ in self.get_participants(namespace, room)
-        ]
-
     def _require_listener(self, what: str) -> None:
         if self.write_only:
             raise RuntimeError(f"{what} needs a listening manager (write_only=False)")
@@ -502,7 +495,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         arrived and logs the nodes that missed it.
         """
         self._require_listener("fetch_sockets")
-        out = self._local_sockets(namespace, room)
+        out = _local_sockets(self, self.node_id, namespace, room)
         return out + self._cluster.sockets_from(await self._request("fetch_sockets", namespace, {"room": room}, timeout))
 
     async def room_members(self, namespace: str, room: Any, timeout: float | None = None) -> list[str]:  # noqa: ASYNC109 - public API
@@ -534,6 +527,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         task.add_done_callback(self._cluster.served)
 
     async def _serve_request(self, env: Envelope) -> None:
-        sockets = self._local_sockets(env.ns, env.body.get("room")) if env.body.get("op") == "fetch_sockets" else []
+        fetch = env.body.get("op") == "fetch_sockets"
+        sockets = _local_sockets(self, self.node_id, env.ns, env.body.get("room")) if fetch else []
         for reply in await self._cluster.serve(env, sockets):
             self._put(reply)

@@ -391,6 +391,24 @@ class Transport:
             return
         self.to_settle.append((self.receiver, msg, op, reason, description))
 
+    def poison(self, msg: Any, exc: EnvelopeError) -> None:
+        """``msg`` is not a batch: counted, logged, dead-lettered (with peek_lock)."""
+        self.metrics.poison_received += 1
+        self.log.warning("servicebus: poison message %s on %s: %s%s", msg.message_id, self.subscription_name, exc,
+                         " (receive_and_delete: dropped, cannot be dead-lettered)"
+                         if self.receive_mode == "receive_and_delete" else " (dead-lettered)")
+        self.settle(msg, "dead_letter", exc.reason, exc.description)
+
+    def failed(self, msg: Any) -> None:
+        """Handling ``msg`` raised (call from the ``except``): counted, logged with the traceback,
+        abandoned for redelivery (with peek_lock)."""
+        self.metrics.processing_failures += 1
+        self.log.exception(
+            "servicebus: failed to process message %s; %s", msg.message_id,
+            "dropped (receive_and_delete: the broker already deleted it)"
+            if self.receive_mode == "receive_and_delete" else "abandoning it for redelivery")
+        self.settle(msg, "abandon")
+
     async def settle_burst(self) -> None:
         """Settle the burst just delivered, all at once, before the next receive call.
 

@@ -23,7 +23,7 @@ import base64
 import contextlib
 import logging
 
-from socketio_servicebus.errors import TunnelError
+from socketio_servicebus.errors import TunnelError as TunnelError
 
 log = logging.getLogger("socketio_servicebus.servicebus.tunnel")
 
