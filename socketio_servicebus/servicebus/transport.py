@@ -178,8 +178,10 @@ class Transport:
         self.changed.set()
 
     def open(self) -> None:
-        """Build the SDK client (no I/O yet); raises for settings that cannot work."""
+        """Build the SDK client (no I/O yet); raises for settings that cannot work. Called on
+        the event loop the links will run on (the events and the lock belong to it)."""
         self.client = servicebus_client(**self._conn, **self.client_options)
+        self.changed, self.closing, self._sender_lock = asyncio.Event(), asyncio.Event(), asyncio.Lock()
 
     def admin(self) -> Any:
         return admin_client(**self._conn, **self.admin_options)
