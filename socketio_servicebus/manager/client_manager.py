@@ -59,11 +59,13 @@ from socketio_servicebus.manager.options import (
 from socketio_servicebus.manager.outbox import Outbox, SendFn, fit
 from socketio_servicebus.manager.readiness import ReadinessState, connected, readiness
 from socketio_servicebus.manager.supervisor import Supervisor
+from socketio_servicebus.manager.trust import Trust
 from socketio_servicebus.metrics import ManagerMetrics
 from socketio_servicebus.servicebus.subscription import node_subscription_spec
 from socketio_servicebus.servicebus.transport import RECEIVE_WAIT, Burst, Transport, message_body
 from socketio_servicebus.wire.dispatch import Dispatcher, Route
 from socketio_servicebus.wire.envelope import MAX_BATCH_BYTES, Envelope, Kind
+from socketio_servicebus.zones import ZoneSet
 
 __all__ = ["ManagerClosed", "ServiceBusManager", "ServerEventHandler"]
 
@@ -172,6 +174,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         write_only: bool = False,
         logger: logging.Logger | None = None,
         json: Any = None,
+        zones: ZoneSet | None = None,
         **legacy: Any,
     ) -> None:
         conn, self.batching, cl, self.limits = from_legacy(connection, batching, cluster, limits, legacy)
@@ -188,6 +191,11 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self._transport, self._cluster, self._dispatcher = _parts(self.node_id, region, conn, self.batching, cl,
                                                                   self.limits, self.metrics, self._log)
         self.subscription_name: str = self._transport.subscription_name
+        #: trust zones: sign on send, verify/police/bound on receive (``zones=None``: bounds only)
+        self.zones = zones
+        self._trust = Trust(zones, self.metrics, max_nodes=self.limits.max_nodes,
+                            heartbeat_interval=cl.heartbeat_interval, logger=self._log)
+        self._transport.signer = self._trust.signer
         #: what the outbox sends with (a seam: instrumentation may wrap it before start())
         self._send: SendFn = self._transport.send
         self._outbox: Outbox | None = None
@@ -413,9 +421,14 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self.metrics.messages_received += 1
         transport, dispatcher = self._transport, self._dispatcher
         try:
-            batch = dispatcher.decode(message_body(msg))
+            body = message_body(msg)
+            batch = dispatcher.decode(body)
         except EnvelopeError as exc:
             transport.poison(msg, exc)
+            return
+        checked = self._trust.message(msg, body, batch)
+        if checked is None:  # no proof of origin: dropped, counted (forged_dropped), logged
+            transport.settle(msg, "complete")
             return
         try:
             routed = dispatcher.route(batch)
@@ -426,12 +439,17 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                                 env.id, env.origin_node, env.target_node)
             now_wall = time.time()
             for route, env in routed.envelopes:
+                if not self._trust.envelope(checked, env, self._touches_local):
+                    dispatcher.handled(env)  # outside its zone's policy: dropped (counted if it mattered here)
+                    continue
                 self.metrics.envelopes_received += 1
                 self.metrics.observe_lag(now_wall - env.ts)
                 if route is Route.SOCKETIO:
                     yield env.body
                 elif route is Route.HEARTBEAT:
-                    self._on_heartbeat(env)
+                    if env.body.get("bye") or self._trust.join(
+                            checked, env, self._cluster.registry.live_ids(time.monotonic())):
+                        self._on_heartbeat(env)  # else: not signed for, or over a cap: never registered
                 elif route is Route.REQUEST:
                     self._accept_request(env)
                 else:
@@ -454,8 +472,26 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                 self._put(self._heartbeat_envelope())
 
     def _on_heartbeat(self, env: Envelope) -> None:
-        if self._cluster.on_heartbeat(env) and self._life.running:
+        if self._cluster.on_heartbeat(env) and self._life.running and self._trust.answer_hello(env):
             self._put(self._heartbeat_envelope(to=env.origin_node))  # let the newcomer know us now
+
+    def _touches_local(self, env: Envelope) -> bool:
+        """Would ``env`` act on a socket of this node? (A refused no-op is not a forgery.)"""
+        b = env.body
+        ns = b.get("namespace") or env.ns
+        if ns not in self.rooms:
+            return False
+        if env.kind in (Kind.DISCONNECT, Kind.ENTER_ROOM, Kind.LEAVE_ROOM):
+            sid = b.get("sid")
+            return bool(self.is_connected(sid, ns) or self.is_pre_connected(sid, ns))
+        rooms = b.get("room")
+        for room in rooms if isinstance(rooms, list) else [rooms]:
+            try:
+                if room in self.rooms[ns] and self.rooms[ns][room]:
+                    return True
+            except TypeError:  # an unhashable room name: python-socketio would not find it either
+                continue
+        return False
 
     def on_server_event(
         self, event: str, handler: ServerEventHandler | None = None, *, namespace: str = "/"

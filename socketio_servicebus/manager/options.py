@@ -123,12 +123,16 @@ class Limits:
     :param max_concurrent_requests: ``fetch_sockets`` / ``server_side_emit`` requests from
         other nodes served at once; beyond it a request is answered at once with the error
         ``busy`` (counted in ``requests_refused``).
+    :param max_nodes: other nodes kept in the registry; a heartbeat from one more node is not
+        registered (counted in ``forged_dropped{reason=registry-full}``), so ``fetch_sockets``
+        never waits for it.
     """
 
     buffer_size: int = 10_000
     max_message_bytes: int = 256 * 1024
     dedupe_size: int = 50_000
     max_concurrent_requests: int = 64
+    max_nodes: int = 1000
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 4096:

@@ -62,9 +62,10 @@ def claimed_origin(props: Mapping[str, Any], batch: Batch | None = None) -> str:
 
 
 class BusGuard:
-    def __init__(self, zones: ZoneSet) -> None:
+    def __init__(self, zones: ZoneSet, dropped: Counter[str] | None = None) -> None:
         self.zones = zones
-        self.dropped: Counter[str] = Counter()
+        #: refusals by reason (a manager passes its metrics' ``forged_dropped``)
+        self.dropped: Counter[str] = Counter() if dropped is None else dropped
 
     @property
     def local(self) -> Zone:
