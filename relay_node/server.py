@@ -22,7 +22,7 @@ import socketio  # type: ignore[import-untyped]
 import uvicorn
 
 from socketio_servicebus.manager.client_manager import ServiceBusManager
-from socketio_servicebus.manager.options import ClusterOptions
+from socketio_servicebus.manager.options import ClusterOptions, Limits
 from socketio_servicebus.servicebus.clients import emulator_address
 from socketio_servicebus.servicebus.tunnel import ConnectTunnel
 
@@ -172,10 +172,13 @@ class RelayNode:
             connection=options.connection(self.cfg),
             cluster=ClusterOptions(auto_delete_on_idle=self.cfg.auto_delete_on_idle,
                                    subscription_check_interval=self.cfg.subscription_check_interval),
+            limits=Limits(max_nodes=self.cfg.max_nodes),
             node_id=self.cfg.node_id,
             region=self.cfg.region,
             logger=logging.getLogger("relay_node.manager"),
         )
+        if self.cfg.zones is not None:
+            kwargs["zones"] = self.cfg.zones
         factory = self.manager_factory if self.manager_factory is not None else ServiceBusManager
         return factory(**kwargs)
 
@@ -284,6 +287,11 @@ class RelayNode:
         else:
             log.warning("history tokens: off (SIO_HISTORY_TOKEN_KEY not set): this node's clients cannot read "
                         "the history API after a reconnect")
+        if cfg.zones is not None:
+            log.info("trust zones: on, this node signs as zone %s (kid %s); known: %s", cfg.zones.local_zone,
+                     cfg.zones.signer.kid if cfg.zones.signer else "-", cfg.zones.describe())
+        else:
+            log.warning("trust zones: off (no --zone / SIO_ZONE): every holder of the Service Bus key is trusted")
         self.sio.manager_initialized = True
         await self.manager.start()
         ready = await self.manager.wait_ready(max(1.0, deadline - time.monotonic()))
