@@ -8,6 +8,7 @@
     .venv/bin/python bench/manager_bench.py --quick        # reduced matrix, <= 3 min
     .venv/bin/python bench/manager_bench.py                # full matrix, <= 20 min
     options: --out docs/benchmarks.md (write the report), --no-write, --only redis,sb
+    trust zones on (sign + verify every message): --sb-variant 'zones={"_zones": true}'
 
 Every server node (AsyncServer on aiohttp, 127.0.0.1, ephemeral port) runs in its own process;
 the clients (socketio.AsyncClient over websocket) live in two client processes; redis-server
@@ -77,6 +78,14 @@ async def server_main(a: argparse.Namespace) -> None:
             from socketio_servicebus.manager import outbox as outbox_mod
 
             outbox_mod.Linger = functools.partial(linger_mod.Linger, **extra.pop("_linger"))  # type: ignore[misc]
+        if extra.pop("_zones", False):  # bench only: trust zones on, every node in the cloud zone
+            import base64
+            import hashlib
+
+            from socketio_servicebus.zones import load_zones
+
+            seed = base64.urlsafe_b64encode(hashlib.sha256(b"manager-bench zone").digest()).decode()  # not a secret
+            extra["zones"] = load_zones({"SIO_ZONE": "cloud", "SIO_ZONE_KEY": seed})
         mgr = ServiceBusManager(connection_string=a.sb_conn, topic=a.topic, node_id=f"{a.channel}-{a.index}",
                                 **extra)
     else:
