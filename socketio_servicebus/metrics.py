@@ -67,6 +67,9 @@ class ManagerMetrics:
     forged_dropped: Counter[str] = field(default_factory=Counter)
     #: hellos not answered (rate limit per origin node and zone)
     hello_limited: int = 0
+    #: a site's out-of-zone emits / socket operations that would have touched no socket here (a
+    #: no-op anyway: python-socketio broadcasts ``to=sid`` emits and disconnects); not forgeries
+    zone_untouched_dropped: int = 0
     # gauges
     nodes: int = 1
     lag_seconds_last: float = 0.0

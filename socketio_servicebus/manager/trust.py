@@ -72,7 +72,10 @@ class Trust:
     def envelope(self, checked: Checked, env: Envelope, touches_local: Callable[[Envelope], bool]) -> bool:
         if self.gate is None or checked.zone is None:
             return True
-        return self.gate.envelope(checked.zone, env, checked.props, checked.batch, checked.msg_id, touches_local)
+        before = self.gate.untouched
+        ok = self.gate.envelope(checked.zone, env, checked.props, checked.batch, checked.msg_id, touches_local)
+        self.metrics.zone_untouched_dropped += self.gate.untouched - before
+        return ok
 
     def join(self, checked: Checked, env: Envelope, registered: Collection[str]) -> bool:
         """May the heartbeat's node enter the registry? (Always, once it is in it.)"""

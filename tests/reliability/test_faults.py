@@ -406,6 +406,8 @@ async def test_no_secret_in_any_process_log(stack: LocalStack) -> None:
     secrets["history token key"] = stack.history_token_key
     secrets["web pubsub access key"] = stack.webpubsub_key
     secrets["azurite key"] = AZURITE_ACCOUNT_KEY
+    secrets.update({f"zone key {zone}": key.text() for zone, key in stack.zone_keys.items()})
+    secrets.update({f"site history key {node}": key for node, key in stack.site_history_keys.items()})
     # bearer credentials too: any history token (the relay-node SIGKILL scenario above reads history with
     # one) starts with this header, whatever its claims
     secrets["a history token"] = ht.mint(stack.history_token_key, ns="/", room="r").split(".")[0]
