@@ -18,8 +18,9 @@ file holding it) lists every zone with its **public** keys; it holds no secret::
 * ``max_nodes``: K, how many node ids of its own it may heartbeat for at once (default 8).
 
 The signer's own private key is ``SIO_ZONE`` (its zone's name) and ``SIO_ZONE_KEY`` (base64url
-32-byte seed) or ``SIO_ZONE_KEY_FILE``. Its public key is added to the ring, so a one-zone (cloud
-only) deployment needs no zone document at all.
+32-byte seed) or ``SIO_ZONE_KEY_FILE``. Its public key is added to its zone's keys, and a one-zone
+(cloud only) deployment needs no zone document at all; with a document, ``SIO_ZONE`` must be one
+of its zones.
 """
 
 from __future__ import annotations
@@ -176,8 +177,10 @@ def parse_zones(doc: Any) -> list[Zone]:
 def _with_key(zones: Iterable[Zone], key: ZoneKey) -> dict[str, Zone]:
     out = {z.name: z for z in zones}
     z = out.get(key.zone)
-    if z is None:  # a one-zone deployment: the signer's zone is the cloud
-        out[key.zone] = Zone(key.zone, ZoneKind.CLOUD, (key.public,))
+    if z is None:
+        if out:
+            raise ZoneConfigError(f"{SETTING_ZONE}={key.zone!r} is not a zone of {SETTING_ZONES} ({sorted(out)})")
+        out[key.zone] = Zone(key.zone, ZoneKind.CLOUD, (key.public,))  # one zone, no document: the cloud
     elif key.kid not in {k.kid for k in z.public_keys}:
         out[key.zone] = Zone(z.name, z.kind, (*z.public_keys, key.public), z.nodes, z.rooms, z.max_nodes)
     return out
