@@ -18,7 +18,16 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from socketio_servicebus.topology import PROP_ORIGIN_NODE, PROP_ORIGIN_REGION, PROP_TARGET_NODE, PROP_VISITED
+from socketio_servicebus.topology import (
+    PROP_HOPS,
+    PROP_KIND,
+    PROP_NAMESPACE,
+    PROP_ORIGIN_NODE,
+    PROP_ORIGIN_REGION,
+    PROP_PERSIST,
+    PROP_TARGET_NODE,
+    PROP_VISITED,
+)
 from socketio_servicebus.wire.envelope import Batch, Envelope
 from socketio_servicebus.zones.config import Zone, ZoneSet
 from socketio_servicebus.zones.policy import Reason, Verdict, police
@@ -27,27 +36,33 @@ from socketio_servicebus.zones.signing import PROP_KID, PROP_ZONE, verify_signat
 __all__ = ["BusGuard", "claimed_origin", "props_match"]
 
 
-def _norm(value: Any) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    return text.lower() if text.lower() in ("true", "false") else text
+def _text(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value
+
+
+def _same(got: Any, want: Any) -> bool:
+    got = _text(got)
+    if isinstance(want, bool):  # the Functions host may hand booleans over as "True"/"true"
+        return got is want or (isinstance(got, str) and got.lower() == ("true" if want else "false"))
+    if isinstance(want, int):
+        return (type(got) is int and got == want) or (isinstance(got, str) and got == str(want))
+    return bool(got == want)
 
 
 def props_match(props: Mapping[str, Any], batch: Batch) -> str | None:
     """``None`` when the filter properties say what the body says; else the first property that
     differs (a message steered to a subscription its body does not belong in)."""
-    expected = batch.application_properties()
-    for key, value in expected.items():
-        if _norm(props.get(str(key))) != _norm(value):
-            return str(key)
-    target = batch.envelopes[0].target_node
-    if target is None and props.get(PROP_TARGET_NODE) not in (None, ""):
-        return PROP_TARGET_NODE
-    if not batch.visited and props.get(PROP_VISITED) not in (None, ""):
-        return PROP_VISITED
+    e = batch.envelopes[0]
+    visited = ",".join(batch.visited) if batch.visited else None
+    for key, want in ((PROP_ORIGIN_NODE, e.origin_node), (PROP_KIND, e.kind.value), (PROP_PERSIST, e.persist),
+                      (PROP_HOPS, batch.hops), (PROP_NAMESPACE, e.ns), (PROP_ORIGIN_REGION, e.origin_region),
+                      (PROP_TARGET_NODE, e.target_node), (PROP_VISITED, visited)):
+        got = props.get(key)
+        if want is None:
+            if got not in (None, "", b""):
+                return key
+        elif not _same(got, want):
+            return key
     return None
 
 

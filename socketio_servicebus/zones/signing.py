@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,9 +81,14 @@ def key_id(public_raw: bytes) -> str:
     return hashlib.sha256(b"sio-zone-kid\x00" + public_raw).hexdigest()[:12]
 
 
-def _prefix(hops: int, visited: Sequence[str]) -> bytes:
+@functools.lru_cache(maxsize=256)
+def _prefix_of(hops: int, visited: tuple[str, ...]) -> bytes:
     # assemble_batch of no envelopes is prefix + b"]}": the same bytes every sender writes
     return assemble_batch([], hops=hops, visited=visited)[:-2]
+
+
+def _prefix(hops: int, visited: Sequence[str]) -> bytes:
+    return _prefix_of(hops, tuple(visited))
 
 
 def signed_part(body: bytes, hops: int, visited: Sequence[str]) -> bytes | None:
