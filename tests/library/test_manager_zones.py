@@ -67,7 +67,8 @@ def sb(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 class Fleet:
-    def __init__(self, sb: EmulatorProcess, topic: str) -> None:
+    def __init__(self, sb: EmulatorProcess, topic: str, node_timeout: float = 3.0) -> None:
+        self.node_timeout = node_timeout
         port = sb.port_of("sbemulatorns")
         self.root = connection_string(port, "root", ROOT_KEY)
         self.onprem = connection_string(port, "sio-onprem", ONPREM_KEY)
@@ -79,7 +80,7 @@ class Fleet:
         mgr = ServiceBusManager(
             connection=ConnectionOptions(connection_string=conn, topic=self.topic, subscription=f"node-{node_id}",
                                          backoff_initial=0.2, backoff_max=1.0),
-            cluster=ClusterOptions(heartbeat_interval=0.5, node_timeout=3.0, request_timeout=3.0),
+            cluster=ClusterOptions(heartbeat_interval=0.5, node_timeout=self.node_timeout, request_timeout=3.0),
             limits=Limits(max_nodes=50), node_id=node_id, region="eu", zones=Z.zone_set(zone))
         node = Node(mgr)
         self.nodes[node_id] = node
@@ -117,13 +118,27 @@ class Fleet:
         await asyncio.gather(*(n.stop() for n in self.nodes.values()), return_exceptions=True)
 
 
-@pytest.fixture
-async def fleet(sb: EmulatorProcess) -> AsyncIterator[Fleet]:
-    f = Fleet(sb, f"z-{next(_next)}")
+async def start_fleet(sb: EmulatorProcess, node_timeout: float = 3.0) -> Fleet:
+    f = Fleet(sb, f"z-{next(_next)}", node_timeout)
     await f.node("a1", "cloud")
     await f.node("a2", "cloud")
     await f.node("factory1", "factory1")
     await eventually(lambda: all(n.mgr.server_count() == 3 for n in f.nodes.values()), what="3 nodes meshed")
+    return f
+
+
+@pytest.fixture
+async def fleet(sb: EmulatorProcess) -> AsyncIterator[Fleet]:
+    f = await start_fleet(sb)
+    yield f
+    await f.stop()
+
+
+@pytest.fixture
+async def patient_fleet(sb: EmulatorProcess) -> AsyncIterator[Fleet]:
+    """Nodes that forget a silent node only after 2 minutes: what is registered stays registered
+    for the whole test, however slowly the machine sends the flood."""
+    f = await start_fleet(sb, node_timeout=120.0)
     yield f
     await f.stop()
 
@@ -228,23 +243,25 @@ async def test_a_hello_flood_is_answered_once_per_interval(fleet: Fleet) -> None
 
 
 @pytest.mark.slow
-async def test_made_up_node_ids_never_enter_the_registry(fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+async def test_made_up_node_ids_never_enter_the_registry(patient_fleet: Fleet,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    fleet = patient_fleet
     a1 = fleet.nodes["a1"].mgr
     body = {"clients": 0, "interval": 0.5}
 
     made_up = [f"ghost-{i}" for i in range(1000)]
     with caplog.at_level(logging.WARNING):
         await fleet.forge(Kind.HEARTBEAT, body, node=made_up)
-        await eventually(lambda: fleet.dropped("a1", "unsigned") == 1000, timeout=60, what="1000 unsigned ids")
+        await eventually(lambda: fleet.dropped("a1", "unsigned") == 1000, timeout=120, what="1000 unsigned ids")
         site_ids = [f"factory1-{i}" for i in range(1000)]  # the site owns "factory1-*", K = 4
         await fleet.forge(Kind.HEARTBEAT, body, node=site_ids, key=Z.site)
         await fleet.forge(Kind.HEARTBEAT, body, node=made_up[:50], key=Z.site)  # not its ids at all
-        await eventually(lambda: fleet.dropped("a1", "zone-node-cap") + 3 >= 1000, timeout=60,
+        await eventually(lambda: fleet.dropped("a1", "zone-node-cap") == 997, timeout=120,
                          what="the site's ids beyond K")
         await eventually(lambda: fleet.dropped("a1", "node-not-in-zone") == 50, what="ids the site does not own")
     live = {n["node_id"] for n in a1.nodes()}
     assert not any(n.startswith("ghost-") for n in live)
-    assert len([n for n in live if n.startswith("factory1")]) <= 4  # factory1 itself + at most 3 made up
+    assert len([n for n in live if n.startswith("factory1")]) == 4  # factory1 itself + K - 1 made up
     # logged, and bounded: at most 10 lines per reason and minute on each of the three nodes
     assert 0 < caplog.text.count("forged_dropped reason=unsigned:") <= 30
 
