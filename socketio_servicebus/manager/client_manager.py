@@ -151,7 +151,9 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     ``region`` (``origin_region`` of its envelopes), ``write_only`` (only emit: no
     subscription, no listener, no heartbeats, no ``fetch_sockets`` / ``server_side_emit``),
     ``logger`` (default ``socketio.servicebus``), ``json`` (python-socketio's packet encoding;
-    the wire always uses :mod:`socketio_servicebus.wire.codec`). The flat keywords of 0.x
+    the wire always uses :mod:`socketio_servicebus.wire.codec`), ``zones`` (trust zones, a
+    :class:`~socketio_servicebus.zones.ZoneSet` with this node's zone key: every message sent is
+    signed, every message received verified and policed; ``manager/trust.py``). The flat keywords of 0.x
     (``connection_string=``, ``heartbeat_interval=``, ...) still work for one release, with a
     :class:`DeprecationWarning`.
 
