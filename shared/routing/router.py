@@ -108,8 +108,8 @@ async def route_message(ctx: AppContext, region: str, msg: Any) -> RoutePlan:
         )
         raise ForwardFailed(failed, succeeded)
     log.info(
-        "router[%s] message %s (%d envelopes, hops=%d%s) -> %s",
-        region, message_id, len(batch.envelopes), batch.hops,
+        "router[%s] message %s (%s, %d envelopes, hops=%d%s) -> %s",
+        region, message_id, first.kind.value, len(batch.envelopes), batch.hops,
         f", to node {first.target_node} in {first.target_region}" if first.target_region else "",
         list(plan.targets),
     )
