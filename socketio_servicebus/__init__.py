@@ -10,7 +10,13 @@ public wire-format API (envelopes and batches, see ``docs/wire-format.md``). Lay
 """
 
 from socketio_servicebus._version import __version__
-from socketio_servicebus.manager import ManagerClosed, ManagerMetrics, ServiceBusManager
+from socketio_servicebus.manager import (
+    ClusterResult,
+    IncompleteResult,
+    ManagerClosed,
+    ManagerMetrics,
+    ServiceBusManager,
+)
 from socketio_servicebus.wire.envelope import (
     BATCH_OVERHEAD,
     DEFAULT_BATCH_BYTES,
@@ -70,5 +76,7 @@ __all__ = [
     "pack_batches",
     "ServiceBusManager",
     "ManagerClosed",
+    "ClusterResult",
+    "IncompleteResult",
     "ManagerMetrics",
 ]

@@ -3,5 +3,6 @@
 from socketio_servicebus.manager.client_manager import ServiceBusManager
 from socketio_servicebus.manager.lifecycle import ManagerClosed
 from socketio_servicebus.manager.metrics import ManagerMetrics
+from socketio_servicebus.manager.results import ClusterResult, IncompleteResult
 
-__all__ = ["ManagerClosed", "ManagerMetrics", "ServiceBusManager"]
+__all__ = ["ClusterResult", "IncompleteResult", "ManagerClosed", "ManagerMetrics", "ServiceBusManager"]

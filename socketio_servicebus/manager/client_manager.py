@@ -51,7 +51,8 @@ from socketio_servicebus.manager.lifecycle import Lifecycle, ManagerClosed, Stat
 from socketio_servicebus.manager.metrics import ManagerMetrics
 from socketio_servicebus.manager.outbox import Outbox, PartialSendError
 from socketio_servicebus.manager.registry import NodeRegistry
-from socketio_servicebus.manager.requests import Reply, RequestTracker
+from socketio_servicebus.manager.requests import PendingRequest, Reply, RequestTracker
+from socketio_servicebus.manager.results import ClusterResult, IncompleteResult
 from socketio_servicebus.manager.supervisor import Supervisor
 from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
 from socketio_servicebus.servicebus.retry import backoff, is_entity_gone, is_fatal
@@ -208,7 +209,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         max_message_bytes: int = 256 * 1024,
         heartbeat_interval: float = 5.0,
         node_timeout: float = 15.0,
-        request_timeout: float = 5.0,
+        request_timeout: float = 10.0,
         subscription_ttl: float | None = None,
         auto_delete_on_idle: float = 300.0,
         write_only: bool = False,
@@ -266,7 +267,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self.max_concurrent_requests = max(1, max_concurrent_requests)
 
         self.metrics = ManagerMetrics()
-        self._registry = NodeRegistry(node_timeout)
+        self._registry = NodeRegistry(node_timeout, heartbeat_interval)
         self._requests = RequestTracker()
         self._seen = SeenIds(dedupe_size)
         self._prefetched = PrefetchProbe(self.metrics, self.logger or default_logger, _RECEIVE_BATCH)
@@ -480,7 +481,8 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         """Live nodes from heartbeats, this one first."""
         me = {"node_id": self.node_id, "region": self.region, "clients": self._client_count(),
               "last_seen": time.time()}
-        return [me] + [i.as_dict() for i in self._registry.live(time.monotonic())]
+        mono = time.monotonic()
+        return [me] + [i.as_dict(mono) for i in self._registry.live(mono)]
 
     def server_count(self) -> int:
         return 1 + len(self._registry.live(time.monotonic()))
@@ -500,10 +502,13 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self._outbox.put(env)
 
     def _envelope(
-        self, kind: Kind, body: dict[str, Any], ns: str = "/", target: str | None = None, persist: bool = False
+        self, kind: Kind, body: dict[str, Any], ns: str = "/", target: str | None = None, persist: bool = False,
+        target_region: str | None = None,
     ) -> Envelope:
+        if target is not None and target_region is None:
+            target_region = self._registry.region_of(target)
         return Envelope(kind=kind, origin_node=self.node_id, origin_region=self.region, ns=ns or "/",
-                        target_node=target, body=body, persist=persist)
+                        target_node=target, target_region=target_region, body=body, persist=persist)
 
     async def emit(self, event: str, data: Any, namespace: str | None = None, room: Any = None,
                    skip_sid: Any = None, callback: Any = None, to: Any = None, persist: bool = False,
@@ -919,7 +924,9 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         else:
             clients = b.get("clients")
             clients = clients if type(clients) is int else 0
-            joined = self._registry.seen(node, env.origin_region, clients, time.time(), time.monotonic())
+            interval = b.get("interval")
+            joined = self._registry.seen(node, env.origin_region, clients, time.time(), time.monotonic(),
+                                         float(interval) if isinstance(interval, int | float) else None)
             if joined:
                 self._log.info("node %s (region %s) joined", node, env.origin_region)
             if (joined or b.get("hello")) and self._life.running:
@@ -954,59 +961,84 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             raise RuntimeError(f"{what} needs a listening manager (write_only=False)")
         self._ensure_started()
 
-    async def _request(self, op: str, ns: str, body: dict[str, Any], timeout: float | None) -> list[Reply]:  # noqa: ASYNC109 - public API
+    async def _request(self, op: str, ns: str, body: dict[str, Any], timeout: float | None) -> PendingRequest:  # noqa: ASYNC109 - public API
         self._life.check_open(op)
-        expected = self._registry.live_ids(time.monotonic())
-        if not expected:
-            return []
-        req = self._requests.open(op, expected)
+        mono = time.monotonic()
+        req = self._requests.open(op, self._registry.live_ids(mono), self._registry.awaited_ids(mono))
+        if not req.asked:
+            await self._requests.wait(req, 0)
+            return req
         self.metrics.requests_sent += 1
         self._put(self._envelope(Kind.REQUEST, {"rid": req.rid, "op": op, **body}, ns))
         await self._requests.wait(req, self.request_timeout if timeout is None else timeout)
-        if req.missing:
+        if req.overdue:
             self.metrics.requests_timed_out += 1
-            self._log.warning("%s: no reply from node(s) %s within timeout", op, ", ".join(sorted(req.missing)))
-        return list(req.replies.values())
+            self._registry.mark_unresponsive(req.overdue)
+            self._log.warning("%s: no reply from node(s) %s within %.1fs; not waited for until their next heartbeat",
+                              op, ", ".join(sorted(req.overdue)), req.elapsed)
+        elif req.missing:
+            self._log.info("%s: node(s) %s not waited for (missed heartbeats or a request) and did not answer",
+                           op, ", ".join(sorted(req.missing)))
+        return req
 
     async def fetch_sockets(
-        self, namespace: str = "/", room: Any = None, timeout: float | None = None  # noqa: ASYNC109 - public API
-    ) -> list[dict[str, Any]]:
-        """Sockets of ``namespace`` (optionally in ``room``) on every live node, this one included.
+        self, namespace: str = "/", room: Any = None, timeout: float | None = None,  # noqa: ASYNC109 - public API
+        *, raise_on_missing: bool = False,
+    ) -> ClusterResult[dict[str, Any]]:
+        """Sockets of ``namespace`` (optionally in ``room``) on every node, this one included.
 
-        Each item: ``{"sid", "namespace", "rooms", "node"}``.  Waits for all nodes in the
-        registry, at most ``timeout`` (default ``request_timeout``) seconds; then returns what
-        arrived and logs the nodes that missed it.
+        Each item: ``{"sid", "namespace", "rooms", "node"}``.  Returns as soon as every live
+        node has answered, at the latest after ``timeout`` (default ``request_timeout``) seconds,
+        with the sockets that arrived; ``result.missing`` names the nodes whose sockets are not
+        in it. With ``raise_on_missing=True`` that case raises :class:`IncompleteResult` instead
+        (the partial result attached).
         """
         self._require_listener("fetch_sockets")
         out = self._local_sockets(namespace, room)
-        replies = await self._request("fetch_sockets", namespace, {"room": room}, timeout)
-        for r in sorted(replies, key=lambda r: r.node):
+        req = await self._request("fetch_sockets", namespace, {"room": room}, timeout)
+        errors: dict[str, str] = {}
+        for r in sorted(req.replies.values(), key=lambda r: r.node):
             if r.ok and isinstance(r.data, list):
                 out.extend(s for s in r.data if isinstance(s, dict))
-        return out
+            elif not r.ok:
+                errors[r.node] = str(r.error)
+        return self._result("fetch_sockets", out, req, errors, raise_on_missing)
+
+    def _result(self, op: str, items: list[Any], req: PendingRequest, errors: dict[str, str],
+                raise_on_missing: bool) -> ClusterResult[Any]:
+        result: ClusterResult[Any] = ClusterResult(items, missing=req.missing, errors=errors, elapsed=req.elapsed)
+        if raise_on_missing and result.missing:
+            raise IncompleteResult(op, result)
+        return result
 
     async def room_members(self, namespace: str, room: Any, timeout: float | None = None) -> list[str]:  # noqa: ASYNC109 - public API
         """Sids in ``room`` across all nodes (sorted)."""
         return sorted(s["sid"] for s in await self.fetch_sockets(namespace, room, timeout))
 
     async def server_side_emit(
-        self, event: str, *args: Any, namespace: str = "/", timeout: float | None = None  # noqa: ASYNC109 - public API
-    ) -> list[Any]:
+        self, event: str, *args: Any, namespace: str = "/", timeout: float | None = None,  # noqa: ASYNC109 - public API
+        raise_on_missing: bool = False,
+    ) -> ClusterResult[Any]:
         """Call the :meth:`on_server_event` handler for ``event`` on every *other* node.
 
         Returns the ack values (handler return values), one per node that has a handler and
-        answered within ``timeout``, ordered by node id.  Nodes without a handler, whose
-        handler raised, or that timed out are left out (and logged).
+        answered, ordered by node id, as soon as every live node has answered and at the latest
+        after ``timeout``. ``result.missing``: nodes that did not answer in time;
+        ``result.errors``: node -> error of handlers that raised (nodes without a handler are
+        in neither). ``raise_on_missing=True`` raises :class:`IncompleteResult` when some node
+        did not answer.
         """
         self._require_listener("server_side_emit")
-        replies = await self._request("server_side_emit", namespace, {"event": event, "args": list(args)}, timeout)
+        req = await self._request("server_side_emit", namespace, {"event": event, "args": list(args)}, timeout)
         acks = []
-        for r in sorted(replies, key=lambda r: r.node):
+        errors: dict[str, str] = {}
+        for r in sorted(req.replies.values(), key=lambda r: r.node):
             if r.ok:
                 acks.append(r.data)
             elif r.error != "no-handler":
+                errors[r.node] = str(r.error)
                 self._log.warning("server_side_emit %r: node %s failed: %s", event, r.node, r.error)
-        return acks
+        return self._result("server_side_emit", acks, req, errors, raise_on_missing)
 
     def _accept_request(self, env: Envelope) -> None:
         """Serve a request from another node in a task, at most ``max_concurrent_requests`` at
@@ -1019,7 +1051,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             rid = env.body.get("rid")
             if isinstance(rid, str):
                 self._put(self._envelope(Kind.RESPONSE, {"rid": rid, "ok": False, "data": None, "error": "busy"},
-                                         env.ns, env.origin_node))
+                                         env.ns, env.origin_node, target_region=env.origin_region))
             return
         self._requests_active += 1
         task = self._supervisor.spawn("request", lambda: self._serve_request(env), restart=False)
@@ -1055,10 +1087,10 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             ok, data, error = False, None, f"{type(exc).__name__}: {exc}"[:500]
         body = {"rid": rid, "ok": ok, "data": data, "error": error}
         try:
-            self._put(self._envelope(Kind.RESPONSE, body, env.ns, env.origin_node))
+            self._put(self._envelope(Kind.RESPONSE, body, env.ns, env.origin_node, target_region=env.origin_region))
         except EnvelopeError as exc:  # unserialisable or too large ack
             self._put(self._envelope(Kind.RESPONSE, {"rid": rid, "ok": False, "data": None, "error": str(exc)},
-                                     env.ns, env.origin_node))
+                                     env.ns, env.origin_node, target_region=env.origin_region))
 
     def _reply_sockets(self, env: Envelope, rid: str, sockets: list[dict[str, Any]]) -> None:
         per = _SOCKETS_PER_PART
@@ -1066,7 +1098,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             chunks = [sockets[i:i + per] for i in range(0, len(sockets), per)] or [[]]
             envs = [
                 self._envelope(Kind.RESPONSE, {"rid": rid, "ok": True, "data": c, "part": i, "parts": len(chunks)},
-                               env.ns, env.origin_node)
+                               env.ns, env.origin_node, target_region=env.origin_region)
                 for i, c in enumerate(chunks)
             ]
             try:
