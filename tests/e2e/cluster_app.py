@@ -6,6 +6,8 @@ manager's cluster calls to a socket.io client, with what the library says about 
 - ``cluster:emit`` → ``{"acks", "missing", "errors", "elapsed"}`` (``server_side_emit("whoami")``;
   every node answers ``{"node", "region"}``)
 - ``cluster:nodes`` → the manager's ``nodes()`` (the registry, this node first)
+- ``cluster:ask`` ``"sid"`` → ``{"answer"}``: ``sio.call("question", to=sid)``, the sid may be on any
+  node (the client's ack comes back as a python-socketio ``callback`` message targeted at this node)
 """
 
 from __future__ import annotations
@@ -34,3 +36,7 @@ def setup(sio: Any) -> None:
     @sio.on("cluster:nodes")
     async def nodes(sid: str, data: Any = None) -> list[dict[str, Any]]:
         return list(manager.nodes())
+
+    @sio.on("cluster:ask")
+    async def ask(sid: str, target: Any = None) -> dict[str, Any]:
+        return {"answer": await sio.call("question", "who are you?", to=str(target), timeout=10)}

@@ -145,6 +145,15 @@ async def test_server_side_emit_from_a1_gets_acks_from_both_regions(stack: Local
     assert res["missing"] == [] and res["errors"] == {}
 
 
+async def test_a_client_ack_comes_back_from_the_other_region(stack: LocalStack, clients: dict[str, Any]) -> None:
+    """sio.call() on a1 to a client of b1: the client's ack is a python-socketio callback message
+    targeted at a1, and it carries a1's region (from a1's heartbeats) so the router brings it back."""
+    clients["b1"].on("question", lambda question: f"a client of b1 heard {question!r}")
+    res, took = await timed(clients["a1"].call("cluster:ask", clients["b1"].get_sid(), timeout=20))
+    print(f"\nsio.call from a1 to a client of b1: {took * 1000:.0f} ms")
+    assert res == {"answer": "a client of b1 heard 'who are you?'"}
+
+
 async def test_one_request_crosses_the_router_once_each_way(stack: LocalStack, clients: dict[str, Any]) -> None:
     """A request from a1: one forward of the request into northeurope, one forward of each of the
     two northeurope replies back; a2's reply stays in westeurope. Nothing else, nothing twice."""
