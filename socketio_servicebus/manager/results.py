@@ -3,14 +3,16 @@
 A request across nodes ends either when every node it waits for has answered or at the timeout.
 In the second case the answers that arrived are still returned (Node's adapters reject the whole
 call instead); the caller learns which nodes are not in them from :attr:`ClusterResult.missing`,
-or asks for an exception with ``raise_on_missing=True`` (:class:`IncompleteResult`, the partial
-result attached).
+or asks for an exception with ``raise_on_missing=True`` (:class:`IncompleteResult`, defined in
+:mod:`socketio_servicebus.errors` with the other exceptions, the partial result attached).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
+
+from socketio_servicebus.errors import IncompleteResult
 
 __all__ = ["ClusterResult", "IncompleteResult"]
 
@@ -51,19 +53,3 @@ class ClusterResult(list[_T]):
 
     def __repr__(self) -> str:
         return f"ClusterResult({list.__repr__(self)}, missing={list(self.missing)}, elapsed={self.elapsed:.3f})"
-
-
-class IncompleteResult(TimeoutError):
-    """Raised instead of returning when ``raise_on_missing=True`` and some nodes did not answer.
-
-    ``result`` is the partial :class:`ClusterResult` (``result.missing`` names the nodes).
-    A ``TimeoutError``, so ``except TimeoutError`` catches it too.
-    """
-
-    def __init__(self, op: str, result: ClusterResult[Any]) -> None:
-        self.result = result
-        self.missing = result.missing
-        super().__init__(
-            f"{op}: no answer from node(s) {', '.join(result.missing)} within {result.elapsed:.1f}s "
-            f"({len(result)} item(s) from the others)"
-        )
