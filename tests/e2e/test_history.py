@@ -133,7 +133,7 @@ async def test_history_api_refuses_what_the_token_does_not_cover(stack: LocalSta
         assert (await get(url, bearer(flipped), ns="/", room=a))[0] == 401
 
         # expired (minted with the stack's key ten minutes ago, 5-minute lifetime): 401
-        expired = ht.mint(stack.history_token_key, ns="/", room=a, now=time.time() - 600, ttl=300)
+        expired = ht.mint(stack.history_token_key, ns="/", room=a, now=time.time() - 600, ttl=300, since=0)
         status, doc, _ = await get(url, bearer(expired), ns="/", room=a)
         assert (status, doc) == (401, {"error": "token expired"})
 
