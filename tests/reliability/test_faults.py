@@ -337,6 +337,7 @@ async def test_emulator_sigkill_and_restart_under_load(stack: LocalStack) -> Non
 async def test_relay_node_sigkill_clients_recover_from_history(stack: LocalStack) -> None:
     room = new_room("nodekill")
     reader = await Counting("reader").connect(stack.node_url("a2"), room)
+    proof = await history_token(reader.client, "chat:" + room)  # as the page does it right after the join
     chatter = await Chatter(stack.node_url("a1"), room, rate=40).start()
     await asyncio.sleep(2.0)
     last_seen = dict(reader.last["chat"])
@@ -355,7 +356,8 @@ async def test_relay_node_sigkill_clients_recover_from_history(stack: LocalStack
 
     recovered: set[str] = set()
     # as the page does it: a history token from the node it reconnected to
-    token = await history_token(back.client, "chat:" + room)
+    # (resuming the earlier membership: a new join alone opens nothing older than itself)
+    token = await history_token(back.client, "chat:" + room, resume=proof)
 
     async def caught_up() -> bool:
         events = await fetch_history(stack.functions_url, "chat:" + room, cursor, token=token)
