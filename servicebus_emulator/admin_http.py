@@ -38,6 +38,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from . import admin_xml as ax
+from . import origin_guard
 from .config import NEVER, QueueConfig, RuleConfig, SubscriptionConfig, TopicConfig
 from .entities import DEFAULT_RULE, Queue, Rule, Subscription, Topic
 from .errors import BadRequest, EmulatorError, EntityExists, EntityNotFound, Unauthorized
@@ -712,7 +713,8 @@ class _MethodNotAllowed(EmulatorError):
 
 def make_admin_app(runtime: Any) -> web.Application:
     api = AdminApi(runtime)
-    app = web.Application(client_max_size=ax.MAX_BODY_BYTES)
+    # foreign Host / browser Origin refused before any handler, HTTP and WebSocket alike
+    app = web.Application(client_max_size=ax.MAX_BODY_BYTES, middlewares=[origin_guard.middleware(runtime)])
     add_websocket_routes(app, runtime)  # AMQP over WebSockets: before the catch-all
     app.router.add_route("*", "/{tail:.*}", api.handle)
     return app
