@@ -26,6 +26,9 @@ param registryServer string = ''
 @description('Port the relay listens on inside the container.')
 param targetPort int = 8000
 
+@description('Ops port inside the container (RELAY_OPS_PORT): /metrics and /readyz are served there only, not through the public ingress; the readiness probe uses it.')
+param opsPort int = 9100
+
 @description('Logical region name (RELAY_REGION and key in SIO_REGION_MAP).')
 param regionName string
 
@@ -188,6 +191,11 @@ var baseEnv = [
     value: string(targetPort)
   }
   {
+    // /metrics and /readyz off the public port (the ingress forwards targetPort only)
+    name: 'RELAY_OPS_PORT'
+    value: string(opsPort)
+  }
+  {
     // a Container Apps secret (below), not a plain value
     name: 'SIO_HISTORY_TOKEN_KEY'
     secretRef: 'history-token-key'
@@ -262,6 +270,22 @@ resource relay 'Microsoft.App/containerApps@2024-03-01' = {
             memory: memory
           }
           env: concat(preProvisioned ? concat(baseEnv, preProvisionedEnv) : baseEnv, authEnv)
+          probes: [
+            {
+              type: 'Liveness'
+              httpGet: {
+                path: '/healthz'
+                port: targetPort
+              }
+            }
+            {
+              type: 'Readiness'
+              httpGet: {
+                path: '/readyz'
+                port: opsPort
+              }
+            }
+          ]
         }
       ]
       scale: {

@@ -695,6 +695,10 @@ def test_relay_refuses_to_deploy_without_client_auth_unless_anonymous_is_allowed
     from relay_node.config import ENV_VARS
     for env in ("RELAY_AUTH_JWT_KEY", "RELAY_AUTH_JWT_PUBLIC_KEY", "RELAY_AUTH_JWT_ISSUER", "RELAY_AUTH_JWT_AUDIENCE"):
         assert f"'{env}'" in relay and env in ENV_VARS.values(), env
+    # /metrics and /readyz only on the ops port, which the ingress does not forward; readiness probes it
+    assert "name: 'RELAY_OPS_PORT'" in relay and "RELAY_OPS_PORT" in ENV_VARS.values()
+    assert re.search(r"type: 'Readiness'\s*httpGet: \{\s*path: '/readyz'\s*port: opsPort", relay)
+    assert re.search(r"ingress: \{[^}]*targetPort: targetPort", relay)
     described = re.search(r"@description\('''(.*?)'''\)\nparam allowAnonymousClients bool = false", relay, re.S)
     assert described and "anyone on the internet" in described.group(1)
 
