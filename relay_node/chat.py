@@ -6,9 +6,13 @@ Client → server events (each answers through the ack; errors also arrive as an
 - ``leave`` ``"room"`` → ``{"ok": true, "room"}``
 - ``chat`` ``{"room", "text"}`` → ``{"ok": true, "id"}``; every member of the room on every node
   receives ``chat`` ``{"room", "text", "sid", "node", "region", "id", "ts"[, "user"]}``
-- ``who`` ``"room"`` → ``{"room", "members": [{"sid", "node", "region"}...], "count", "missing"}``;
-  ``missing`` lists the ids of the nodes that did not answer within the manager's request timeout
-  (their members are not in ``members``); empty when every node answered
+- ``who`` ``"room"`` → ``{"room", "members": [{"sid", "node", "region"}...], "count", "missing"}``, only
+  for a room the socket is in (each call asks every node); ``missing`` lists the ids of the nodes
+  that did not answer within the manager's request timeout (their members are not in
+  ``members``); empty when every node answered
+
+``join`` asks the node's ``authorize_room`` hook first (:mod:`relay_node.authorize`); a refused
+join answers ``{"error": "not allowed to join ..."}``.
 
 Chat rooms live under the socket.io room ``chat:<name>`` so a client can never join another
 client's private sid room. ``chat`` events are marked ``persist`` for the Functions history store
@@ -24,6 +28,8 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+from . import authorize
 
 log = logging.getLogger("relay_node.chat")
 
@@ -107,6 +113,8 @@ def setup(sio: Any) -> None:
                 raise ChatError(f"at most {MAX_ROOMS_PER_CLIENT} rooms per connection")
         except ChatError as exc:
             return await fail(sid, "join", exc)
+        if await authorize.of(sio).admit(sio, NAMESPACE, sid, ROOM_PREFIX + room) is authorize.Grant.DENIED:
+            return await fail(sid, "join", ChatError(f"not allowed to join {room!r}"))
         await sio.enter_room(sid, ROOM_PREFIX + room, namespace=NAMESPACE)
         return {"ok": True, "room": room, "node": node, "region": region}
 
@@ -117,6 +125,7 @@ def setup(sio: Any) -> None:
         except ChatError as exc:
             return await fail(sid, "leave", exc)
         await sio.leave_room(sid, ROOM_PREFIX + room, namespace=NAMESPACE)
+        authorize.of(sio).forget(sio, NAMESPACE, sid, ROOM_PREFIX + room)
         return {"ok": True, "room": room}
 
     @_on(sio, "chat")
@@ -144,6 +153,8 @@ def setup(sio: Any) -> None:
     async def who(sid: str, data: Any = None) -> dict[str, Any]:
         try:
             room = room_name(data)
+            if room not in joined(sid):  # a member list costs one request to every node
+                raise ChatError(f"join {room!r} before asking who is in it")
         except ChatError as exc:
             return await fail(sid, "who", exc)
         try:
