@@ -6,8 +6,10 @@ Client → server events (each answers through the ack; errors also arrive as an
 - ``leave`` ``"room"`` → ``{"ok": true, "room"}``
 - ``chat`` ``{"room", "text"}`` → ``{"ok": true, "id"}``; every member of the room on every node
   receives ``chat`` ``{"room", "text", "sid", "node", "region", "id", "ts"[, "user"]}``
-- ``who`` ``"room"`` → ``{"room", "members": [{"sid", "node", "region"}...], "count"}``, only for a
-  room the socket is in (each call asks every node)
+- ``who`` ``"room"`` → ``{"room", "members": [{"sid", "node", "region"}...], "count", "missing"}``, only
+  for a room the socket is in (each call asks every node); ``missing`` lists the ids of the nodes
+  that did not answer within the manager's request timeout (their members are not in
+  ``members``); empty when every node answered
 
 ``join`` asks the node's ``authorize_room`` hook first (:mod:`relay_node.authorize`); a refused
 join answers ``{"error": "not allowed to join ..."}``.
@@ -156,11 +158,11 @@ def setup(sio: Any) -> None:
         except ChatError as exc:
             return await fail(sid, "who", exc)
         try:
-            members = await room_members(sio, NAMESPACE, ROOM_PREFIX + room, node, region)
+            members, missing = await room_members(sio, NAMESPACE, ROOM_PREFIX + room, node, region)
         except Exception as exc:  # noqa: BLE001 - a failed cross-node query answers with the error, logged
             log.warning("who %s failed: %s", room, exc)
             return await fail(sid, "who", ChatError(f"member list unavailable: {exc}"))
-        return {"room": room, "members": members, "count": len(members)}
+        return {"room": room, "members": members, "count": len(members), "missing": missing}
 
 
 def _member(item: Any, node: str, regions: dict[str, str]) -> dict[str, Any]:
@@ -172,8 +174,11 @@ def _member(item: Any, node: str, regions: dict[str, str]) -> dict[str, Any]:
     return {"sid": str(sid), "node": where, "region": regions.get(where, "")}
 
 
-async def room_members(sio: Any, namespace: str, room: str, node: str, region: str) -> list[dict[str, Any]]:
-    """Members of ``room`` on every node, with their node and region.
+async def room_members(
+    sio: Any, namespace: str, room: str, node: str, region: str
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Members of ``room`` on every node, with their node and region, and the ids of the nodes
+    that did not answer (the ``missing`` of the manager's result; none for a plain manager).
 
     ``manager.fetch_sockets`` (which names each socket's node) is preferred over
     ``manager.room_members`` (sids only); a plain manager answers with the local members.
@@ -190,4 +195,5 @@ async def room_members(sio: Any, namespace: str, room: str, node: str, region: s
     else:
         items = [sid for sid, _ in manager.get_participants(namespace, room)]
     members = [_member(i, node, regions) for i in items]
-    return sorted(members, key=lambda m: (m["node"], m["sid"]))
+    missing = sorted(str(n) for n in getattr(items, "missing", ()))
+    return sorted(members, key=lambda m: (m["node"], m["sid"])), missing

@@ -163,8 +163,13 @@
     const room = $("room").value.trim();
     if (!room || !socket) return;
     socket.emit("who", room, (ack) => {
-      if (ack && ack.members) line(`${ack.count} in ${room}: ${ack.members.map((m) => `${m.sid.slice(0, 6)}@${m.node}`).join(", ")}`, "system");
-      else line(`who failed: ${ack && ack.error}`, "error");
+      if (ack && ack.members) {
+        line(`${ack.count} in ${room}: ${ack.members.map((m) => `${m.sid.slice(0, 6)}@${m.node}`).join(", ")}`, "system");
+        const missing = ack.missing || [];
+        if (missing.length) {
+          line(`${missing.length} node${missing.length === 1 ? "" : "s"} did not answer (${missing.join(", ")}): their members are not listed`, "error");
+        }
+      } else line(`who failed: ${ack && ack.error}`, "error");
     });
   });
 

@@ -58,6 +58,8 @@ from socketio_servicebus.manager.options import (
 )
 from socketio_servicebus.manager.outbox import Outbox, SendFn, fit
 from socketio_servicebus.manager.readiness import ReadinessState, connected, readiness
+from socketio_servicebus.manager.requests import PendingRequest
+from socketio_servicebus.manager.results import ClusterResult
 from socketio_servicebus.manager.supervisor import Supervisor
 from socketio_servicebus.metrics import ManagerMetrics
 from socketio_servicebus.servicebus.subscription import node_subscription_spec
@@ -476,44 +478,50 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             raise RuntimeError(f"{what} needs a listening manager (write_only=False)")
         self._ensure_started()
 
-    async def _request(self, op: str, ns: str, body: dict[str, Any], timeout: float | None) -> list[Any]:  # noqa: ASYNC109 - public API
+    async def _request(self, op: str, ns: str, body: dict[str, Any], timeout: float | None) -> PendingRequest:  # noqa: ASYNC109 - public API
         self._life.check_open(op)
-        opened = self._cluster.open_request(op, ns, body)
-        if opened is None:
-            return []
-        req, env = opened
-        self._put(env)
+        req, env = self._cluster.open_request(op, ns, body)
+        if env is not None:
+            self._put(env)
         return await self._cluster.replies(req, timeout)
 
     async def fetch_sockets(
-        self, namespace: str = "/", room: Any = None, timeout: float | None = None  # noqa: ASYNC109 - public API
-    ) -> list[dict[str, Any]]:
-        """Sockets of ``namespace`` (optionally in ``room``) on every live node, this one included.
+        self, namespace: str = "/", room: Any = None, timeout: float | None = None,  # noqa: ASYNC109 - public API
+        *, raise_on_missing: bool = False,
+    ) -> ClusterResult[dict[str, Any]]:
+        """Sockets of ``namespace`` (optionally in ``room``) on every node, this one included.
 
-        Each item: ``{"sid", "namespace", "rooms", "node"}``.  Waits for all nodes in the
-        registry, at most ``timeout`` (default ``request_timeout``) seconds; then returns what
-        arrived and logs the nodes that missed it.
+        Each item: ``{"sid", "namespace", "rooms", "node"}``.  Returns as soon as every live
+        node has answered, at the latest after ``timeout`` (default ``request_timeout``) seconds,
+        with the sockets that arrived; ``result.missing`` names the nodes whose sockets are not
+        in it. With ``raise_on_missing=True`` that case raises
+        :class:`~socketio_servicebus.errors.IncompleteResult` instead (the partial result attached).
         """
         self._require_listener("fetch_sockets")
         out = _local_sockets(self, self.node_id, namespace, room)
-        return out + self._cluster.sockets_from(await self._request("fetch_sockets", namespace, {"room": room}, timeout))
+        req = await self._request("fetch_sockets", namespace, {"room": room}, timeout)
+        return self._cluster.sockets_result(out, req, raise_on_missing)
 
     async def room_members(self, namespace: str, room: Any, timeout: float | None = None) -> list[str]:  # noqa: ASYNC109 - public API
         """Sids in ``room`` across all nodes (sorted)."""
         return sorted(s["sid"] for s in await self.fetch_sockets(namespace, room, timeout))
 
     async def server_side_emit(
-        self, event: str, *args: Any, namespace: str = "/", timeout: float | None = None  # noqa: ASYNC109 - public API
-    ) -> list[Any]:
+        self, event: str, *args: Any, namespace: str = "/", timeout: float | None = None,  # noqa: ASYNC109 - public API
+        raise_on_missing: bool = False,
+    ) -> ClusterResult[Any]:
         """Call the :meth:`on_server_event` handler for ``event`` on every *other* node.
 
         Returns the ack values (handler return values), one per node that has a handler and
-        answered within ``timeout``, ordered by node id.  Nodes without a handler, whose
-        handler raised, or that timed out are left out (and logged).
+        answered, ordered by node id, as soon as every live node has answered and at the latest
+        after ``timeout``. ``result.missing``: nodes that did not answer in time;
+        ``result.errors``: node -> error of handlers that raised (nodes without a handler are
+        in neither). ``raise_on_missing=True`` raises
+        :class:`~socketio_servicebus.errors.IncompleteResult` when some node did not answer.
         """
         self._require_listener("server_side_emit")
-        replies = await self._request("server_side_emit", namespace, {"event": event, "args": list(args)}, timeout)
-        return self._cluster.acks_from(event, replies)
+        req = await self._request("server_side_emit", namespace, {"event": event, "args": list(args)}, timeout)
+        return self._cluster.acks_result(event, req, raise_on_missing)
 
     def _accept_request(self, env: Envelope) -> None:
         """Serve a request from another node in a task, or answer ``busy`` at once."""

@@ -20,8 +20,8 @@ from shared.persistence.hooks import HookFailed, HookRegistry, StoredEvent
 from shared.routing.plan import Unroutable
 from shared.routing.router import ForwardFailed
 from socketio_servicebus import history_token
-from socketio_servicebus.topology import PROP_HOPS, PROP_ROUTE_DONE, PROP_VISITED
-from socketio_servicebus.wire.envelope import SERVICEBUS_MAX_MESSAGE_BYTES, Batch
+from socketio_servicebus.topology import PROP_HOPS, PROP_ROUTE_DONE, PROP_TARGET_REGION, PROP_VISITED
+from socketio_servicebus.wire.envelope import SERVICEBUS_MAX_MESSAGE_BYTES, Batch, Envelope, Kind
 from tests.support.webpubsub import FrameClient, WebPubSubThread
 
 from .conftest import WPS_KEY
@@ -62,7 +62,27 @@ async def test_router_skips_route_done_and_targeted() -> None:
     batch = Batch((emit_envelope("us"),), 0, ("us",))
     assert (await handlers.router(ctx, "us", sb_message(batch, route_done=True))).hops == ()
     assert (await handlers.router(ctx, "us", sb_message(batch, props={"sio_target_node": "n"}))).hops == ()
+    reply = Envelope(kind=Kind.RESPONSE, origin_node="us1", origin_region="us", target_node="n", body={"rid": "r"})
+    assert (await handlers.router(ctx, "us", sb_message(Batch((reply,), 0, ("us",))))).hops == ()
     assert not ctx.senders
+
+
+async def test_router_forwards_a_reply_towards_its_target_region_only() -> None:
+    ctx = FakeContext(MESH)
+    reply = Envelope(kind=Kind.RESPONSE, origin_node="us1", origin_region="us", target_node="edge1",
+                     target_region="edge", body={"rid": "r", "data": [1]})
+    plan = await handlers.router(ctx, "us", sb_message(Batch((reply,), 0, ("us",)), message_id="reply-1"))
+    assert [(h.target, h.route_done) for h in plan.hops] == [("eu", False)]  # edge is reached through its hub
+    (out,) = ctx.senders["eu"].sent
+    assert out.message_id == "reply-1" and out.application_properties[PROP_TARGET_REGION] == "edge"
+    assert out.application_properties[PROP_HOPS] == 1 and PROP_ROUTE_DONE not in out.application_properties
+    plan = await handlers.router(ctx, "eu", sb_message(Batch.decode(b"".join(out.body)), message_id="reply-1",
+                                                       props={str(k): v for k, v in out.application_properties.items()}))
+    assert [(h.target, h.route_done) for h in plan.hops] == [("edge", True)]
+    (last,) = ctx.senders["edge"].sent
+    fwd = Batch.decode(b"".join(last.body))
+    assert fwd.visited == ("us", "eu", "edge") and fwd.hops == 2 and fwd.envelopes == (reply,)
+    assert set(ctx.senders) == {"eu", "edge"}  # asia never sees it
 
 
 @pytest.mark.parametrize(

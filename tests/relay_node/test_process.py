@@ -59,7 +59,7 @@ async def test_chat_between_two_nodes_of_a_region(region_a_nodes: tuple[RelayPro
         assert (await asyncio.wait_for(got1.get(), WAIT))["node"] == "a2"
 
         who = await c1.call("who", "lobby", timeout=10)
-        assert who["count"] == 2
+        assert who["count"] == 2 and who["missing"] == []
         assert {(m["sid"], m["node"], m["region"]) for m in who["members"]} == {
             (c1.get_sid(), "a1", "A"), (c2.get_sid(), "a2", "A")}
     finally:
