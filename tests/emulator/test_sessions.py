@@ -7,6 +7,7 @@ concurrency, peek within a session, and the refusals Azure answers with.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -211,6 +212,14 @@ async def test_session_lock_expiry_is_reported_as_session_lock_lost(cs: str) -> 
                 await receiver.complete_message(msg)
             with pytest.raises(SessionLockLostError):
                 await receiver.session.renew_lock()
+            # the SDK checks the expiry it was told before asking; make it ask, to see that the broker
+            # answers the same (com.microsoft:session-lock-lost), not only the client
+            receiver.session._locked_until_utc = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)  # noqa: SLF001
+            with pytest.raises(SessionLockLostError) as from_broker:
+                await receiver.session.renew_lock()
+            assert "session lock has expired" in str(from_broker.value)
+            with pytest.raises(SessionLockLostError):
+                await receiver.session.get_state()
         # the broker released the session: another receiver takes it, the message counts a failed delivery
         async with client.get_queue_receiver("expiry", session_id=NEXT_AVAILABLE_SESSION, max_wait_time=5) as receiver:
             assert receiver.session.session_id == "e1"
