@@ -79,6 +79,8 @@ SESSION_LOCKED_UNTIL = symbol(VENDOR + "locked-until-utc")
 OPERATION_TIMEOUT = symbol(VENDOR + "timeout")
 #: how long a receiver for the next available session waits when it does not say (ms)
 DEFAULT_SESSION_WAIT_MS = 60_000
+#: ``last-updated-time`` of get-message-sessions that asks for every session (DateTime.MaxValue)
+LIST_ALL_SESSIONS_MS = 253_402_300_800_000
 SESSION_OPERATIONS = {VENDOR + op for op in (
     "renew-session-lock", "get-session-state", "set-session-state", "get-message-sessions")}
 #: .NET ticks (100 ns) at the Unix epoch: ``com.microsoft:locked-until-utc`` is in ticks
@@ -695,7 +697,9 @@ class AmqpConnection(asyncio.Protocol):
             raise InvalidOperation(f"'{path}' does not require sessions: it has no session operations.")
         if operation == VENDOR + "get-message-sessions":
             skip, top = int(get.get("skip", 0)), int(get.get("top", 100))
-            ids = store.session_ids()[skip:skip + top]
+            since = get.get("last-updated-time")  # the SDK's "no filter": .NET's DateTime.MaxValue
+            after = None if since is None or int(since) >= LIST_ALL_SESSIONS_MS else int(since) / 1000.0
+            ids = store.session_ids(after)[skip:skip + top]
             if not ids:
                 return None, 204
             return {symbol("skip"): skip + len(ids), symbol("sessions-ids"): Array(UNDESCRIBED, Data.STRING, *ids)}, 200  # type: ignore[arg-type]
@@ -707,7 +711,7 @@ class AmqpConnection(asyncio.Protocol):
         if operation == VENDOR + "get-session-state":
             return {symbol("session-state"): session.state}, 200
         state = get.get("session-state")
-        store.set_state(session, None if state is None else bytes(state))
+        store.set_state(session, None if state is None else bytes(state), now)
         return {}, 200
 
 

@@ -92,7 +92,7 @@ CREATE TABLE IF NOT EXISTS entries(
 CREATE INDEX IF NOT EXISTS entries_by_seq ON entries(ns, seq);
 CREATE TABLE IF NOT EXISTS session_states(
     ns TEXT NOT NULL, store TEXT NOT NULL, session_id TEXT NOT NULL, state BLOB NOT NULL,
-    PRIMARY KEY(ns, store, session_id)) WITHOUT ROWID;
+    updated_at REAL NOT NULL, PRIMARY KEY(ns, store, session_id)) WITHOUT ROWID;
 """
 
 _KIND_ORDER = {"topic": 0, "queue": 1, "subscription": 2}
@@ -197,7 +197,7 @@ class NamespaceJournal:
         self.entries: dict[tuple[str, int], tuple[MessageStore, Entry]] = {}
         self.messages: dict[int, tuple[str, Message, bool]] = {}
         self.purged: list[str] = []
-        self.session_states: dict[tuple[str, str], bytes | None] = {}
+        self.session_states: dict[tuple[str, str], tuple[bytes | None, float]] = {}
         self.entities_dirty = False
 
     @property
@@ -222,8 +222,9 @@ class NamespaceJournal:
         self.entities_dirty = True
         self.owner.dirty = True
 
-    def session_state_changed(self, store: MessageStore, session_id: str, state: bytes | None) -> None:
-        self.session_states[(store.path, session_id)] = state
+    def session_state_changed(self, store: MessageStore, session_id: str, state: bytes | None,
+                              updated_at: float) -> None:
+        self.session_states[(store.path, session_id)] = (state, updated_at)
         self.owner.dirty = True
 
     def commit(self) -> None:
@@ -239,11 +240,12 @@ class NamespaceJournal:
         for path in self.purged:
             db.execute("DELETE FROM entries WHERE ns=? AND store=?", (ns, path))
             db.execute("DELETE FROM session_states WHERE ns=? AND store=?", (ns, path))
-        for (path, session_id), state in self.session_states.items():
+        for (path, session_id), (state, updated_at) in self.session_states.items():
             if state is None:
                 db.execute("DELETE FROM session_states WHERE ns=? AND store=? AND session_id=?", (ns, path, session_id))
             else:
-                db.execute("INSERT OR REPLACE INTO session_states VALUES (?,?,?,?)", (ns, path, session_id, state))
+                db.execute("INSERT OR REPLACE INTO session_states VALUES (?,?,?,?,?)",
+                           (ns, path, session_id, state, updated_at))
         gc: set[int] = set()
         if self.messages:
             rows = []
@@ -398,15 +400,15 @@ class NamespaceJournal:
                 dead_letter_source=source,
             ))
             counts["entries"] += 1
-        for path, session_id, state in db.execute(
-            "SELECT store, session_id, state FROM session_states WHERE ns=?", (ns,)
+        for path, session_id, state, updated_at in db.execute(
+            "SELECT store, session_id, state, updated_at FROM session_states WHERE ns=?", (ns,)
         ):
             try:
                 store = namespace.store_for(path)
             except EmulatorError:
                 store = None
             if isinstance(store, SessionStore):
-                store.restore_state(session_id, bytes(state))
+                store.restore_state(session_id, bytes(state), updated_at)
                 counts["session_states"] += 1
             else:
                 counts["dropped"] += 1

@@ -72,6 +72,7 @@ class Session:
     #: sequence numbers of this session's entries ready for delivery (a heap)
     ready: list[int] = field(default_factory=list)
     state: bytes | None = None
+    state_updated_at: float = 0.0
     lock: LockState = LockState.UNLOCKED
     holder: SessionConsumer | None = None
     locked_until: float = 0.0
@@ -140,14 +141,16 @@ class SessionStore(MessageStore):
         self.last_activity = now
         return session.locked_until
 
-    def set_state(self, session: Session, state: bytes | None) -> None:
+    def set_state(self, session: Session, state: bytes | None, now: float) -> None:
         session.state = state
+        session.state_updated_at = now
         if self.journal is not None:
-            self.journal.session_state_changed(self, session.session_id, state)
+            self.journal.session_state_changed(self, session.session_id, state, now)
 
-    def restore_state(self, session_id: str, state: bytes) -> None:
+    def restore_state(self, session_id: str, state: bytes, updated_at: float) -> None:
         """Put back a session state read from a data dir (no journal)."""
-        self.session(session_id).state = state
+        session = self.session(session_id)
+        session.state, session.state_updated_at = state, updated_at
 
     def peek_session(self, session_id: str, from_seq: int, count: int) -> list[Entry]:
         """Up to ``count`` entries of one session from sequence number ``from_seq`` on."""
@@ -156,8 +159,11 @@ class SessionStore(MessageStore):
         seqs = sorted(s for s, e in self.entries.items() if s >= from_seq and session_of(e) == session_id)
         return [self.entries[s] for s in seqs[:count]]
 
-    def session_ids(self) -> list[str]:
-        """The sessions that have messages or a state (get-message-sessions)."""
+    def session_ids(self, state_updated_after: float | None = None) -> list[str]:
+        """The sessions that have messages or a state (get-message-sessions); with
+        ``state_updated_after``, those whose state was set after that time."""
+        if state_updated_after is not None:
+            return sorted(sid for sid, s in self.sessions.items() if s.state_updated_at > state_updated_after)
         with_messages = {session_of(e) for e in self.entries.values()}
         return sorted(sid for sid, s in self.sessions.items() if s.state is not None or sid in with_messages)
 

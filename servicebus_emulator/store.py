@@ -94,9 +94,10 @@ class Journal(Protocol):
     def entities_changed(self) -> None:
         """Entities or their settings or rules changed (created, updated, deleted)."""
 
-    def session_state_changed(self, store: MessageStore, session_id: str, state: bytes | None) -> None:
-        """The state of session ``session_id`` of the session store ``store`` was set (None:
-        cleared)."""
+    def session_state_changed(self, store: MessageStore, session_id: str, state: bytes | None,
+                              updated_at: float) -> None:
+        """The state of session ``session_id`` of the session store ``store`` was set at
+        ``updated_at`` (``state`` None: cleared)."""
 
 
 class Consumer(Protocol):

@@ -176,7 +176,7 @@ def test_state_needs_the_session_lock_of_one_of_the_holders() -> None:
     r, stranger = Receiver(), Receiver()
     session = accept(store, r, "s")
     assert session is not None
-    store.set_state(store.held_session("s", T0, [r]), b"st")
+    store.set_state(store.held_session("s", T0, [r]), b"st", T0)
     assert store.held_session("s", T0, [r]).state == b"st"
     with pytest.raises(SessionLockLost):
         store.held_session("s", T0, [stranger])
