@@ -423,8 +423,7 @@ class AmqpConnection(asyncio.Protocol):
             if gone(sender.store.path):
                 sender.closed()
                 self.senders.remove(sender)
-                sender.link.condition = _condition(exc)
-                sender.link.close()
+                self.refuse_link(sender.link, exc)  # also a session receiver still waiting for its attach
         link = self.connection.link_head(Endpoint.LOCAL_ACTIVE)
         while link is not None:
             following = link.next(Endpoint.LOCAL_ACTIVE)
