@@ -21,6 +21,7 @@ from azure.servicebus import (
     ServiceBusSubQueue,
 )
 from azure.servicebus.exceptions import (
+    MessagingEntityNotFoundError,
     OperationTimeoutError,
     ServiceBusError,
     SessionCannotBeLockedError,
@@ -379,3 +380,21 @@ async def test_admin_api_creates_a_session_queue(cs: str) -> None:
             (msg,) = await _receive(receiver, 1)
             assert receiver.session.session_id == "m" and str(msg) == "via admin"
             await receiver.complete_message(msg)
+
+
+async def test_deleting_the_entity_ends_a_wait_for_the_next_session(cs: str) -> None:
+    async with admin_client(connection_string=cs) as admin:
+        await admin.create_queue("deleted-while-waiting", requires_session=True)
+        async with servicebus_client(connection_string=cs, **NO_RETRY) as client:
+            receiver = client.get_queue_receiver("deleted-while-waiting", session_id=NEXT_AVAILABLE_SESSION,
+                                                 max_wait_time=30)
+
+            async def wait_for_a_session() -> None:
+                async with receiver:
+                    await receiver.receive_messages(max_wait_time=1)
+
+            waiting = asyncio.create_task(wait_for_a_session())
+            await asyncio.sleep(1)
+            await admin.delete_queue("deleted-while-waiting")
+            with pytest.raises(MessagingEntityNotFoundError):
+                await asyncio.wait_for(waiting, 20)  # well before the end of its 30 s wait
