@@ -411,6 +411,8 @@ def test_database_is_wal_sqlite_with_schema_version(tmp_path: Path, config_path:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
         kinds = sorted(r[0] for r in db.execute("SELECT kind FROM entities WHERE ns='persist'"))
-        assert kinds == ["queue", "subscription", "topic"]
+        assert kinds == ["queue", "queue", "subscription", "subscription", "topic"]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"entities", "messages", "entries", "session_states"} <= tables
     finally:
         db.close()

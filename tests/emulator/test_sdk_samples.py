@@ -809,7 +809,7 @@ async def test_session_pool_receive(cs: str) -> None:
             while True:
                 try:
                     receiver = client.get_queue_receiver("sessionpool", session_id=NEXT_AVAILABLE_SESSION,
-                                                         max_wait_time=2)
+                                                         max_wait_time=5)
                     async with receiver, AutoLockRenewer() as renewer:
                         renewer.register(receiver, receiver.session)
                         sid = receiver.session.session_id
@@ -847,7 +847,7 @@ def test_session_pool_receive_sync(cs: str) -> None:
             while True:
                 try:
                     with client.get_queue_receiver("syncsessionpool", session_id=NEXT_AVAILABLE_SESSION,
-                                                   max_wait_time=2) as receiver:
+                                                   max_wait_time=5) as receiver:
                         renewer = SyncAutoLockRenewer()
                         renewer.register(receiver, receiver.session)
                         sid = receiver.session.session_id

@@ -47,7 +47,7 @@ CONFIG = {
                     _queue("fifo"),
                     _queue("state"),
                     _queue("expiry", LockDuration="PT2S"),
-                    _queue("renewed", LockDuration="PT2S"),
+                    _queue("renewed", LockDuration="PT3S"),
                     _queue("locked"),
                     _queue("empty"),
                     _queue("nosession"),
@@ -141,7 +141,7 @@ async def test_two_receivers_on_next_available_session_never_share_a_session(cs:
                     async with receiver:
                         sid = receiver.session.session_id
                         seen[name].append(sid)
-                        for msg in await _receive(receiver, 3, wait=3):
+                        for msg in await _receive(receiver, 3, wait=15):  # all 3: a session is held once
                             got[sid].append(str(msg))
                             await receiver.complete_message(msg)
                             await asyncio.sleep(0.05)  # hold the session a while: the other receiver must skip it
@@ -241,10 +241,10 @@ async def test_renewing_the_session_lock_keeps_the_session_and_its_messages(cs: 
             (msg,) = await _receive(receiver, 1)
             first = receiver.session.locked_until_utc
             for _ in range(3):
-                await asyncio.sleep(1)
+                await asyncio.sleep(1.2)
                 until = await receiver.session.renew_lock()
             assert until > first
-            await receiver.complete_message(msg)  # 3 s after receipt, past the first 2 s lock
+            await receiver.complete_message(msg)  # 3.6 s after receipt, past the first 3 s lock
         async with client.get_queue_receiver("renewed", session_id="r1") as receiver:
             assert await _receive(receiver, 1, wait=1) == []  # completed for good
 
