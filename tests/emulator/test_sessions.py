@@ -53,6 +53,7 @@ CONFIG = {
                     _queue("nosession"),
                     _queue("peek"),
                     _queue("closing", LockDuration="PT30S"),
+                    _queue("deferring"),
                     {"Name": "plain", "Properties": {}},
                 ],
                 "Topics": [
@@ -398,3 +399,17 @@ async def test_deleting_the_entity_ends_a_wait_for_the_next_session(cs: str) -> 
             await admin.delete_queue("deleted-while-waiting")
             with pytest.raises(MessagingEntityNotFoundError):
                 await asyncio.wait_for(waiting, 20)  # well before the end of its 30 s wait
+
+
+async def test_defer_and_receive_deferred_within_a_session(cs: str) -> None:
+    await _send(cs, "deferring", *[ServiceBusMessage(f"d{i}", session_id="d") for i in range(3)])
+    async with servicebus_client(connection_string=cs) as client:
+        async with client.get_queue_receiver("deferring", session_id="d") as receiver:
+            first, *rest = await _receive(receiver, 3)
+            await receiver.defer_message(first)
+            for msg in rest:
+                await receiver.complete_message(msg)
+            (deferred,) = await receiver.receive_deferred_messages([first.sequence_number])
+            assert str(deferred) == "d0" and deferred.session_id == "d"
+            await receiver.complete_message(deferred)  # under the session lock, over the management link
+            assert await receiver.peek_messages(max_message_count=5, sequence_number=1) == []
