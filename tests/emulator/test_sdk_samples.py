@@ -46,6 +46,7 @@ from proton import Collector, Connection, Disposition, Endpoint, Message, Transp
 
 from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
 from tests.support.emulator_process import EmulatorProcess, running_emulator
+from tests.support.receiving import receive as _receive
 from tests.support.sas import sas_token
 
 UTC = dt.UTC
@@ -103,15 +104,6 @@ def samples_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emula
 @pytest.fixture
 def cs(samples_emulator: EmulatorProcess) -> str:
     return samples_emulator.connection_string("samples")
-
-
-async def _receive(receiver: Any, count: int, wait: float = 5.0) -> list[Any]:
-    """Receive ``count`` messages, or fewer when they do not come within ``wait`` seconds."""
-    got: list[Any] = []
-    deadline = time.monotonic() + wait
-    while len(got) < count and time.monotonic() < deadline:
-        got += await receiver.receive_messages(max_message_count=count - len(got), max_wait_time=0.5)
-    return got
 
 
 # -- send and receive --------------------------------------------------------------------------

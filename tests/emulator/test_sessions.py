@@ -30,6 +30,7 @@ from azure.servicebus.exceptions import (
 
 from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
 from tests.support.emulator_process import EmulatorProcess, running_emulator
+from tests.support.receiving import receive as _receive
 
 
 def _queue(name: str, **props: object) -> dict[str, Any]:
@@ -82,14 +83,6 @@ def cs(emulator: EmulatorProcess) -> str:
 async def _send(cs: str, queue: str, *messages: ServiceBusMessage) -> None:
     async with servicebus_client(connection_string=cs) as client, client.get_queue_sender(queue) as sender:
         await sender.send_messages(list(messages))
-
-
-async def _receive(receiver: Any, count: int, wait: float = 5.0) -> list[Any]:
-    got: list[Any] = []
-    deadline = time.monotonic() + wait
-    while len(got) < count and time.monotonic() < deadline:
-        got += await receiver.receive_messages(max_message_count=count - len(got), max_wait_time=0.5)
-    return got
 
 
 async def test_named_session_receives_only_its_messages_in_order(cs: str) -> None:
