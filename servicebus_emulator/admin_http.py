@@ -21,7 +21,7 @@ Differences from Azure, on purpose:
 - AutoDeleteOnIdle, DuplicateDetectionHistoryTimeWindow and DefaultMessageTimeToLive accept any
   positive duration (Azure: AutoDeleteOnIdle >= 5 minutes, duplicate window >= 20 s), so tests can
   watch an idle subscription disappear after a second or two. Only subscriptions auto-delete.
-- Stored and reported but not enforced: RequiresSession, Status, ForwardTo,
+- Stored and reported but not enforced: Status, ForwardTo,
   ForwardDeadLetteredMessagesTo, EnableBatchedOperations, MaxSizeInMegabytes (the namespace's
   per-entity quota applies), MaxMessageSizeInKilobytes, DeadLetteringOnFilterEvaluationExceptions,
   UserMetadata, topic and queue AutoDeleteOnIdle.
@@ -66,7 +66,7 @@ TOPIC_EXTRAS = {
     "EnableExpress",
 }
 QUEUE_EXTRAS = {
-    "MaxSizeInMegabytes", "EnableBatchedOperations", "RequiresSession", "Status", "ForwardTo",
+    "MaxSizeInMegabytes", "EnableBatchedOperations", "Status", "ForwardTo",
     "ForwardDeadLetteredMessagesTo", "UserMetadata", "EnablePartitioning", "EnableExpress",
     "MaxMessageSizeInKilobytes", "SupportOrdering",
 }
@@ -379,8 +379,6 @@ class AdminApi:
         self._check_common(fields)
         extra = self.extras(queue)
         changes = ef.updated(fields, ef.QUEUE, queue.config, "queue")
-        if "RequiresSession" in fields and fields["RequiresSession"] != extra.get("RequiresSession", False):
-            raise BadRequest("RequiresSession cannot be changed on an existing queue.")  # kept with the extras
         queue.update(replace(queue.config, **changes), self.now())
         extra.update(self._extras_from(fields, QUEUE_EXTRAS))
 
@@ -422,7 +420,6 @@ class AdminApi:
         values: dict[str, Any] = {
             **ef.described(cfg, ef.QUEUE),
             "MaxSizeInMegabytes": size_mb,
-            "RequiresSession": False,
             "EnableBatchedOperations": True,
             "SizeInBytes": queue.store.size_bytes + queue.dlq.size_bytes,
             "MessageCount": active + dead,

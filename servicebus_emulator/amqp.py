@@ -42,12 +42,16 @@ from .errors import (
     BadRequest,
     EmulatorError,
     InternalError,
+    InvalidOperation,
     MessageTooLarge,
     NotImplementedOperation,
+    OperationTimeout,
+    SessionLockLost,
     Unauthorized,
 )
 from .runtime import Runtime
 from .sas import Grant, verify_token
+from .sessions import LOCK_LOST_TEXT, Session, SessionStore
 from .store import Entry, MessageStore
 from .token_expiry import ExpiryWatch, remember, uncovered
 
@@ -72,16 +76,32 @@ def _condition(exc: EmulatorError) -> Condition:
 
 
 SESSION_FILTER = symbol(VENDOR + "session-filter")
+SESSION_LOCKED_UNTIL = symbol(VENDOR + "locked-until-utc")
+OPERATION_TIMEOUT = symbol(VENDOR + "timeout")
+#: how long a receiver for the next available session waits when it does not say (ms)
+DEFAULT_SESSION_WAIT_MS = 60_000
+#: ``last-updated-time`` of get-message-sessions that asks for every session (DateTime.MaxValue)
+LIST_ALL_SESSIONS_MS = 253_402_300_800_000
+SESSION_OPERATIONS = {VENDOR + op for op in (
+    "renew-session-lock", "get-session-state", "set-session-state", "get-message-sessions")}
+#: .NET ticks (100 ns) at the Unix epoch: ``com.microsoft:locked-until-utc`` is in ticks
+DOTNET_EPOCH_TICKS = 621_355_968_000_000_000
 
 
-def _asks_for_a_session(link: Link) -> bool:
-    """A receiver link whose source carries ``com.microsoft:session-filter`` (the SDK's session
-    receivers, with or without a session id). Serving it as a plain receiver would hand out
-    messages with no session lock and no session state, which looks like it works and does not."""
-    data = link.remote_source.filter
-    data.rewind()
-    filters = data.get_object() if data.next() is not None else None
-    return isinstance(filters, dict) and SESSION_FILTER in filters
+class SessionAsk:
+    """What a receiver link's source asks for: ``com.microsoft:session-filter`` absent (a plain
+    receiver), present with a session id, or present and null (the next available session)."""
+
+    def __init__(self, link: Link):
+        data = link.remote_source.filter
+        data.rewind()
+        filters = data.get_object() if data.next() is not None else None
+        self.wanted = isinstance(filters, dict) and SESSION_FILTER in filters
+        value = filters.get(SESSION_FILTER) if isinstance(filters, dict) else None
+        self.session_id: str | None = None if value is None else str(value)
+        props = link.remote_properties or {}
+        wait = props.get(OPERATION_TIMEOUT) if isinstance(props, dict) else None
+        self.wait_seconds = (DEFAULT_SESSION_WAIT_MS if wait is None else int(wait)) / 1000.0
 
 
 def _array_values(value: Any) -> list[Any]:
@@ -123,9 +143,31 @@ class EntitySender:
         stay locked until their ``locked_until``; then the lock expires, the delivery count goes
         up by one, and they are delivered again (or dead-lettered at MaxDeliveryCount). Messages
         the SDK did not hand out it releases itself before closing (AMQP released: unlocked at
-        once, not a delivery attempt)."""
+        once, not a delivery attempt). A session receiver's session lock is released at once."""
         self.store.detach(self, time.time())
         self.unsettled.clear()
+
+
+class SessionSender(EntitySender):
+    """Our sending end of a session receiver's link (a ``sessions.SessionConsumer``). Its attach
+    is answered once it holds a session: at once for a named session, or when one becomes
+    available for the next available session (or, at the receiver's timeout, refused)."""
+
+    store: SessionStore
+
+    def session_granted(self, session: Session) -> None:
+        self.conn.open_session_link(self, session)
+
+    def session_wait_timed_out(self) -> None:
+        self.conn.refuse_link(self.link, OperationTimeout(
+            f"The operation did not complete within the allotted timeout: no session of "
+            f"'{self.store.path}' became available."))
+        self.conn.drop_sender(self)
+
+    def session_lost(self, session: Session) -> None:
+        self.conn.refuse_link(self.link, SessionLockLost(
+            f"{LOCK_LOST_TEXT} ({self.store.path}, session '{session.session_id}')"))
+        self.conn.drop_sender(self)
 
 
 class AmqpConnection(asyncio.Protocol):
@@ -280,28 +322,24 @@ class AmqpConnection(asyncio.Protocol):
             else:
                 self._authorize(parts, "Listen")
                 remember(link, parts, "Listen")
-                if _asks_for_a_session(link):
-                    raise NotImplementedOperation(
-                        f"Session receivers are not supported by the local Service Bus emulator "
-                        f"('{'/'.join(parts)}'); see docs/emulator.md, 'Differences from Azure Service Bus'.")
                 store = self.namespace.store_for(address)
                 rad = link.remote_snd_settle_mode == Link.SND_SETTLED
+                ask = SessionAsk(link)
+                if isinstance(store, SessionStore) != ask.wanted:
+                    raise InvalidOperation(
+                        f"It is not possible for an entity that requires sessions to create a non-sessionful "
+                        f"message receiver ('{'/'.join(parts)}')." if not ask.wanted else
+                        f"A sessionful message receiver cannot be created on an entity that does not require "
+                        f"sessions ('{'/'.join(parts)}'). Ensure RequiresSession is set to true when creating "
+                        f"a Queue or Subscription to enable sessionful behavior.")
+                if isinstance(store, SessionStore):
+                    self._attach_session_receiver(link, store, ask, rad)
+                    return
                 sender = EntitySender(self, link, store, rad)
                 self.senders.append(sender)
                 link.ctx = ("entity-out", sender)
         except EmulatorError as exc:
-            # As Service Bus does: answer the attach with a null terminus on our side, then
-            # detach with the error. The SDK turns that into the matching exception
-            # (MessagingEntityNotFoundError, ServiceBusAuthorizationError ...) instead of a
-            # retryable "link detached" connection error.
-            link.ctx = ("refused",)
-            if link.is_receiver:
-                link.target.type = Terminus.UNSPECIFIED
-            else:
-                link.source.type = Terminus.UNSPECIFIED
-            link.open()
-            link.condition = _condition(exc)
-            link.close()
+            self.refuse_link(link, exc)
             return
         self.expiry.watch(self.grants, time.time())
         if link.is_receiver and link.ctx[0] == "entity-in":
@@ -313,6 +351,58 @@ class AmqpConnection(asyncio.Protocol):
         elif link.ctx[0] == "entity-out":
             link.ctx[1].store.attach(link.ctx[1], time.time())
 
+    def refuse_link(self, link: Link, exc: EmulatorError) -> None:
+        """Answer an attach with an error, or end an attached link with one.
+
+        As Service Bus does: answer the attach with a null terminus on our side, then detach
+        with the error. The SDK turns that into the matching exception
+        (MessagingEntityNotFoundError, ServiceBusAuthorizationError, SessionCannotBeLockedError,
+        OperationTimeoutError ...) instead of a retryable "link detached" connection error."""
+        link.ctx = ("refused",)
+        if link.state & Endpoint.LOCAL_UNINIT:
+            if link.is_receiver:
+                link.target.type = Terminus.UNSPECIFIED
+            else:
+                link.source.type = Terminus.UNSPECIFIED
+            link.open()
+        if not link.state & Endpoint.LOCAL_CLOSED:
+            link.condition = _condition(exc)
+            link.close()
+        self.schedule_flush()
+
+    def drop_sender(self, sender: EntitySender) -> None:
+        if sender in self.senders:
+            self.senders.remove(sender)
+
+    def _attach_session_receiver(self, link: Link, store: SessionStore, ask: SessionAsk, rad: bool) -> None:
+        """A session receiver: its attach is answered once it holds a session's lock (see
+        SessionSender); a named session locked elsewhere is refused (SessionCannotBeLocked)."""
+        sender = SessionSender(self, link, store, rad)
+        now = time.time()
+        session = store.accept_session(sender, ask.session_id, now, now + ask.wait_seconds)
+        self.senders.append(sender)
+        link.ctx = ("entity-out", sender)
+        store.attach(sender, now)
+        if session is not None:
+            self.open_session_link(sender, session)
+
+    def open_session_link(self, sender: SessionSender, session: Session) -> None:
+        """Answer a session receiver's attach: the session id in the source's session filter and
+        the lock's expiry (in .NET ticks) in ``com.microsoft:locked-until-utc``, as the SDK reads
+        them."""
+        link = sender.link
+        flt = link.source.filter
+        flt.clear()
+        flt.put_map()
+        flt.enter()
+        flt.put_symbol(SESSION_FILTER)
+        flt.put_string(session.session_id)
+        flt.exit()
+        ticks = DOTNET_EPOCH_TICKS + int(session.locked_until * 10_000_000)
+        link.properties = {SESSION_LOCKED_UNTIL: ticks}
+        link.open()
+        self.schedule_flush()
+
     def _on_detach(self, link: Link) -> None:
         ctx = getattr(link, "ctx", None)
         if ctx and ctx[0] == "entity-out":
@@ -320,6 +410,10 @@ class AmqpConnection(asyncio.Protocol):
             sender.closed()
             if sender in self.senders:
                 self.senders.remove(sender)
+        if link.state & Endpoint.LOCAL_UNINIT:  # a session receiver that gave up waiting
+            link.ctx = ("refused",)
+            link.source.type = Terminus.UNSPECIFIED
+            link.open()
         if link.state & Endpoint.LOCAL_ACTIVE:
             link.close()
 
@@ -336,8 +430,7 @@ class AmqpConnection(asyncio.Protocol):
             if gone(sender.store.path):
                 sender.closed()
                 self.senders.remove(sender)
-                sender.link.condition = _condition(exc)
-                sender.link.close()
+                self.refuse_link(sender.link, exc)  # also a session receiver still waiting for its attach
         link = self.connection.link_head(Endpoint.LOCAL_ACTIVE)
         while link is not None:
             following = link.next(Endpoint.LOCAL_ACTIVE)
@@ -421,6 +514,8 @@ class AmqpConnection(asyncio.Protocol):
         messages = parse_transfer(payload)
         now = time.time()
         stored = [to_stored(m) for m in messages]
+        for msg in stored:
+            entity.intake.check(msg)
         entity.check_quota(sum(m.size for m in stored))
         for msg in stored:
             entity.accept(msg, now)
@@ -553,10 +648,18 @@ class AmqpConnection(asyncio.Protocol):
             tokens = [uuid.UUID(str(t)) for t in _array_values(get.get("lock-tokens"))]
             expirations = [timestamp(int(store.renew(t, now) * 1000)) for t in tokens]
             return {symbol("expirations"): Array(UNDESCRIBED, Data.TIMESTAMP, *expirations)}, 200  # type: ignore[arg-type]
+        if operation in SESSION_OPERATIONS:
+            self._authorize(parts, "Listen")
+            return self._session_op(path, operation, get, now)
         if operation == VENDOR + "peek-message":
             self._authorize(parts, "Listen")
             store = self.namespace.store_for(path)
-            entries = store.peek(int(get.get("from-sequence-number", 0)), int(get.get("message-count", 1)))
+            from_seq, count = int(get.get("from-sequence-number", 0)), int(get.get("message-count", 1))
+            session_id = get.get("session-id")
+            if session_id is not None and isinstance(store, SessionStore):
+                entries = store.peek_session(str(session_id), from_seq, count)
+            else:
+                entries = store.peek(from_seq, count)
             if not entries:
                 return None, 204
             return {symbol("messages"): [{symbol("message"): encode_entry(e, peek=True)} for e in entries]}, 200
@@ -610,6 +713,31 @@ class AmqpConnection(asyncio.Protocol):
                 entity.cancel_scheduled(int(seq))
             return {}, 200
         raise NotImplementedOperation(f"management operation {operation!r} is not supported by the emulator")
+
+    def _session_op(self, path: str, operation: str, get: dict[str, Any], now: float) -> tuple[Any, int]:
+        """The management operations on sessions; all but listing need the session's lock,
+        held by a receiver of this connection."""
+        store = self.namespace.store_for(path)
+        if not isinstance(store, SessionStore):
+            raise InvalidOperation(f"'{path}' does not require sessions: it has no session operations.")
+        if operation == VENDOR + "get-message-sessions":
+            skip, top = int(get.get("skip", 0)), int(get.get("top", 100))
+            since = get.get("last-updated-time")  # the SDK's "no filter": .NET's DateTime.MaxValue
+            after = None if since is None or int(since) >= LIST_ALL_SESSIONS_MS else int(since) / 1000.0
+            ids = store.session_ids(after)[skip:skip + top]
+            if not ids:
+                return None, 204
+            return {symbol("skip"): skip + len(ids), symbol("sessions-ids"): Array(UNDESCRIBED, Data.STRING, *ids)}, 200  # type: ignore[arg-type]
+        holders = [s for s in self.senders if isinstance(s, SessionSender)]
+        session = store.held_session(str(get.get("session-id", "")), now, holders)
+        if operation == VENDOR + "renew-session-lock":
+            until = store.renew_session(session, now)
+            return {symbol("expiration"): timestamp(int(until * 1000))}, 200
+        if operation == VENDOR + "get-session-state":
+            return {symbol("session-state"): session.state}, 200
+        state = get.get("session-state")
+        store.set_state(session, None if state is None else bytes(state), now)
+        return {}, 200
 
 
 __all__ = ["AmqpConnection", "ulong"]

@@ -122,6 +122,7 @@ class SubscriptionConfig(_DeliveryConfig):
 class QueueConfig(_DeliveryConfig):
     requires_duplicate_detection: bool = ef.REQUIRES_DUPLICATE_DETECTION.default
     duplicate_window: float = ef.DUPLICATE_WINDOW.default
+    requires_session: bool = ef.REQUIRES_SESSION.default
 
 
 @dataclass
