@@ -16,12 +16,9 @@ import uuid
 from typing import Any
 
 from proton import (
-    UNDESCRIBED,
-    Array,
     Collector,
     Condition,
     Connection,
-    Data,
     Delivery,
     Disposition,
     Endpoint,
@@ -31,11 +28,11 @@ from proton import (
     Terminus,
     Transport,
     symbol,
-    timestamp,
     ulong,
 )
 
 from .amqp_frames import FrameFixer
+from .amqp_management import ManagementContext, management_op
 from .codec import encode_entry, parse_transfer, to_stored
 from .entities import Namespace, split_path
 from .errors import (
@@ -44,7 +41,6 @@ from .errors import (
     InternalError,
     InvalidOperation,
     MessageTooLarge,
-    NotImplementedOperation,
     OperationTimeout,
     SessionLockLost,
     Unauthorized,
@@ -80,10 +76,6 @@ SESSION_LOCKED_UNTIL = symbol(VENDOR + "locked-until-utc")
 OPERATION_TIMEOUT = symbol(VENDOR + "timeout")
 #: how long a receiver for the next available session waits when it does not say (ms)
 DEFAULT_SESSION_WAIT_MS = 60_000
-#: ``last-updated-time`` of get-message-sessions that asks for every session (DateTime.MaxValue)
-LIST_ALL_SESSIONS_MS = 253_402_300_800_000
-SESSION_OPERATIONS = {VENDOR + op for op in (
-    "renew-session-lock", "get-session-state", "set-session-state", "get-message-sessions")}
 #: .NET ticks (100 ns) at the Unix epoch: ``com.microsoft:locked-until-utc`` is in ticks
 DOTNET_EPOCH_TICKS = 621_355_968_000_000_000
 
@@ -102,14 +94,6 @@ class SessionAsk:
         props = link.remote_properties or {}
         wait = props.get(OPERATION_TIMEOUT) if isinstance(props, dict) else None
         self.wait_seconds = (DEFAULT_SESSION_WAIT_MS if wait is None else int(wait)) / 1000.0
-
-
-def _array_values(value: Any) -> list[Any]:
-    if isinstance(value, Array):
-        return list(value.elements)
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
 
 
 class EntitySender:
@@ -619,7 +603,9 @@ class AmqpConnection(asyncio.Protocol):
         app_props: dict[str, Any] = {}
         value: Any = None
         try:
-            value, status = self._management_op(entity_parts, operation, body)
+            value, status = management_op(
+                ManagementContext(self.namespace, self._authorize,
+                                  [s for s in self.senders if isinstance(s, SessionSender)]), entity_parts, operation, body)
             app_props = {"statusCode": status, "statusDescription": "OK" if status == 200 else "No Content"}
         except EmulatorError as exc:
             app_props = {
@@ -637,107 +623,6 @@ class AmqpConnection(asyncio.Protocol):
         reply = Message(correlation_id=request.id, properties=app_props, body=value)
         address = request.reply_to or "/".join(entity_parts + ["$management"])
         self._send_reply(self._reply_link(address) or self._reply_link("/".join(entity_parts + ["$management"])), reply)
-
-    def _management_op(self, parts: list[str], operation: str, body: dict[Any, Any]) -> tuple[Any, int]:
-        path = "/".join(parts)
-        now = time.time()
-        get = {str(k): v for k, v in body.items()}
-        if operation == VENDOR + "renew-lock":
-            self._authorize(parts, "Listen")
-            store = self.namespace.store_for(path)
-            tokens = [uuid.UUID(str(t)) for t in _array_values(get.get("lock-tokens"))]
-            expirations = [timestamp(int(store.renew(t, now) * 1000)) for t in tokens]
-            return {symbol("expirations"): Array(UNDESCRIBED, Data.TIMESTAMP, *expirations)}, 200  # type: ignore[arg-type]
-        if operation in SESSION_OPERATIONS:
-            self._authorize(parts, "Listen")
-            return self._session_op(path, operation, get, now)
-        if operation == VENDOR + "peek-message":
-            self._authorize(parts, "Listen")
-            store = self.namespace.store_for(path)
-            from_seq, count = int(get.get("from-sequence-number", 0)), int(get.get("message-count", 1))
-            session_id = get.get("session-id")
-            if session_id is not None and isinstance(store, SessionStore):
-                entries = store.peek_session(str(session_id), from_seq, count)
-            else:
-                entries = store.peek(from_seq, count)
-            if not entries:
-                return None, 204
-            return {symbol("messages"): [{symbol("message"): encode_entry(e, peek=True)} for e in entries]}, 200
-        if operation == VENDOR + "receive-by-sequence-number":
-            self._authorize(parts, "Listen")
-            store = self.namespace.store_for(path)
-            seqs = [int(s) for s in _array_values(get.get("sequence-numbers"))]
-            lock = int(get.get("receiver-settle-mode", 1)) != 0
-            entries = store.receive_deferred(seqs, now, lock)
-            out = []
-            for entry in entries:
-                item: dict[Any, Any] = {symbol("message"): encode_entry(entry)}
-                if lock and entry.lock_token is not None:
-                    item[symbol("lock-token")] = entry.lock_token
-                out.append(item)
-            return {symbol("messages"): out}, 200
-        if operation == VENDOR + "update-disposition":
-            self._authorize(parts, "Listen")
-            store = self.namespace.store_for(path)
-            status = str(get.get("disposition-status", ""))
-            for raw in _array_values(get.get("lock-tokens")):
-                token = uuid.UUID(str(raw))
-                if status == "completed":
-                    store.complete(token, now)
-                elif status == "abandoned":
-                    store.abandon(token, now)
-                elif status == "defered":
-                    store.defer(token, now)
-                elif status == "suspended":
-                    store.dead_letter_locked(
-                        token, now, str(get.get("deadletter-reason", "")), str(get.get("deadletter-description", ""))
-                    )
-                else:
-                    raise BadRequest(f"unknown disposition-status {status!r}")
-            return {}, 200
-        if operation == VENDOR + "schedule-message":
-            self._authorize(parts, "Send")
-            entity = self.namespace.sender_for(path)
-            seqs = []
-            for item in _array_values(get.get("messages")):
-                fields = {str(k): v for k, v in item.items()}
-                for parsed in parse_transfer(bytes(fields["message"])):
-                    msg = to_stored(parsed)
-                    entity.check_quota(msg.size)
-                    seqs.append(entity.accept(msg, now))
-            return {symbol("sequence-numbers"): Array(UNDESCRIBED, Data.LONG, *seqs)}, 200  # type: ignore[arg-type]
-        if operation == VENDOR + "cancel-scheduled-message":
-            self._authorize(parts, "Send")
-            entity = self.namespace.sender_for(path)
-            for seq in _array_values(get.get("sequence-numbers")):
-                entity.cancel_scheduled(int(seq))
-            return {}, 200
-        raise NotImplementedOperation(f"management operation {operation!r} is not supported by the emulator")
-
-    def _session_op(self, path: str, operation: str, get: dict[str, Any], now: float) -> tuple[Any, int]:
-        """The management operations on sessions; all but listing need the session's lock,
-        held by a receiver of this connection."""
-        store = self.namespace.store_for(path)
-        if not isinstance(store, SessionStore):
-            raise InvalidOperation(f"'{path}' does not require sessions: it has no session operations.")
-        if operation == VENDOR + "get-message-sessions":
-            skip, top = int(get.get("skip", 0)), int(get.get("top", 100))
-            since = get.get("last-updated-time")  # the SDK's "no filter": .NET's DateTime.MaxValue
-            after = None if since is None or int(since) >= LIST_ALL_SESSIONS_MS else int(since) / 1000.0
-            ids = store.session_ids(after)[skip:skip + top]
-            if not ids:
-                return None, 204
-            return {symbol("skip"): skip + len(ids), symbol("sessions-ids"): Array(UNDESCRIBED, Data.STRING, *ids)}, 200  # type: ignore[arg-type]
-        holders = [s for s in self.senders if isinstance(s, SessionSender)]
-        session = store.held_session(str(get.get("session-id", "")), now, holders)
-        if operation == VENDOR + "renew-session-lock":
-            until = store.renew_session(session, now)
-            return {symbol("expiration"): timestamp(int(until * 1000))}, 200
-        if operation == VENDOR + "get-session-state":
-            return {symbol("session-state"): session.state}, 200
-        state = get.get("session-state")
-        store.set_state(session, None if state is None else bytes(state), now)
-        return {}, 200
 
 
 __all__ = ["AmqpConnection", "ulong"]
