@@ -1,0 +1,256 @@
+"""OpenTelemetry spans for socketio-servicebus, on ``opentelemetry-api`` only.
+
+Nothing happens until the application configures an OpenTelemetry SDK (``pip install
+"socketio-servicebus[otel]"`` and :func:`socketio_servicebus.otel.configure`, or any SDK setup
+of its own): without one, :attr:`Tracing.on` is false, no span is started and no
+``traceparent`` is written into an envelope, so the cost is one ``isinstance`` per call.
+
+Span names and attributes follow the OpenTelemetry messaging semantic conventions
+(``{messaging.operation.name} {destination}``, ``messaging.system = "servicebus"``,
+``messaging.operation.type`` create/send/receive/process, ``messaging.batch.message_count``).
+What a span may record: ids, counts, node, region, Socket.IO namespace, room and event name.
+Never a payload, an argument of an event, a token or a connection string.
+
+The trace context of one emit travels in its envelope (``tp`` / ``tst``, see
+``docs/wire-format.md``); a Service Bus message that carries many envelopes links to each of
+them.  ``docs/observability.md`` lists every span.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from socketio_servicebus._version import __version__
+
+__all__ = [
+    "SYSTEM",
+    "INSTRUMENTATION_NAME",
+    "Op",
+    "Tracing",
+    "TraceLogFilter",
+    "context_from",
+    "context_from_headers",
+    "install_log_correlation",
+    "link_from",
+    "set_error",
+    "messaging_attributes",
+    "socketio_attributes",
+]
+
+#: ``messaging.system`` for Azure Service Bus in the semantic conventions.
+SYSTEM = "servicebus"
+INSTRUMENTATION_NAME = "socketio_servicebus"
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_OFF_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+AttrValue = str | bool | int | float | Sequence[str]
+
+
+class Op:
+    """``messaging.operation.type`` values (semantic conventions, messaging spans)."""
+
+    CREATE = "create"  # one emit becomes one envelope
+    SEND = "send"  # one Service Bus message (a batch of envelopes) leaves
+    RECEIVE = "receive"  # one Service Bus message arrives
+    PROCESS = "process"  # one envelope is handled (delivered, routed, stored, pushed)
+
+
+def messaging_attributes(
+    op_type: str,
+    op_name: str,
+    destination: str,
+    *,
+    subscription: str | None = None,
+    count: int | None = None,
+    message_id: str | None = None,
+) -> dict[str, AttrValue]:
+    attrs: dict[str, AttrValue] = {
+        "messaging.system": SYSTEM,
+        "messaging.operation.type": op_type,
+        "messaging.operation.name": op_name,
+        "messaging.destination.name": destination,
+    }
+    if subscription is not None:
+        attrs["messaging.destination.subscription.name"] = subscription
+    if count is not None:
+        attrs["messaging.batch.message_count"] = count
+    if message_id is not None:
+        attrs["messaging.message.id"] = message_id
+    return attrs
+
+
+def _room_value(room: Any) -> AttrValue | None:
+    if isinstance(room, str):
+        return room
+    if isinstance(room, (list, tuple)) and all(isinstance(r, str) for r in room):
+        return [str(r) for r in room[:20]]
+    return None
+
+
+def socketio_attributes(body: Mapping[str, Any], ns: str | None = None) -> dict[str, AttrValue]:
+    """Namespace, room and event of a python-socketio message dict: names only, never ``data``."""
+    attrs: dict[str, AttrValue] = {}
+    namespace = ns if ns is not None else body.get("namespace")
+    if isinstance(namespace, str):
+        attrs["socketio.namespace"] = namespace
+    room = _room_value(body.get("room"))
+    if room is not None:
+        attrs["socketio.room"] = room
+    event = body.get("event")
+    if isinstance(event, str):
+        attrs["socketio.event"] = event[:200]
+    method = body.get("method")
+    if isinstance(method, str):
+        attrs["socketio.method"] = method
+    return attrs
+
+
+def context_from(traceparent: str | None, tracestate: str | None = None) -> Context | None:
+    """The remote context a ``traceparent`` names, or None when absent or invalid."""
+    if not traceparent:
+        return None
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    ctx = _PROPAGATOR.extract(carrier)
+    if not trace.get_current_span(ctx).get_span_context().is_valid:
+        return None
+    return ctx
+
+
+def context_from_headers(headers: Mapping[str, str]) -> Context | None:
+    """The context of an incoming HTTP request's ``traceparent`` / ``tracestate`` headers."""
+    lowered = {k.lower(): v for k, v in headers.items() if k.lower() in ("traceparent", "tracestate")}
+    return context_from(lowered.get("traceparent"), lowered.get("tracestate"))
+
+
+def link_from(traceparent: str | None, tracestate: str | None = None) -> Link | None:
+    ctx = context_from(traceparent, tracestate)
+    if ctx is None:
+        return None
+    return Link(trace.get_current_span(ctx).get_span_context())
+
+
+class Tracing:
+    """Starts spans for one component (a manager, a function), or does nothing.
+
+    ``tracer_provider`` defaults to the global one (``opentelemetry.trace``); ``enabled=False``
+    turns this component's tracing off even when an SDK is configured in the process.
+    """
+
+    __slots__ = ("_provider", "_enabled", "_tracer", "_tracer_of")
+
+    def __init__(self, *, tracer_provider: trace.TracerProvider | None = None, enabled: bool = True) -> None:
+        self._provider = tracer_provider
+        self._enabled = enabled
+        self._tracer: trace.Tracer | None = None
+        self._tracer_of: trace.TracerProvider | None = None
+
+    @property
+    def on(self) -> bool:
+        """True when spans are recorded: enabled, and an SDK (not the API's no-op) is configured."""
+        if not self._enabled:
+            return False
+        provider = self._provider if self._provider is not None else trace.get_tracer_provider()
+        return not isinstance(provider, _OFF_PROVIDERS)
+
+    def _get_tracer(self) -> trace.Tracer:
+        provider = self._provider if self._provider is not None else trace.get_tracer_provider()
+        if self._tracer is None or self._tracer_of is not provider:
+            self._tracer = provider.get_tracer(INSTRUMENTATION_NAME, __version__)
+            self._tracer_of = provider
+        return self._tracer
+
+    @contextmanager
+    def span(
+        self,
+        name: str,
+        *,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, AttrValue] | None = None,
+        parent: Context | None = None,
+        links: Iterable[Link] = (),
+        root: bool = False,
+    ) -> Iterator[Span | None]:
+        """A span made current for the ``with`` block, or ``None`` when tracing is off.
+
+        ``parent`` (a remote context) wins over the current one; ``root=True`` starts a new
+        trace whatever is current (a batch send belongs to many traces: it links to them).
+        Exceptions are recorded and re-raised.
+        """
+        if not self.on:
+            yield None
+            return
+        ctx = parent
+        if ctx is None and root:
+            ctx = Context()
+        with self._get_tracer().start_as_current_span(
+            name, context=ctx, kind=kind, attributes=attributes, links=list(links),
+            record_exception=True, set_status_on_exception=True,
+        ) as span:
+            yield span
+
+    def inject(self) -> tuple[str | None, str | None]:
+        """``(traceparent, tracestate)`` of the current span, or ``(None, None)`` when off.
+
+        Sampled-out spans are propagated too (flag ``00``), so the rest of the path makes the
+        same parent-based decision and a 1 % sample is 1 % of whole traces.
+        """
+        if not self.on:
+            return None, None
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier)
+        return carrier.get("traceparent"), carrier.get("tracestate") or None
+
+
+def set_error(span: Span | None, description: str) -> None:
+    """Mark ``span`` failed with a short reason (no payloads in it)."""
+    if span is not None:
+        span.set_status(Status(StatusCode.ERROR, description[:200]))
+
+
+def _stamp(record: logging.LogRecord) -> None:
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        record.trace_id = format(ctx.trace_id, "032x")
+        record.span_id = format(ctx.span_id, "016x")
+    else:
+        record.trace_id = record.span_id = "-"
+
+
+_installed_factory: Any = None
+
+
+def install_log_correlation() -> None:
+    """Make every log record of the process carry ``trace_id`` / ``span_id`` (idempotent):
+    a log record factory, so records of every logger and handler get them."""
+    global _installed_factory
+    current = logging.getLogRecordFactory()
+    if current is _installed_factory:
+        return
+    previous = current
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _stamp(record)
+        return record
+
+    _installed_factory = factory
+    logging.setLogRecordFactory(factory)
+
+
+class TraceLogFilter(logging.Filter):
+    """Adds ``trace_id`` / ``span_id`` (hex, or ``-``) to every log record it sees, so a
+    format like ``%(trace_id)s %(span_id)s`` joins log lines to traces."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _stamp(record)
+        return True
