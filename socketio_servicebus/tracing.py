@@ -31,6 +31,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from socketio_servicebus._version import __version__
 
 __all__ = [
+    "AttrValue",
     "SYSTEM",
     "INSTRUMENTATION_NAME",
     "Op",
