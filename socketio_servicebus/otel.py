@@ -141,9 +141,21 @@ def _processors(settings: OtelSettings) -> list[SpanProcessor]:
     if settings.azure_monitor_connection_string:
         from azure.monitor.opentelemetry.exporter import AzureMonitorTraceExporter
 
-        out.append(BatchSpanProcessor(
-            AzureMonitorTraceExporter(connection_string=settings.azure_monitor_connection_string)))
+        credential = _azure_monitor_credential(os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""))
+        out.append(BatchSpanProcessor(AzureMonitorTraceExporter(
+            connection_string=settings.azure_monitor_connection_string, credential=credential)))
     return out
+
+
+def _azure_monitor_credential(auth: str) -> object | None:
+    """Entra ID for Application Insights with local auth off (Bicep: ``DisableLocalAuth``), from
+    ``APPLICATIONINSIGHTS_AUTHENTICATION_STRING`` (``ClientId=<id>;Authorization=AAD``)."""
+    parts = dict(p.split("=", 1) for p in auth.split(";") if "=" in p)
+    if parts.get("Authorization", "").upper() != "AAD":
+        return None
+    from azure.identity import ManagedIdentityCredential
+
+    return ManagedIdentityCredential(client_id=parts.get("ClientId") or None)
 
 
 def sampler_for(settings: OtelSettings) -> Sampler | None:

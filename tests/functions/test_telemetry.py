@@ -105,3 +105,27 @@ async def test_tracing_off_no_traceparent_on_the_wire() -> None:
     traced = emit_envelope("us")
     await handlers.router(ctx, "us", sb_message(Batch((traced,), 0, ("us",))))
     assert b'"tp"' not in b"".join(ctx.senders["eu"].sent[0].body)
+
+
+def test_azure_wiring_host_json_and_bicep() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert json.loads((root / "host.json").read_text())["telemetryMode"] == "OpenTelemetry"
+    api = (root / "infra" / "app" / "api.bicep").read_text()
+    for setting in ("APPLICATIONINSIGHTS_CONNECTION_STRING:", "PYTHON_ENABLE_OPENTELEMETRY: 'true'",
+                    "OTEL_TRACES_SAMPLER: 'parentbased_traceidratio'", "OTEL_TRACES_SAMPLER_ARG: traceSampleRatio"):
+        assert setting in api
+    reqs = (root / "requirements.txt").read_text()
+    assert "opentelemetry-sdk" in reqs and "azure-monitor-opentelemetry-exporter" in reqs
+
+
+def test_setup_reads_the_environment_and_names_app_and_region() -> None:
+    assert telemetry.setup("eu", env={}) is None  # nowhere to export: stays off
+    from socketio_servicebus import otel
+
+    s = otel.settings_from_env(telemetry.SERVICE_NAME, "app-x/eu", region="eu",
+                               env={"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=k"})
+    assert s is not None and s.instance_id == "app-x/eu"
+    assert otel._azure_monitor_credential("ClientId=abc;Authorization=AAD") is not None
+    assert otel._azure_monitor_credential("") is None
