@@ -15,20 +15,20 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind, get_current_span
+from opentelemetry.trace import Span, SpanKind
 
 from socketio_servicebus.tracing import (
     AttrValue,
     Op,
     Tracing,
-    context_from,
     context_from_headers,
     messaging_attributes,
+    parent_and_links,
     set_error,
     socketio_attributes,
+    trace_id_of,
 )
-from socketio_servicebus.wire.envelope import Batch, Envelope, EnvelopeError
+from socketio_servicebus.wire.envelope import Batch, EnvelopeError
 
 __all__ = ["TRACING", "setup", "batch_span", "message_span", "forward_span", "http_span", "emit_span", "status"]
 
@@ -50,20 +50,6 @@ def setup(region: str | None, env: Mapping[str, str] | None = None) -> Any:
     return otel.configure(settings) if settings is not None else None
 
 
-def _parent_and_links(envelopes: tuple[Envelope, ...]) -> tuple[Context | None, list[Link]]:
-    parent: Context | None = None
-    links: list[Link] = []
-    for env in envelopes:
-        ctx = context_from(env.traceparent, env.tracestate)
-        if ctx is None:
-            continue
-        if parent is None:
-            parent = ctx
-        else:
-            links.append(Link(get_current_span(ctx).get_span_context()))
-    return parent, links
-
-
 def _batch_attributes(batch: Batch) -> dict[str, AttrValue]:
     first = batch.envelopes[0]
     attrs: dict[str, AttrValue] = {"socketio.namespace": first.ns}
@@ -81,7 +67,7 @@ def batch_span(op_name: str, topic: str, subscription: str, region: str, batch: 
     if not TRACING.on:
         yield None
         return
-    parent, links = _parent_and_links(batch.envelopes)
+    parent, links = parent_and_links(batch.envelopes)
     attrs = {**messaging_attributes(Op.PROCESS, op_name, topic, subscription=subscription,
                                     count=len(batch.envelopes), message_id=message_id),
              **_batch_attributes(batch), "socketio.region": region}
@@ -130,14 +116,9 @@ def forward_span(topic: str, target: str, batch: Batch) -> Iterator[Batch]:
         trace_id = span.get_span_context().trace_id
         tp, ts = TRACING.inject()
         envs = tuple(
-            dataclasses.replace(e, traceparent=tp, tracestate=ts) if _trace_id(e) == trace_id else e
+            dataclasses.replace(e, traceparent=tp, tracestate=ts) if trace_id_of(e.traceparent) == trace_id else e
             for e in batch.envelopes)
         yield Batch(envs, batch.hops, batch.visited)
-
-
-def _trace_id(env: Envelope) -> int | None:
-    ctx = context_from(env.traceparent)
-    return None if ctx is None else get_current_span(ctx).get_span_context().trace_id
 
 
 @contextmanager

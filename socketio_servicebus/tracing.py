@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -41,6 +41,8 @@ __all__ = [
     "context_from_headers",
     "install_log_correlation",
     "link_from",
+    "parent_and_links",
+    "trace_id_of",
     "set_error",
     "messaging_attributes",
     "socketio_attributes",
@@ -210,6 +212,34 @@ class Tracing:
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier)
         return carrier.get("traceparent"), carrier.get("tracestate") or None
+
+
+class _Traced(Protocol):
+    @property
+    def traceparent(self) -> str | None: ...
+    @property
+    def tracestate(self) -> str | None: ...
+
+
+def parent_and_links(items: Iterable[_Traced]) -> tuple[Context | None, list[Link]]:
+    """For a span over many envelopes: the first traced one's context as parent (so the span is
+    in that emit's trace), links to the others (semantic conventions: batch spans link)."""
+    parent: Context | None = None
+    links: list[Link] = []
+    for item in items:
+        ctx = context_from(item.traceparent, item.tracestate)
+        if ctx is None:
+            continue
+        if parent is None:
+            parent = ctx
+        else:
+            links.append(Link(trace.get_current_span(ctx).get_span_context()))
+    return parent, links
+
+
+def trace_id_of(traceparent: str | None) -> int | None:
+    ctx = context_from(traceparent)
+    return None if ctx is None else trace.get_current_span(ctx).get_span_context().trace_id
 
 
 def set_error(span: Span | None, description: str) -> None:
