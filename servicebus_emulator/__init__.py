@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import ConfigError, EmulatorConfig, load_config, parse_config
+from .config import EmulatorConfig, load_config, parse_config
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .server import Emulator

@@ -10,6 +10,7 @@ Routes (all take ``api-version``; bodies in ``admin_xml``):
 - ``GET /$namespaceinfo``
 - ``GET /health`` and ``GET /$emulator/entities`` (JSON, no auth: local diagnostics)
 - ``GET /$servicebus/websocket`` (AMQP over WebSockets) and ``GET /$emulator/websockets``: see ``websocket``
+  (registered ahead of this API by the server)
 
 PUT without ``If-Match`` creates (201; 409 when the entity exists); ``If-Match: *`` updates
 (200; 404 when it does not). Every management call needs ``Authorization: SharedAccessSignature``
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote
@@ -38,11 +40,13 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from . import admin_xml as ax
-from .config import NEVER, QueueConfig, RuleConfig, SubscriptionConfig, TopicConfig
-from .entities import DEFAULT_RULE, Queue, Rule, Subscription, Topic
-from .errors import BadRequest, EmulatorError, EntityExists, EntityNotFound, Unauthorized
+from . import entity_fields as ef
+from .config import QueueConfig, RuleConfig, SubscriptionConfig, TopicConfig
+from .entities import DEFAULT_RULE, Namespace, Queue, Rule, Subscription, Topic
+from .entity_fields import NEVER
+from .errors import BadRequest, EmulatorError, EntityExists, EntityNotFound, MethodNotAllowed, Unauthorized
+from .runtime import Runtime
 from .sas import verify_token
-from .websocket import add_websocket_routes
 
 log = logging.getLogger("servicebus_emulator.admin")
 
@@ -88,15 +92,15 @@ def _reject_bad_name(kind: str, name: str, max_len: int) -> None:
 
 
 class AdminApi:
-    """The management API of one namespace runtime (``server.NamespaceRuntime``)."""
+    """The management API of one namespace."""
 
-    def __init__(self, runtime: Any):
+    def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self.started = time.time()
         self._rules: dict[int, _RuleMeta] = {}
 
     @property
-    def ns(self) -> Any:
+    def ns(self) -> Namespace:
         return self.runtime.namespace
 
     def now(self) -> float:
@@ -168,7 +172,7 @@ class AdminApi:
             )
         if header.lower().startswith("bearer "):
             raise Unauthorized("InvalidToken: the emulator accepts SharedAccessSignature tokens only, not Bearer.")
-        grant = verify_token(header, self.runtime.config.policies, self.runtime.entity_policies())
+        grant = verify_token(header, self.ns.config.policies, self.ns.entity_policies())
         scope = [] if parts and parts[0].startswith("$") else parts
         if not grant.covers(scope, "Manage"):
             rights = ", ".join(sorted(grant.rights)) or "nothing"
@@ -208,7 +212,7 @@ class AdminApi:
     @staticmethod
     def _only(method: str, *allowed: str) -> None:
         if method not in allowed:
-            raise _MethodNotAllowed(f"{method} is not supported here; use {' or '.join(allowed)}.")
+            raise MethodNotAllowed(f"{method} is not supported here; use {' or '.join(allowed)}.")
 
     @staticmethod
     def _is_update(request: web.Request) -> bool:
@@ -347,12 +351,7 @@ class AdminApi:
         _reject_bad_name("topic", name, 260)
         fields = ax.read_fields(desc, ax.TOPIC_FIELDS)
         self._check_common(fields)
-        config = TopicConfig(
-            name=name,
-            default_ttl=fields.get("DefaultMessageTimeToLive", NEVER),
-            requires_duplicate_detection=fields.get("RequiresDuplicateDetection", False),
-            duplicate_window=fields.get("DuplicateDetectionHistoryTimeWindow", 600.0),
-        )
+        config = TopicConfig(name=name, **ef.created(fields, ef.TOPIC))
         topic: Topic = self.ns.create_topic(config)
         self.extras(topic).update(self._extras_from(fields, TOPIC_EXTRAS))
         return topic
@@ -360,13 +359,8 @@ class AdminApi:
     def update_topic(self, topic: Topic, desc: Any) -> None:
         fields = ax.read_fields(desc, ax.TOPIC_FIELDS)
         self._check_common(fields)
-        if fields.get("RequiresDuplicateDetection", topic.config.requires_duplicate_detection) != (
-            topic.config.requires_duplicate_detection
-        ):
-            raise BadRequest("RequiresDuplicateDetection cannot be changed on an existing topic.")
-        topic.config.default_ttl = fields.get("DefaultMessageTimeToLive", topic.config.default_ttl)
-        topic.config.duplicate_window = fields.get("DuplicateDetectionHistoryTimeWindow",
-                                                   topic.config.duplicate_window)
+        for attr, value in ef.updated(fields, ef.TOPIC, topic.config, "topic").items():
+            setattr(topic.config, attr, value)
         self.extras(topic).update(self._extras_from(fields, TOPIC_EXTRAS))
         topic.updated_at = self.now()
 
@@ -374,16 +368,7 @@ class AdminApi:
         _reject_bad_name("queue", name, 260)
         fields = ax.read_fields(desc, ax.QUEUE_FIELDS)
         self._check_common(fields)
-        config = QueueConfig(
-            name=name,
-            lock_duration=fields.get("LockDuration", 60.0),
-            max_delivery_count=fields.get("MaxDeliveryCount", 10),
-            default_ttl=fields.get("DefaultMessageTimeToLive", NEVER),
-            dead_lettering_on_expiration=fields.get("DeadLetteringOnMessageExpiration", False),
-            auto_delete_on_idle=fields.get("AutoDeleteOnIdle", NEVER),
-            requires_duplicate_detection=fields.get("RequiresDuplicateDetection", False),
-            duplicate_window=fields.get("DuplicateDetectionHistoryTimeWindow", 600.0),
-        )
+        config = QueueConfig(name=name, **ef.created(fields, ef.QUEUE))
         queue: Queue = self.ns.create_queue(config)
         self.extras(queue).update(self._extras_from(fields, QUEUE_EXTRAS))
         return queue
@@ -392,23 +377,10 @@ class AdminApi:
         fields = ax.read_fields(desc, ax.QUEUE_FIELDS)
         self._check_common(fields)
         extra = self.extras(queue)
-        for name, current in (
-            ("RequiresDuplicateDetection", queue.config.requires_duplicate_detection),
-            ("RequiresSession", extra.get("RequiresSession", False)),
-        ):
-            if name in fields and fields[name] != current:
-                raise BadRequest(f"{name} cannot be changed on an existing queue.")
-        config = replace(
-            queue.config,
-            lock_duration=fields.get("LockDuration", queue.config.lock_duration),
-            max_delivery_count=fields.get("MaxDeliveryCount", queue.config.max_delivery_count),
-            default_ttl=fields.get("DefaultMessageTimeToLive", queue.config.default_ttl),
-            dead_lettering_on_expiration=fields.get("DeadLetteringOnMessageExpiration",
-                                                    queue.config.dead_lettering_on_expiration),
-            auto_delete_on_idle=fields.get("AutoDeleteOnIdle", queue.config.auto_delete_on_idle),
-            duplicate_window=fields.get("DuplicateDetectionHistoryTimeWindow", queue.config.duplicate_window),
-        )
-        queue.update(config, self.now())
+        changes = ef.updated(fields, ef.QUEUE, queue.config, "queue")
+        if "RequiresSession" in fields and fields["RequiresSession"] != extra.get("RequiresSession", False):
+            raise BadRequest("RequiresSession cannot be changed on an existing queue.")  # kept with the extras
+        queue.update(replace(queue.config, **changes), self.now())
         extra.update(self._extras_from(fields, QUEUE_EXTRAS))
 
     def _ns_limits(self) -> tuple[int, int]:
@@ -419,10 +391,8 @@ class AdminApi:
         size_mb, msg_kb = self._ns_limits()
         scheduled = len(topic.scheduled)
         values: dict[str, Any] = {
-            "DefaultMessageTimeToLive": topic.config.default_ttl,
+            **ef.described(topic.config, ef.TOPIC),
             "MaxSizeInMegabytes": size_mb,
-            "RequiresDuplicateDetection": topic.config.requires_duplicate_detection,
-            "DuplicateDetectionHistoryTimeWindow": topic.config.duplicate_window,
             "EnableBatchedOperations": True,
             "SizeInBytes": topic.size_bytes(),
             "FilteringMessagesBeforePublishing": False,
@@ -449,14 +419,9 @@ class AdminApi:
         cfg = queue.config
         active, dead = queue.store.active_count, queue.dlq.active_count
         values: dict[str, Any] = {
-            "LockDuration": cfg.lock_duration,
+            **ef.described(cfg, ef.QUEUE),
             "MaxSizeInMegabytes": size_mb,
-            "RequiresDuplicateDetection": cfg.requires_duplicate_detection,
             "RequiresSession": False,
-            "DefaultMessageTimeToLive": cfg.default_ttl,
-            "DeadLetteringOnMessageExpiration": cfg.dead_lettering_on_expiration,
-            "DuplicateDetectionHistoryTimeWindow": cfg.duplicate_window,
-            "MaxDeliveryCount": cfg.max_delivery_count,
             "EnableBatchedOperations": True,
             "SizeInBytes": queue.store.size_bytes + queue.dlq.size_bytes,
             "MessageCount": active + dead,
@@ -472,7 +437,6 @@ class AdminApi:
                 "DeadLetterMessageCount": dead,
                 "ScheduledMessageCount": queue.scheduled_count,
             },
-            "AutoDeleteOnIdle": cfg.auto_delete_on_idle,
             "EnablePartitioning": False,
             "EntityAvailabilityStatus": "Available",
             "EnableExpress": False,
@@ -535,18 +499,7 @@ class AdminApi:
         if default_rule is not None:
             _reject_bad_name("rule", default_rule.name, 50)
             rules = [default_rule.to_rule_config()]
-        config = SubscriptionConfig(
-            name=name,
-            lock_duration=fields.get("LockDuration", 60.0),
-            max_delivery_count=fields.get("MaxDeliveryCount", 10),
-            default_ttl=fields.get("DefaultMessageTimeToLive", NEVER),
-            dead_lettering_on_expiration=fields.get("DeadLetteringOnMessageExpiration", False),
-            auto_delete_on_idle=fields.get("AutoDeleteOnIdle", NEVER),
-            forward_to=fields.get("ForwardTo") or "",
-            forward_dead_lettered_to=fields.get("ForwardDeadLetteredMessagesTo") or "",
-            requires_session=fields.get("RequiresSession", False),
-            rules=rules,
-        )
+        config = SubscriptionConfig(name=name, **ef.created(fields, ef.SUBSCRIPTION), rules=rules)
         sub: Subscription = self.ns.create_subscription(topic_name, config)
         self.extras(sub).update(self._extras_from(fields, SUBSCRIPTION_EXTRAS))
         if default_rule is not None:
@@ -557,43 +510,23 @@ class AdminApi:
     def update_subscription(self, sub: Subscription, desc: Any) -> None:
         fields = ax.read_fields(desc, ax.SUBSCRIPTION_FIELDS)
         self._check_common(fields)
-        cfg = sub.config
-        if "RequiresSession" in fields and fields["RequiresSession"] != cfg.requires_session:
-            raise BadRequest("RequiresSession cannot be changed on an existing subscription.")
-        config = replace(
-            cfg,
-            lock_duration=fields.get("LockDuration", cfg.lock_duration),
-            max_delivery_count=fields.get("MaxDeliveryCount", cfg.max_delivery_count),
-            default_ttl=fields.get("DefaultMessageTimeToLive", cfg.default_ttl),
-            dead_lettering_on_expiration=fields.get("DeadLetteringOnMessageExpiration",
-                                                    cfg.dead_lettering_on_expiration),
-            auto_delete_on_idle=fields.get("AutoDeleteOnIdle", cfg.auto_delete_on_idle),
-            forward_to=fields.get("ForwardTo", cfg.forward_to) or "",
-            forward_dead_lettered_to=fields.get("ForwardDeadLetteredMessagesTo", cfg.forward_dead_lettered_to) or "",
-        )
-        sub.update(config, self.now())
+        changes = ef.updated(fields, ef.SUBSCRIPTION, sub.config, "subscription")
+        sub.update(replace(sub.config, **changes), self.now())
         self.extras(sub).update(self._extras_from(fields, SUBSCRIPTION_EXTRAS))
 
     def subscription_values(self, sub: Subscription) -> dict[str, Any]:
         cfg = sub.config
         active, dead = sub.store.active_count, sub.dlq.active_count
         values: dict[str, Any] = {
-            "LockDuration": cfg.lock_duration,
-            "RequiresSession": cfg.requires_session,
-            "DefaultMessageTimeToLive": cfg.default_ttl,
-            "DeadLetteringOnMessageExpiration": cfg.dead_lettering_on_expiration,
+            **ef.described(cfg, ef.SUBSCRIPTION),
             "DeadLetteringOnFilterEvaluationExceptions": True,
             "MessageCount": active + dead,
-            "MaxDeliveryCount": cfg.max_delivery_count,
             "EnableBatchedOperations": True,
             "Status": "Active",
-            "ForwardTo": cfg.forward_to or None,
             "CreatedAt": sub.created_at,
             "UpdatedAt": sub.updated_at,
             "AccessedAt": max(sub.store.last_activity, sub.dlq.last_activity, sub.created_at),
             "CountDetails": {"ActiveMessageCount": active, "DeadLetterMessageCount": dead},
-            "ForwardDeadLetteredMessagesTo": cfg.forward_dead_lettered_to or None,
-            "AutoDeleteOnIdle": cfg.auto_delete_on_idle,
             "EntityAvailabilityStatus": "Available",
         }
         values.update(self.extras(sub))
@@ -705,14 +638,12 @@ class AdminApi:
         }
 
 
-class _MethodNotAllowed(EmulatorError):
-    condition = "amqp:not-allowed"
-    status = 405
-
-
-def make_admin_app(runtime: Any) -> web.Application:
+def make_admin_app(runtime: Runtime, *first: Callable[[web.Application], None]) -> web.Application:
+    """The namespace's HTTP application: ``first`` add their routes (AMQP over WebSockets) ahead
+    of the management API, whose catch-all route comes last."""
     api = AdminApi(runtime)
     app = web.Application(client_max_size=ax.MAX_BODY_BYTES)
-    add_websocket_routes(app, runtime)  # AMQP over WebSockets: before the catch-all
+    for add_routes in first:
+        add_routes(app)
     app.router.add_route("*", "/{tail:.*}", api.handle)
     return app

@@ -33,7 +33,7 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from .config import NEVER, ConfigError, RuleConfig, format_duration, parse_duration
-from .errors import BadRequest
+from .errors import AdminXmlError, BodyTooLarge
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 SB_NS = "http://schemas.microsoft.com/netservices/2010/10/servicebus/connect"
@@ -138,16 +138,6 @@ COUNT_NAMES = (
     "TransferMessageCount",
     "TransferDeadLetterMessageCount",
 )
-
-
-class AdminXmlError(BadRequest):
-    """A request body the management API cannot accept (HTTP 400)."""
-
-
-class BodyTooLarge(AdminXmlError):
-    """A request body over :data:`MAX_BODY_BYTES` (HTTP 413)."""
-
-    status = 413
 
 
 # -- time -------------------------------------------------------------------------------------

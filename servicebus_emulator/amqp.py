@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from proton import (
     UNDESCRIBED,
@@ -36,7 +36,7 @@ from proton import (
 )
 
 from .amqp_frames import FrameFixer
-from .codec import Sections, encode_delivery, parse_transfer
+from .codec import encode_entry, parse_transfer, to_stored
 from .entities import Namespace, split_path
 from .errors import (
     BadRequest,
@@ -46,12 +46,9 @@ from .errors import (
     NotImplementedOperation,
     Unauthorized,
 )
+from .runtime import Runtime
 from .sas import Grant, verify_token
 from .store import Entry, MessageStore
-from .store import Message as StoredMessage
-
-if TYPE_CHECKING:
-    from .server import NamespaceRuntime
 
 log = logging.getLogger("servicebus_emulator.amqp")
 
@@ -108,7 +105,7 @@ class EntitySender:
         return self.link.credit if self.link.state & Endpoint.LOCAL_ACTIVE else 0
 
     def deliver(self, entry: Entry, store: MessageStore) -> None:
-        payload = self.conn.runtime.encode_entry(entry)
+        payload = encode_entry(entry)
         token = entry.lock_token if entry.lock_token is not None else uuid.uuid4()
         delivery = self.link.delivery(token.bytes_le)  # type: ignore[arg-type]  # proton hints str; tags are bytes
         delivery.ctx = ("entity", self, token)
@@ -133,7 +130,7 @@ class EntitySender:
 class AmqpConnection(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, runtime: NamespaceRuntime):
+    def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self.namespace: Namespace = runtime.namespace
         self.connection = Connection()
@@ -155,7 +152,7 @@ class AmqpConnection(asyncio.Protocol):
     # -- asyncio plumbing ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.io = transport  # type: ignore[assignment]
-        self.runtime.connections.add(self)
+        self.runtime.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
         # the SDK reuses delivery-ids under concurrency; see amqp_frames.py
@@ -163,13 +160,13 @@ class AmqpConnection(asyncio.Protocol):
         while view and not self._closed:
             capacity = self.transport.capacity()
             if capacity < 0:
-                self._close_io()
+                self.close()
                 return
             if capacity == 0:
                 self.process()
                 capacity = self.transport.capacity()
                 if capacity <= 0:
-                    self._close_io()
+                    self.close()
                     return
             chunk = view[:capacity]
             self.transport.push(bytes(chunk))
@@ -178,7 +175,7 @@ class AmqpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self.runtime.connections.discard(self)
+        self.runtime.connection_closed(self)
         for sender in self.senders:
             sender.closed()
         self.senders.clear()
@@ -187,7 +184,8 @@ class AmqpConnection(asyncio.Protocol):
         except Exception:  # noqa: BLE001 - engine already torn down
             pass
 
-    def _close_io(self) -> None:
+    def close(self) -> None:
+        """Flush what the engine has to send, then close the socket."""
         self.flush()
         self._closed = True
         if self.io is not None:
@@ -253,7 +251,7 @@ class AmqpConnection(asyncio.Protocol):
         elif kind == Event.DELIVERY and event.delivery is not None:
             self._on_delivery(event.delivery)
         elif kind == Event.TRANSPORT_CLOSED:
-            self._close_io()
+            self.close()
 
     # -- attach / detach -------------------------------------------------------------------
     def _on_attach(self, link: Link) -> None:
@@ -397,7 +395,7 @@ class AmqpConnection(asyncio.Protocol):
             )
         messages = parse_transfer(payload)
         now = time.time()
-        stored = [self.runtime.to_stored(m) for m in messages]
+        stored = [to_stored(m) for m in messages]
         entity.check_quota(sum(m.size for m in stored))
         for msg in stored:
             entity.accept(msg, now)
@@ -478,7 +476,7 @@ class AmqpConnection(asyncio.Protocol):
             if props.get("operation") != "put-token":
                 raise BadRequest(f"unsupported $cbs operation {props.get('operation')!r}")
             grant = verify_token(
-                str(request.body), self.namespace.config.policies, self.runtime.entity_policies()
+                str(request.body), self.namespace.config.policies, self.namespace.entity_policies()
             )
             self.grants = [g for g in self.grants if g.expires_at > time.time()]
             self.grants.append(grant)
@@ -535,7 +533,7 @@ class AmqpConnection(asyncio.Protocol):
             entries = store.peek(int(get.get("from-sequence-number", 0)), int(get.get("message-count", 1)))
             if not entries:
                 return None, 204
-            return {symbol("messages"): [{symbol("message"): self.runtime.encode_entry(e, peek=True)} for e in entries]}, 200
+            return {symbol("messages"): [{symbol("message"): encode_entry(e, peek=True)} for e in entries]}, 200
         if operation == VENDOR + "receive-by-sequence-number":
             self._authorize(parts, "Listen")
             store = self.namespace.store_for(path)
@@ -544,7 +542,7 @@ class AmqpConnection(asyncio.Protocol):
             entries = store.receive_deferred(seqs, now, lock)
             out = []
             for entry in entries:
-                item: dict[Any, Any] = {symbol("message"): self.runtime.encode_entry(entry)}
+                item: dict[Any, Any] = {symbol("message"): encode_entry(entry)}
                 if lock and entry.lock_token is not None:
                     item[symbol("lock-token")] = entry.lock_token
                 out.append(item)
@@ -575,7 +573,7 @@ class AmqpConnection(asyncio.Protocol):
             for item in _array_values(get.get("messages")):
                 fields = {str(k): v for k, v in item.items()}
                 for parsed in parse_transfer(bytes(fields["message"])):
-                    msg = self.runtime.to_stored(parsed)
+                    msg = to_stored(parsed)
                     entity.check_quota(msg.size)
                     seqs.append(entity.accept(msg, now))
             return {symbol("sequence-numbers"): Array(UNDESCRIBED, Data.LONG, *seqs)}, 200  # type: ignore[arg-type]
@@ -588,36 +586,4 @@ class AmqpConnection(asyncio.Protocol):
         raise NotImplementedOperation(f"management operation {operation!r} is not supported by the emulator")
 
 
-def to_stored(sections: Sections) -> StoredMessage:
-    system = sections.system_properties()
-    return StoredMessage(
-        message_id=sections.message_id,
-        system=system,
-        user=sections.app_props,
-        payload=sections,
-        size=sections.size,
-        ttl=sections.ttl_seconds,
-        scheduled_at=sections.scheduled_at,
-    )
-
-
-def encode_entry(entry: Entry, peek: bool = False) -> bytes:
-    """``entry`` as a receiver gets it; ``peek``: without lock expiry, with the message state
-    (active, deferred or scheduled) in ``x-opt-message-state``."""
-    overrides = dict(entry.user_overrides or {})
-    if entry.dead_letter is not None:
-        overrides["DeadLetterReason"] = entry.dead_letter[0]
-        overrides["DeadLetterErrorDescription"] = entry.dead_letter[1]
-    return encode_delivery(
-        entry.msg.payload,
-        seq=entry.seq,
-        enqueued_at=entry.msg.enqueued_at,
-        delivery_count=entry.delivery_count,
-        locked_until=None if peek or entry.lock_token is None else entry.locked_until,
-        app_overrides=overrides or None,
-        dead_letter_source=entry.dead_letter_source,
-        message_state=entry.state if peek else None,
-    )
-
-
-__all__ = ["AmqpConnection", "encode_entry", "to_stored", "ulong"]
+__all__ = ["AmqpConnection", "ulong"]

@@ -16,8 +16,9 @@ import os
 import signal
 import sys
 
-from .config import ConfigError, load_config
-from .persistence import DataDir, DataDirError
+from .config import load_config
+from .errors import ConfigError, DataDirError
+from .persistence import DataDir
 from .server import Emulator
 from .websocket import SUBPROTOCOL
 

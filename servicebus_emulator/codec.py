@@ -22,6 +22,7 @@ from typing import Any
 from proton import UNDESCRIBED, Array, Data, Described, symbol, timestamp, ubyte, uint, ulong
 
 from .errors import BadRequest, DecodeError
+from .store import Entry, Message
 
 HEADER, DELIVERY_ANN, MESSAGE_ANN, PROPERTIES, APP_PROPS, DATA, SEQUENCE, VALUE, FOOTER = range(0x70, 0x79)
 _SECTION_CODES = set(range(0x70, 0x79))
@@ -327,3 +328,37 @@ def encode_delivery(
         parts.append(msg.app_props_raw)
     parts.append(msg.body_raw)
     return b"".join(parts)
+
+
+def to_stored(sections: Sections) -> Message:
+    """What the engine stores of one received message: its sections, as sent, and the fields
+    the engine reads (id, system and application properties, size, TTL, schedule)."""
+    system = sections.system_properties()
+    return Message(
+        message_id=sections.message_id,
+        system=system,
+        user=sections.app_props,
+        payload=sections,
+        size=sections.size,
+        ttl=sections.ttl_seconds,
+        scheduled_at=sections.scheduled_at,
+    )
+
+
+def encode_entry(entry: Entry, peek: bool = False) -> bytes:
+    """``entry`` as a receiver gets it; ``peek``: without lock expiry, with the message state
+    (active, deferred or scheduled) in ``x-opt-message-state``."""
+    overrides = dict(entry.user_overrides or {})
+    if entry.dead_letter is not None:
+        overrides["DeadLetterReason"] = entry.dead_letter[0]
+        overrides["DeadLetterErrorDescription"] = entry.dead_letter[1]
+    return encode_delivery(
+        entry.msg.payload,
+        seq=entry.seq,
+        enqueued_at=entry.msg.enqueued_at,
+        delivery_count=entry.delivery_count,
+        locked_until=None if peek or entry.lock_token is None else entry.locked_until,
+        app_overrides=overrides or None,
+        dead_letter_source=entry.dead_letter_source,
+        message_state=entry.state if peek else None,
+    )

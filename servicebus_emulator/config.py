@@ -22,20 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import entity_fields as ef
+from .entity_fields import NEVER as NEVER  # re-exported: its import path before entity_fields.py
+from .errors import ConfigError as ConfigError  # re-exported: its import path before errors.py held it
+
 DEFAULT_KEY_NAME = "RootManageSharedAccessKey"
 DEFAULT_KEY = "SAS_KEY_VALUE"
 DEFAULT_NAMESPACE = "sbemulatorns"
 DEFAULT_TOPIC = "socketio"
-NEVER = 10_675_199 * 86_400.0  # TimeSpan.MaxValue in seconds, the service's "never"
 
 _DURATION = re.compile(
     r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?"
     r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
 )
-
-
-class ConfigError(ValueError):
-    """The configuration file is not usable; the message says what to fix."""
 
 
 def parse_duration(text: str | float | int, where: str = "duration") -> float:
@@ -95,38 +94,39 @@ class RuleConfig:
     action: str | None = None
 
 
+# The defaults of the entity settings are those of entity_fields.py (one row per setting).
 @dataclass
-class SubscriptionConfig:
+class _DeliveryConfig:
+    """What subscriptions and queues share: locks, delivery count, TTL, idle deletion."""
+
     name: str
-    lock_duration: float = 60.0
-    max_delivery_count: int = 10
-    default_ttl: float = NEVER
-    dead_lettering_on_expiration: bool = False
-    auto_delete_on_idle: float = NEVER
-    forward_to: str = ""
-    forward_dead_lettered_to: str = ""
-    requires_session: bool = False
+    lock_duration: float = ef.LOCK_DURATION.default
+    max_delivery_count: int = ef.MAX_DELIVERY_COUNT.default
+    default_ttl: float = ef.DEFAULT_TTL.default
+    dead_lettering_on_expiration: bool = ef.DEAD_LETTERING_ON_EXPIRATION.default
+    auto_delete_on_idle: float = ef.AUTO_DELETE_ON_IDLE.default
+
+
+@dataclass
+class SubscriptionConfig(_DeliveryConfig):
+    forward_to: str = ef.FORWARD_TO.default
+    forward_dead_lettered_to: str = ef.FORWARD_DEAD_LETTERED_TO.default
+    requires_session: bool = ef.REQUIRES_SESSION.default
     rules: list[RuleConfig] = field(default_factory=list)
 
 
 @dataclass
-class QueueConfig:
-    name: str
-    lock_duration: float = 60.0
-    max_delivery_count: int = 10
-    default_ttl: float = NEVER
-    dead_lettering_on_expiration: bool = False
-    auto_delete_on_idle: float = NEVER
-    requires_duplicate_detection: bool = False
-    duplicate_window: float = 600.0
+class QueueConfig(_DeliveryConfig):
+    requires_duplicate_detection: bool = ef.REQUIRES_DUPLICATE_DETECTION.default
+    duplicate_window: float = ef.DUPLICATE_WINDOW.default
 
 
 @dataclass
 class TopicConfig:
     name: str
-    default_ttl: float = NEVER
-    requires_duplicate_detection: bool = False
-    duplicate_window: float = 600.0
+    default_ttl: float = ef.DEFAULT_TTL.default
+    requires_duplicate_detection: bool = ef.REQUIRES_DUPLICATE_DETECTION.default
+    duplicate_window: float = ef.DUPLICATE_WINDOW.default
     subscriptions: list[SubscriptionConfig] = field(default_factory=list)
     policies: list[PolicyConfig] = field(default_factory=list)
 
@@ -191,33 +191,34 @@ def _rule(obj: dict[str, Any], where: str) -> RuleConfig:
     return rule
 
 
-def _duration(props: dict[str, Any], key: str, default: float, where: str) -> float:
-    if key not in props or props[key] in (None, ""):
-        return default
-    return parse_duration(props[key], f"{where}.Properties.{key}")
+def _setting(props: dict[str, Any], f: ef.EntityField, where: str) -> Any:
+    value = props.get(f.json)
+    if value is None or value == "":
+        return f.default
+    spot = f"{where}.Properties.{f.json}"
+    if f.kind == "duration":
+        return parse_duration(value, spot)
+    if f.kind == "int":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{spot}: {value!r} is not an integer") from None
+    if f.kind == "bool":
+        return bool(value)
+    return str(value)
 
 
-def _delivery_settings(props: dict[str, Any], where: str) -> dict[str, Any]:
-    """What subscriptions and queues share: locks, delivery count, TTL, idle deletion."""
-    return {
-        "lock_duration": _duration(props, "LockDuration", 60.0, where),
-        "max_delivery_count": int(props.get("MaxDeliveryCount", 10)),
-        "default_ttl": _duration(props, "DefaultMessageTimeToLive", NEVER, where),
-        "dead_lettering_on_expiration": bool(props.get("DeadLetteringOnMessageExpiration", False)),
-        "auto_delete_on_idle": _duration(props, "AutoDeleteOnIdle", NEVER, where),
-    }
+def _settings(props: dict[str, Any], table: tuple[ef.EntityField, ...], where: str) -> dict[str, Any]:
+    """The entity's settings from its ``Properties``, by the table of entity_fields.py."""
+    return {f.attr: _setting(props, f, where) for f in table}
 
 
 def _subscription(obj: dict[str, Any], where: str) -> SubscriptionConfig:
     if not obj.get("Name"):
         raise ConfigError(f"{where} needs a Name")
-    props = _props(obj, where)
     return SubscriptionConfig(
         name=str(obj["Name"]),
-        **_delivery_settings(props, where),
-        forward_to=str(props.get("ForwardTo") or ""),
-        forward_dead_lettered_to=str(props.get("ForwardDeadLetteredMessagesTo") or ""),
-        requires_session=bool(props.get("RequiresSession", False)),
+        **_settings(_props(obj, where), ef.SUBSCRIPTION, where),
         rules=[
             _rule(r, f"{where}.Rules[{i}]") for i, r in enumerate(obj.get("Rules") or [])
         ],
@@ -227,12 +228,9 @@ def _subscription(obj: dict[str, Any], where: str) -> SubscriptionConfig:
 def _topic(obj: dict[str, Any], where: str) -> TopicConfig:
     if not obj.get("Name"):
         raise ConfigError(f"{where} needs a Name")
-    props = _props(obj, where)
     return TopicConfig(
         name=str(obj["Name"]),
-        default_ttl=_duration(props, "DefaultMessageTimeToLive", NEVER, where),
-        requires_duplicate_detection=bool(props.get("RequiresDuplicateDetection", False)),
-        duplicate_window=_duration(props, "DuplicateDetectionHistoryTimeWindow", 600.0, where),
+        **_settings(_props(obj, where), ef.TOPIC, where),
         subscriptions=[
             _subscription(s, f"{where}.Subscriptions[{i}]")
             for i, s in enumerate(obj.get("Subscriptions") or [])
@@ -244,13 +242,7 @@ def _topic(obj: dict[str, Any], where: str) -> TopicConfig:
 def _queue(obj: dict[str, Any], where: str) -> QueueConfig:
     if not obj.get("Name"):
         raise ConfigError(f"{where} needs a Name")
-    props = _props(obj, where)
-    return QueueConfig(
-        name=str(obj["Name"]),
-        **_delivery_settings(props, where),
-        requires_duplicate_detection=bool(props.get("RequiresDuplicateDetection", False)),
-        duplicate_window=_duration(props, "DuplicateDetectionHistoryTimeWindow", 600.0, where),
-    )
+    return QueueConfig(name=str(obj["Name"]), **_settings(_props(obj, where), ef.QUEUE, where))
 
 
 def default_policies() -> list[PolicyConfig]:

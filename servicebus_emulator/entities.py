@@ -362,6 +362,11 @@ class Namespace:
             self.queues[queue.name.lower()] = Queue(self, queue, now)
         self.on_delete: list[Callable[[str], None]] = []
 
+    def entity_policies(self) -> dict[str, list[PolicyConfig]]:
+        """The SAS policies declared on topics, by topic name (the namespace's own are in
+        ``config.policies``)."""
+        return {name: topic.policies for name, topic in self.topics.items() if topic.policies}
+
     def next_seq(self) -> int:
         self._seq += 1
         return self._seq

@@ -4,6 +4,23 @@ The AMQP adapter and the admin HTTP surface translate these at one point each, s
 the unmodified ``azure-servicebus`` SDK raises the same exception types it raises against
 Azure (``MessagingEntityNotFoundError``, ``ServiceBusQuotaExceededError``,
 ``MessageLockLostError``, ``ServiceBusAuthenticationError`` ...).
+
+Two errors stop the emulator before it serves, and carry no AMQP condition:
+:class:`ConfigError` (the configuration file) and :class:`DataDirError` (``--data-dir``).
+The command line prints them and exits with code 2.
+
+::
+
+    EmulatorError                 an AMQP condition and an HTTP status
+      InternalError, EntityNotFound, EntityExists, QuotaExceeded, MessageTooLarge,
+      LockLost, MessageNotFound, Unauthorized, NotImplementedOperation, MethodNotAllowed,
+      BadRequest
+        DecodeError                 a transfer that is not a well-formed AMQP message
+        FilterError (ValueError)    a SQL or correlation filter, or a rule action
+        AdminXmlError               an admin API request body
+          BodyTooLarge              ... over the size limit (HTTP 413)
+    ConfigError (ValueError)      the configuration is not usable
+    DataDirError                  the data dir cannot be used
 """
 
 from __future__ import annotations
@@ -66,6 +83,43 @@ class DecodeError(BadRequest):
     condition = "amqp:decode-error"
 
 
+class FilterError(BadRequest, ValueError):
+    """An unparsable or invalid filter/action; raised at creation, never at match time.
+
+    A ``BadRequest`` so the AMQP/admin layers answer it like Azure answers a bad rule.
+    ``position`` is the 0-based character offset of the problem, when there is one.
+    """
+
+    def __init__(self, message: str, position: int | None = None) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+class AdminXmlError(BadRequest):
+    """A request body the management API cannot accept (HTTP 400)."""
+
+
+class BodyTooLarge(AdminXmlError):
+    """A request body over the admin API's size limit (HTTP 413)."""
+
+    status = 413
+
+
 class NotImplementedOperation(EmulatorError):
     condition = "amqp:not-implemented"
     status = 501
+
+
+class MethodNotAllowed(EmulatorError):
+    """An admin API resource asked with an HTTP method it does not take."""
+
+    condition = "amqp:not-allowed"
+    status = 405
+
+
+class ConfigError(ValueError):
+    """The configuration file is not usable; the message says what to fix."""
+
+
+class DataDirError(Exception):
+    """The data dir cannot be used; the message says what to fix."""

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, Protocol, runtime_checkable
 
+from servicebus_emulator.errors import FilterError
 from servicebus_emulator.sqlfilter import (
-    FilterError,
     SqlFilter,
     SqlRuleAction,
     value_kind,

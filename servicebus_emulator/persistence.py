@@ -57,11 +57,10 @@ from typing import IO, Any
 
 from proton import Data, Described, ulong
 
-from .amqp import to_stored
-from .codec import HEADER, MESSAGE_ANN, Sections, parse_message
+from .codec import HEADER, MESSAGE_ANN, Sections, parse_message, to_stored
 from .config import PolicyConfig, QueueConfig, RuleConfig, SubscriptionConfig, TopicConfig
 from .entities import Namespace
-from .errors import EmulatorError
+from .errors import DataDirError, EmulatorError
 from .store import Entry, Message, MessageStore
 
 log = logging.getLogger("servicebus_emulator.persistence")
@@ -90,10 +89,6 @@ CREATE INDEX IF NOT EXISTS entries_by_seq ON entries(ns, seq);
 """
 
 _KIND_ORDER = {"topic": 0, "queue": 1, "subscription": 2}
-
-
-class DataDirError(Exception):
-    """The data dir cannot be used; the message says what to fix."""
 
 
 # -- values -----------------------------------------------------------------------------------

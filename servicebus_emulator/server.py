@@ -16,11 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
-from .amqp import AmqpConnection, encode_entry, to_stored
-from .config import EmulatorConfig, NamespaceConfig, PolicyConfig
+from .admin_http import make_admin_app
+from .amqp import AmqpConnection
+from .config import EmulatorConfig, NamespaceConfig
 from .entities import Namespace
 from .errors import EntityNotFound
 from .persistence import DataDir
+from .runtime import LiveConnection
+from .websocket import WebSocketEndpoint
 from .websocket import endpoint as websocket_endpoint
 
 log = logging.getLogger("servicebus_emulator")
@@ -58,7 +61,8 @@ class _Sniffer(asyncio.Protocol):
 
 
 class NamespaceRuntime:
-    """A namespace with its listening socket and live connections."""
+    """A namespace with its listening socket and live connections (the adapters see it as a
+    :class:`~servicebus_emulator.runtime.Runtime`)."""
 
     def __init__(self, config: NamespaceConfig, host: str, port: int, advertised_host: str = "localhost",
                  data_dir: DataDir | None = None):
@@ -69,16 +73,17 @@ class NamespaceRuntime:
         self.host = host
         self.port = port
         self.advertised_host = advertised_host
-        self.connections: set[AmqpConnection] = set()
+        self.connections: set[LiveConnection] = set()
+        self.websockets = WebSocketEndpoint(self)
         self._server: asyncio.AbstractServer | None = None
         self._http_runner: web.AppRunner | None = None
-        self.to_stored = to_stored
-        self.encode_entry = encode_entry
         self.namespace.on_delete.append(self._entity_deleted)
 
-    def entity_policies(self) -> dict[str, list[PolicyConfig]]:
-        out = {name: topic.policies for name, topic in self.namespace.topics.items() if topic.policies}
-        return out
+    def connection_opened(self, conn: LiveConnection) -> None:
+        self.connections.add(conn)
+
+    def connection_closed(self, conn: LiveConnection) -> None:
+        self.connections.discard(conn)
 
     def _entity_deleted(self, path: str) -> None:
         error = EntityNotFound(f"The messaging entity '{self.namespace.name}:{path}' was deleted.")
@@ -96,9 +101,8 @@ class NamespaceRuntime:
         return self._http_runner.server()
 
     async def start(self) -> None:
-        from .admin_http import make_admin_app
-
-        self._http_runner = web.AppRunner(make_admin_app(self), access_log=None, handle_signals=False)
+        app = make_admin_app(self, self.websockets.add_routes)
+        self._http_runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._http_runner.setup()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Sniffer(self), self.host, self.port, backlog=1024)
@@ -108,7 +112,7 @@ class NamespaceRuntime:
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
-            conn._close_io()
+            conn.close()
         if self._server is not None:
             await self._server.wait_closed()
         if self._http_runner is not None:

@@ -37,24 +37,12 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Final
 
-from servicebus_emulator.errors import BadRequest
+from servicebus_emulator.errors import FilterError
 
 MAX_EXPRESSION_LENGTH: Final = 1024  # Service Bus limit for filter and action text
 MAX_DEPTH: Final = 64  # parentheses/NOT/unary nesting, and depth of the compiled tree
 
 Evaluator = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
-
-
-class FilterError(BadRequest, ValueError):
-    """An unparsable or invalid filter/action; raised at creation, never at match time.
-
-    A ``BadRequest`` so the AMQP/admin layers answer it like Azure answers a bad rule.
-    ``position`` is the 0-based character offset of the problem, when there is one.
-    """
-
-    def __init__(self, message: str, position: int | None = None) -> None:
-        super().__init__(message)
-        self.position = position
 
 
 def _error(pos: int, detail: str) -> FilterError:

@@ -23,7 +23,8 @@ frame or several frames, in both directions.
 - refused: a request that is not a WebSocket upgrade, or one that does not offer ``AMQPWSB10``,
   gets HTTP 400 with a one-line reason; a text message closes the socket with 1003.
 
-Counters per namespace: ``GET /$emulator/websockets`` (JSON, no auth, like ``/health``).
+:class:`WebSocketEndpoint` is the path of one namespace: it accepts or refuses upgrades and keeps
+the counters, served at ``GET /$emulator/websockets`` (JSON, no auth, like ``/health``).
 """
 
 from __future__ import annotations
@@ -32,14 +33,12 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from .amqp import AmqpConnection
-
-if TYPE_CHECKING:
-    from .server import NamespaceRuntime
+from .runtime import Runtime
 
 log = logging.getLogger("servicebus_emulator.websocket")
 
@@ -73,22 +72,14 @@ class WebSocketStats:
     max_buffered: int = 0
 
 
-def stats_of(runtime: Any) -> WebSocketStats:
-    stats = getattr(runtime, "websocket_stats", None)
-    if not isinstance(stats, WebSocketStats):
-        stats = WebSocketStats()
-        runtime.websocket_stats = stats
-    return stats
-
-
 class WebSocketBridge(asyncio.Transport):
     """Carries one AMQP connection over one server-side WebSocket."""
 
-    def __init__(self, ws: web.WebSocketResponse, runtime: NamespaceRuntime, peer: str):
+    def __init__(self, ws: web.WebSocketResponse, runtime: Runtime, peer: str, stats: WebSocketStats):
         super().__init__()
         self.ws = ws
         self.peer = peer
-        self.stats = stats_of(runtime)
+        self.stats = stats
         self.protocol = AmqpConnection(runtime)
         self._out: deque[bytes] = deque()
         self.buffered = 0
@@ -228,46 +219,52 @@ class WebSocketBridge(asyncio.Transport):
             await self.ws.close(code=self._close_code, message=self._close_reason)
 
 
-def _refuse(runtime: Any, status: int, reason: str, request: web.Request) -> web.Response:
-    stats_of(runtime).refused += 1
-    log.warning("websocket %s: refused %s %s: %s", request.remote, request.method, request.path, reason)
-    return web.Response(status=status, text=reason + "\n")
+class WebSocketEndpoint:
+    """``/$servicebus/websocket`` of one namespace, and its counters at ``/$emulator/websockets``."""
 
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.stats = WebSocketStats()
 
-def add_websocket_routes(app: web.Application, runtime: Any) -> None:
-    """Register ``/$servicebus/websocket`` and ``/$emulator/websockets`` (before any catch-all route)."""
-    stats_of(runtime)
+    def add_routes(self, app: web.Application) -> None:
+        """Register both paths (before any catch-all route)."""
+        app.router.add_route("*", PATH, self.accept)
+        app.router.add_route("GET", "/$emulator/websockets", self.report)
 
-    async def amqp_over_websocket(request: web.Request) -> web.StreamResponse:
+    def _refuse(self, status: int, reason: str, request: web.Request) -> web.Response:
+        self.stats.refused += 1
+        log.warning("websocket %s: refused %s %s: %s", request.remote, request.method, request.path, reason)
+        return web.Response(status=status, text=reason + "\n")
+
+    async def accept(self, request: web.Request) -> web.StreamResponse:
+        """Upgrade to AMQP over WebSockets and carry the AMQP connection until it ends."""
         if request.method != "GET":
-            return _refuse(runtime, 405, f"{PATH} takes a WebSocket upgrade (GET), not {request.method}", request)
+            return self._refuse(405, f"{PATH} takes a WebSocket upgrade (GET), not {request.method}", request)
         if request.headers.get("Upgrade", "").lower() != "websocket":
-            return _refuse(runtime, 400, f"{PATH} takes a WebSocket upgrade with subprotocol {SUBPROTOCOL} "
-                           "(AMQP over WebSockets); this request has no 'Upgrade: websocket'", request)
+            return self._refuse(400, f"{PATH} takes a WebSocket upgrade with subprotocol {SUBPROTOCOL} "
+                                "(AMQP over WebSockets); this request has no 'Upgrade: websocket'", request)
         offered = request.headers.get("Sec-WebSocket-Protocol", "")
         ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), max_msg_size=MAX_MESSAGE, timeout=CLOSE_TIMEOUT,
                                    compress=False)
         ready = ws.can_prepare(request)
         if not ready.ok:
-            return _refuse(runtime, 400, "invalid WebSocket handshake (check Sec-WebSocket-Key and "
-                           "Sec-WebSocket-Version: 13)", request)
+            return self._refuse(400, "invalid WebSocket handshake (check Sec-WebSocket-Key and "
+                                "Sec-WebSocket-Version: 13)", request)
         if ready.protocol != SUBPROTOCOL:
-            return _refuse(runtime, 400, f"subprotocol {SUBPROTOCOL} required (AMQP 1.0 over WebSockets); "
-                           f"the request offered {offered.strip() or 'none'}", request)
+            return self._refuse(400, f"subprotocol {SUBPROTOCOL} required (AMQP 1.0 over WebSockets); "
+                                f"the request offered {offered.strip() or 'none'}", request)
         await ws.prepare(request)
         peer = f"{request.remote}"
         if request.transport is not None:
             name = request.transport.get_extra_info("peername")
             if isinstance(name, tuple) and len(name) >= 2:
                 peer = f"{name[0]}:{name[1]}"
-        await WebSocketBridge(ws, runtime, peer).run()
+        await WebSocketBridge(ws, self.runtime, peer, self.stats).run()
         return ws
 
-    async def websocket_stats(request: web.Request) -> web.Response:
-        return web.json_response(asdict(stats_of(runtime)))
-
-    app.router.add_route("*", PATH, amqp_over_websocket)
-    app.router.add_route("GET", "/$emulator/websockets", websocket_stats)
+    async def report(self, request: web.Request) -> web.Response:
+        """The counters as JSON."""
+        return web.json_response(asdict(self.stats))
 
 
 def endpoint(host: str, port: int) -> str:

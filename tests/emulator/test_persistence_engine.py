@@ -13,8 +13,7 @@ import pytest
 from proton import Message as ProtonMessage
 from proton import symbol, timestamp
 
-from servicebus_emulator.amqp import encode_entry, to_stored
-from servicebus_emulator.codec import parse_transfer
+from servicebus_emulator.codec import encode_entry, parse_transfer, to_stored
 from servicebus_emulator.config import QueueConfig, RuleConfig, SubscriptionConfig, TopicConfig, parse_config
 from servicebus_emulator.entities import Namespace
 from servicebus_emulator.persistence import DataDir, DataDirError
