@@ -48,7 +48,8 @@ class MalformedMessage(ValueError):
 
 # ---------------------------------------------------------------- Service Bus triggers
 async def router(ctx: AppContext, region: str, msg: func.ServiceBusMessage) -> RoutePlan:
-    with telemetry.message_span("route", ctx.settings.topic, "router", region, msg):
+    with telemetry.message_span("route", ctx.settings.topic, "router", region, lambda: message_body(msg),
+                                msg.message_id):
         return await route_message(ctx, region, msg)
 
 

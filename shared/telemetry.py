@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -77,25 +77,24 @@ def batch_span(op_name: str, topic: str, subscription: str, region: str, batch: 
 
 
 @contextmanager
-def message_span(op_name: str, topic: str, subscription: str, region: str, msg: Any) -> Iterator[Span | None]:
-    """:func:`batch_span` for a ``func.ServiceBusMessage`` whose body the handler decodes itself:
-    decoded here a second time, only while tracing is on (an undecodable one gets a root span)."""
+def message_span(op_name: str, topic: str, subscription: str, region: str, body: Callable[[], bytes],
+                 message_id: str | None) -> Iterator[Span | None]:
+    """:func:`batch_span` for a message whose ``body()`` the handler decodes itself: decoded here
+    a second time, only while tracing is on (an undecodable one gets a root span)."""
     if not TRACING.on:
         yield None
         return
-    from shared.routing.router import message_body
-
     try:
-        batch: Batch | None = Batch.decode(message_body(msg))
+        batch: Batch | None = Batch.decode(body())
     except EnvelopeError:
         batch = None
     if batch is None:
         attrs = {**messaging_attributes(Op.PROCESS, op_name, topic, subscription=subscription,
-                                        message_id=msg.message_id), "socketio.region": region}
+                                        message_id=message_id), "socketio.region": region}
         with TRACING.span(f"{op_name} {topic}", kind=SpanKind.CONSUMER, attributes=attrs, root=True) as span:
             yield span
         return
-    with batch_span(op_name, topic, subscription, region, batch, msg.message_id) as span:
+    with batch_span(op_name, topic, subscription, region, batch, message_id) as span:
         yield span
 
 
