@@ -34,6 +34,8 @@ __all__ = [
     "AttrValue",
     "SYSTEM",
     "INSTRUMENTATION_NAME",
+    "MAX_LINKS",
+    "MessagingSpans",
     "Op",
     "Tracing",
     "TraceLogFilter",
@@ -240,6 +242,107 @@ def parent_and_links(items: Iterable[_Traced]) -> tuple[Context | None, list[Lin
 def trace_id_of(traceparent: str | None) -> int | None:
     ctx = context_from(traceparent)
     return None if ctx is None else trace.get_current_span(ctx).get_span_context().trace_id
+
+
+#: links one batch-level span keeps at most (the rest are counted in ``socketio.links_dropped``)
+MAX_LINKS = 128
+
+
+class _Batch(Protocol):
+    @property
+    def envelopes(self) -> Sequence[Any]: ...
+
+
+class MessagingSpans:
+    """The spans of a node (the manager) around its topic: emit, send, receive, deliver.
+
+    ``topic`` is the destination name in every span. All methods are no-ops (and cheap) while
+    ``tracing.on`` is false.
+    """
+
+    __slots__ = ("tracing", "topic", "subscription", "node_id", "region")
+
+    def __init__(self, tracing: Tracing, *, topic: str, subscription: str | None, node_id: str, region: str) -> None:
+        self.tracing = tracing
+        self.topic = topic
+        self.subscription = subscription
+        self.node_id = node_id
+        self.region = region
+
+    def envelope_context(self) -> dict[str, str]:
+        """``traceparent``/``tracestate`` keyword arguments for a new Envelope (empty when off)."""
+        if not self.tracing.on:
+            return {}
+        tp, ts = self.tracing.inject()
+        if tp is None:
+            return {}
+        return {"traceparent": tp, "tracestate": ts} if ts else {"traceparent": tp}
+
+    @contextmanager
+    def emit(self, message: Mapping[str, Any], ns: str | None) -> Iterator[Span | None]:
+        """``emit <topic>`` (PRODUCER, create): one emit on its origin node, local delivery and
+        the envelope it becomes; envelopes made inside carry this span's context."""
+        if not self.tracing.on:
+            yield None
+            return
+        attrs = {**messaging_attributes(Op.CREATE, "emit", self.topic), **socketio_attributes(message, ns),
+                 "socketio.node_id": self.node_id, "socketio.region": self.region}
+        with self.tracing.span(f"emit {self.topic}", kind=SpanKind.PRODUCER, attributes=attrs) as span:
+            yield span
+
+    @contextmanager
+    def send(self, batches: Sequence[_Batch]) -> Iterator[Span | None]:
+        """``send <topic>`` (PRODUCER, send): one send call of the outbox (one or more Service Bus
+        messages). Parent: the first traced envelope's emit; links: the other emits."""
+        if not self.tracing.on:
+            yield None
+            return
+        envelopes = [e for b in batches for e in b.envelopes]
+        parent, links = parent_and_links(envelopes)
+        attrs = {**messaging_attributes(Op.SEND, "send", self.topic, count=len(envelopes)),
+                 "socketio.servicebus_messages": len(batches), "socketio.node_id": self.node_id,
+                 "socketio.region": self.region}
+        if len(links) > MAX_LINKS:
+            attrs["socketio.links_dropped"] = len(links) - MAX_LINKS
+            links = links[:MAX_LINKS]
+        with self.tracing.span(f"send {self.topic}", kind=SpanKind.PRODUCER, attributes=attrs, parent=parent,
+                               root=parent is None, links=links) as span:
+            yield span
+
+    @contextmanager
+    def receive(self, batch: _Batch, message_id: str | None) -> Iterator[Span | None]:
+        """``receive <topic>`` (CONSUMER, receive): one Service Bus message on this node."""
+        if not self.tracing.on:
+            yield None
+            return
+        parent, links = parent_and_links(batch.envelopes)
+        attrs = {**messaging_attributes(Op.RECEIVE, "receive", self.topic, subscription=self.subscription,
+                                        count=len(batch.envelopes), message_id=message_id),
+                 "socketio.node_id": self.node_id, "socketio.region": self.region}
+        with self.tracing.span(f"receive {self.topic}", kind=SpanKind.CONSUMER, attributes=attrs, parent=parent,
+                               root=parent is None, links=links[:MAX_LINKS]) as span:
+            yield span
+
+    @contextmanager
+    def deliver(self, env: Any, receive: Span | None, local_clients: int | None = None) -> Iterator[Span | None]:
+        """``deliver <topic>`` (CONSUMER, process): one envelope handed to python-socketio here.
+        Under the receive span when the envelope is of the receive span's trace, else under the
+        envelope's own emit."""
+        if not self.tracing.on:
+            yield None
+            return
+        parent: Context | None = None
+        if receive is not None and trace_id_of(env.traceparent) != receive.get_span_context().trace_id:
+            parent = context_from(env.traceparent, env.tracestate)
+        attrs = {**messaging_attributes(Op.PROCESS, "deliver", self.topic, subscription=self.subscription,
+                                        message_id=env.id),
+                 **socketio_attributes(env.body, env.ns), "socketio.node_id": self.node_id,
+                 "socketio.region": self.region, "socketio.origin_node": env.origin_node}
+        if local_clients is not None:
+            attrs["socketio.local_clients"] = local_clients
+        with self.tracing.span(f"deliver {self.topic}", kind=SpanKind.CONSUMER, attributes=attrs,
+                               parent=parent) as span:
+            yield span
 
 
 def set_error(span: Span | None, description: str) -> None:

@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind
 
 from socketio_servicebus import otel
 from socketio_servicebus.tracing import (
+    MessagingSpans,
     Op,
     TraceLogFilter,
     Tracing,
@@ -174,3 +175,48 @@ def test_configure_names_the_resource(monkeypatch: pytest.MonkeyPatch) -> None:
         assert otel.configure(s, set_global=False).resource.attributes["service.name"] == "chat-eu"
     finally:
         provider.shutdown()
+
+
+def test_messaging_spans_emit_send_receive_deliver(sdk: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    from socketio_servicebus.wire.envelope import Batch, Envelope
+
+    provider, exporter = sdk
+    spans = MessagingSpans(Tracing(tracer_provider=provider), topic="socketio", subscription="node-b1",
+                           node_id="a1", region="eu")
+    body = {"method": "emit", "event": "chat", "room": "lobby", "namespace": "/", "data": ["private"]}
+    with spans.emit(body, "/"):
+        traced = Envelope(kind="emit", origin_node="a1", origin_region="eu", body=body, **spans.envelope_context())
+    other = Envelope(kind="emit", origin_node="a1", origin_region="eu", body=body, traceparent=TP)
+    plain = Envelope(kind="emit", origin_node="a1", origin_region="eu", body=body)
+    batch = Batch((traced, other, plain))
+    with spans.send([batch]):
+        pass
+    with spans.receive(batch, traced.id) as receive:
+        for env in batch.envelopes:
+            with spans.deliver(env, receive, local_clients=2):
+                pass
+    by = {}
+    for s in exporter.get_finished_spans():
+        by.setdefault(s.name, []).append(s)
+    (emit,) = by["emit socketio"]
+    (send,) = by["send socketio"]
+    (recv,) = by["receive socketio"]
+    d_traced, d_other, d_plain = by["deliver socketio"]
+    assert traced.traceparent is not None
+    assert traced.traceparent.startswith(f"00-{emit.context.trace_id:032x}-{emit.context.span_id:016x}-")
+    assert send.parent.span_id == emit.context.span_id and [lk.context.span_id for lk in send.links] == [
+        0xB7AD6B7169203331]
+    assert dict(send.attributes)["messaging.batch.message_count"] == 3
+    assert recv.parent.span_id == emit.context.span_id and recv.kind is SpanKind.CONSUMER
+    assert d_traced.parent.span_id == recv.context.span_id  # same trace: under the receive
+    assert d_other.parent.span_id == 0xB7AD6B7169203331  # another trace: under its own emit
+    assert d_plain.parent.span_id == recv.context.span_id  # untraced: under the receive
+    assert dict(d_traced.attributes)["socketio.local_clients"] == 2
+    assert "private" not in repr([dict(s.attributes) for s in exporter.get_finished_spans()])
+
+
+def test_messaging_spans_off_cost_nothing_and_write_nothing() -> None:
+    spans = MessagingSpans(Tracing(), topic="t", subscription=None, node_id="n", region="r")
+    assert spans.envelope_context() == {}
+    with spans.emit({}, "/") as a, spans.send([]) as b:
+        assert a is None and b is None
