@@ -63,16 +63,20 @@ def _batch_attributes(batch: Batch) -> dict[str, AttrValue]:
 @contextmanager
 def batch_span(op_name: str, topic: str, subscription: str, region: str, batch: Batch,
                message_id: str | None) -> Iterator[Span | None]:
-    """``<op_name> <topic>`` (CONSUMER, process) for one received Service Bus message."""
+    """``<op_name> <topic>`` (CONSUMER, process) for one received Service Bus message; None when
+    none of its envelopes is traced (nothing to join the span to)."""
     if not TRACING.on:
         yield None
         return
     parent, links = parent_and_links(batch.envelopes)
+    if parent is None:
+        yield None
+        return
     attrs = {**messaging_attributes(Op.PROCESS, op_name, topic, subscription=subscription,
                                     count=len(batch.envelopes), message_id=message_id),
              **_batch_attributes(batch), "socketio.region": region}
     with TRACING.span(f"{op_name} {topic}", kind=SpanKind.CONSUMER, attributes=attrs, parent=parent,
-                      root=parent is None, links=links) as span:
+                      links=links) as span:
         yield span
 
 
@@ -80,19 +84,14 @@ def batch_span(op_name: str, topic: str, subscription: str, region: str, batch: 
 def message_span(op_name: str, topic: str, subscription: str, region: str, body: Callable[[], bytes],
                  message_id: str | None) -> Iterator[Span | None]:
     """:func:`batch_span` for a message whose ``body()`` the handler decodes itself: decoded here
-    a second time, only while tracing is on (an undecodable one gets a root span)."""
+    a second time, only while tracing is on."""
     if not TRACING.on:
         yield None
         return
     try:
-        batch: Batch | None = Batch.decode(body())
-    except EnvelopeError:
-        batch = None
-    if batch is None:
-        attrs = {**messaging_attributes(Op.PROCESS, op_name, topic, subscription=subscription,
-                                        message_id=message_id), "socketio.region": region}
-        with TRACING.span(f"{op_name} {topic}", kind=SpanKind.CONSUMER, attributes=attrs, root=True) as span:
-            yield span
+        batch = Batch.decode(body())
+    except EnvelopeError:  # the handler reports it; no trace to join it to
+        yield None
         return
     with batch_span(op_name, topic, subscription, region, batch, message_id) as span:
         yield span
@@ -103,8 +102,8 @@ def forward_span(topic: str, target: str, batch: Batch) -> Iterator[Batch]:
     """``send <topic>`` (PRODUCER) into ``target``'s topic; yields the batch to send, whose
     envelopes of this trace now name this span as their parent (the next region's spans hang
     under the router's forward); envelopes of other traces keep their own context."""
-    if not TRACING.on:
-        yield batch
+    if not TRACING.on or parent_and_links(batch.envelopes)[0] is None:
+        yield batch  # off, or nothing traced in this message
         return
     attrs = {**messaging_attributes(Op.SEND, "send", topic, count=len(batch.envelopes)),
              "socketio.target_region": target, "socketio.hops": batch.hops}

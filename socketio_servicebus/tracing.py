@@ -269,14 +269,12 @@ class MessagingSpans:
         self.node_id = node_id
         self.region = region
 
-    def envelope_context(self) -> dict[str, str]:
-        """``traceparent``/``tracestate`` keyword arguments for a new Envelope (empty when off)."""
+    def envelope_context(self) -> tuple[str, str | None] | None:
+        """``(traceparent, tracestate)`` for a new envelope, None when off or outside a span."""
         if not self.tracing.on:
-            return {}
+            return None
         tp, ts = self.tracing.inject()
-        if tp is None:
-            return {}
-        return {"traceparent": tp, "tracestate": ts} if ts else {"traceparent": tp}
+        return None if tp is None else (tp, ts)
 
     @contextmanager
     def emit(self, message: Mapping[str, Any], ns: str | None) -> Iterator[Span | None]:
@@ -293,12 +291,16 @@ class MessagingSpans:
     @contextmanager
     def send(self, batches: Sequence[_Batch]) -> Iterator[Span | None]:
         """``send <topic>`` (PRODUCER, send): one send call of the outbox (one or more Service Bus
-        messages). Parent: the first traced envelope's emit; links: the other emits."""
+        messages). Parent: the first traced envelope's emit; links: the other emits. None when
+        no envelope is traced (heartbeats, emits of untraced nodes): nothing to join it to."""
         if not self.tracing.on:
             yield None
             return
         envelopes = [e for b in batches for e in b.envelopes]
         parent, links = parent_and_links(envelopes)
+        if parent is None:
+            yield None
+            return
         attrs = {**messaging_attributes(Op.SEND, "send", self.topic, count=len(envelopes)),
                  "socketio.servicebus_messages": len(batches), "socketio.node_id": self.node_id,
                  "socketio.region": self.region}
@@ -306,21 +308,25 @@ class MessagingSpans:
             attrs["socketio.links_dropped"] = len(links) - MAX_LINKS
             links = links[:MAX_LINKS]
         with self.tracing.span(f"send {self.topic}", kind=SpanKind.PRODUCER, attributes=attrs, parent=parent,
-                               root=parent is None, links=links) as span:
+                               links=links) as span:
             yield span
 
     @contextmanager
     def receive(self, batch: _Batch, message_id: str | None) -> Iterator[Span | None]:
-        """``receive <topic>`` (CONSUMER, receive): one Service Bus message on this node."""
+        """``receive <topic>`` (CONSUMER, receive): one Service Bus message on this node; None
+        when none of its envelopes is traced."""
         if not self.tracing.on:
             yield None
             return
         parent, links = parent_and_links(batch.envelopes)
+        if parent is None:
+            yield None
+            return
         attrs = {**messaging_attributes(Op.RECEIVE, "receive", self.topic, subscription=self.subscription,
                                         count=len(batch.envelopes), message_id=message_id),
                  "socketio.node_id": self.node_id, "socketio.region": self.region}
         with self.tracing.span(f"receive {self.topic}", kind=SpanKind.CONSUMER, attributes=attrs, parent=parent,
-                               root=parent is None, links=links[:MAX_LINKS]) as span:
+                               links=links[:MAX_LINKS]) as span:
             yield span
 
     @contextmanager

@@ -185,7 +185,10 @@ def test_messaging_spans_emit_send_receive_deliver(sdk: tuple[TracerProvider, In
                            node_id="a1", region="eu")
     body = {"method": "emit", "event": "chat", "room": "lobby", "namespace": "/", "data": ["private"]}
     with spans.emit(body, "/"):
-        traced = Envelope(kind="emit", origin_node="a1", origin_region="eu", body=body, **spans.envelope_context())
+        ctx = spans.envelope_context()
+        assert ctx is not None
+        traced = Envelope(kind="emit", origin_node="a1", origin_region="eu", body=body, traceparent=ctx[0],
+                          tracestate=ctx[1])
     other = Envelope(kind="emit", origin_node="a1", origin_region="eu", body=body, traceparent=TP)
     plain = Envelope(kind="emit", origin_node="a1", origin_region="eu", body=body)
     batch = Batch((traced, other, plain))
@@ -217,6 +220,17 @@ def test_messaging_spans_emit_send_receive_deliver(sdk: tuple[TracerProvider, In
 
 def test_messaging_spans_off_cost_nothing_and_write_nothing() -> None:
     spans = MessagingSpans(Tracing(), topic="t", subscription=None, node_id="n", region="r")
-    assert spans.envelope_context() == {}
+    assert spans.envelope_context() is None
     with spans.emit({}, "/") as a, spans.send([]) as b:
         assert a is None and b is None
+
+
+def test_messaging_spans_skip_batches_with_nothing_traced(sdk: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    from socketio_servicebus.wire.envelope import Batch, Envelope
+
+    provider, exporter = sdk
+    spans = MessagingSpans(Tracing(tracer_provider=provider), topic="t", subscription=None, node_id="n", region="r")
+    batch = Batch((Envelope(kind="heartbeat", origin_node="n", origin_region="r", body={}),))
+    with spans.send([batch]) as a, spans.receive(batch, "m") as b:
+        assert a is None and b is None  # heartbeats, untraced nodes: no root trace per message
+    assert exporter.get_finished_spans() == ()
