@@ -224,18 +224,25 @@ class _Traced(Protocol):
 
 
 def parent_and_links(items: Iterable[_Traced]) -> tuple[Context | None, list[Link]]:
-    """For a span over many envelopes: the first traced one's context as parent (so the span is
-    in that emit's trace), links to the others (semantic conventions: batch spans link)."""
+    """For a span over many envelopes: the first sampled one's context as parent (so the span is
+    in that emit's trace), links to the other sampled ones (semantic conventions: batch spans
+    link). Sampled-out emits are left out: parent-based sampling would drop their spans anyway,
+    so a batch of only sampled-out emits gets no span at all (that is what 1 % sampling saves)."""
     parent: Context | None = None
     links: list[Link] = []
     for item in items:
+        if not item.traceparent:
+            continue
         ctx = context_from(item.traceparent, item.tracestate)
         if ctx is None:
+            continue
+        span_context = trace.get_current_span(ctx).get_span_context()
+        if not span_context.trace_flags.sampled:
             continue
         if parent is None:
             parent = ctx
         else:
-            links.append(Link(trace.get_current_span(ctx).get_span_context()))
+            links.append(Link(span_context))
     return parent, links
 
 

@@ -234,3 +234,25 @@ def test_messaging_spans_skip_batches_with_nothing_traced(sdk: tuple[TracerProvi
     with spans.send([batch]) as a, spans.receive(batch, "m") as b:
         assert a is None and b is None  # heartbeats, untraced nodes: no root trace per message
     assert exporter.get_finished_spans() == ()
+
+
+def test_batch_spans_leave_sampled_out_emits_alone(sdk: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    from socketio_servicebus.tracing import parent_and_links
+    from socketio_servicebus.wire.envelope import Envelope
+
+    unsampled = "00-11111111111111111111111111111111-2222222222222222-00"
+
+    def env(tp: str | None) -> Envelope:
+        return Envelope(kind="emit", origin_node="n", origin_region="r", body={}, traceparent=tp)
+
+    parent, links = parent_and_links([env(None), env(unsampled), env(TP)])
+    assert parent is not None and links == []
+    assert trace.get_current_span(parent).get_span_context().span_id == 0xB7AD6B7169203331
+    assert parent_and_links([env(unsampled)]) == (None, [])
+    provider, exporter = sdk
+    spans = MessagingSpans(Tracing(tracer_provider=provider), topic="t", subscription=None, node_id="n", region="r")
+    from socketio_servicebus.wire.envelope import Batch
+
+    with spans.receive(Batch((env(unsampled),)), "m") as r:
+        assert r is None
+    assert exporter.get_finished_spans() == ()
