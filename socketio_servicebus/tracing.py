@@ -44,6 +44,7 @@ __all__ = [
     "install_log_correlation",
     "link_from",
     "parent_and_links",
+    "sampled",
     "trace_id_of",
     "set_error",
     "messaging_attributes",
@@ -112,9 +113,6 @@ def socketio_attributes(body: Mapping[str, Any], ns: str | None = None) -> dict[
     event = body.get("event")
     if isinstance(event, str):
         attrs["socketio.event"] = event[:200]
-    method = body.get("method")
-    if isinstance(method, str):
-        attrs["socketio.method"] = method
     return attrs
 
 
@@ -231,7 +229,7 @@ def parent_and_links(items: Iterable[_Traced]) -> tuple[Context | None, list[Lin
     parent: Context | None = None
     links: list[Link] = []
     for item in items:
-        if not item.traceparent:
+        if not sampled(item.traceparent):  # cheap: no parsing for the 99 % sampled out
             continue
         ctx = context_from(item.traceparent, item.tracestate)
         if ctx is None:
@@ -244,6 +242,15 @@ def parent_and_links(items: Iterable[_Traced]) -> tuple[Context | None, list[Lin
         else:
             links.append(Link(span_context))
     return parent, links
+
+
+_ODD_HEX = frozenset("13579bdfBDF")
+
+
+def sampled(traceparent: str | None) -> bool:
+    """The W3C sampled flag of ``traceparent`` (``00-<trace>-<span>-<flags>``), read without
+    parsing; False when absent or too short (``context_from`` validates the rest)."""
+    return traceparent is not None and len(traceparent) >= 55 and traceparent[54] in _ODD_HEX
 
 
 def trace_id_of(traceparent: str | None) -> int | None:
@@ -290,8 +297,7 @@ class MessagingSpans:
         if not self.tracing.on:
             yield None
             return
-        attrs = {**messaging_attributes(Op.CREATE, "emit", self.topic), **socketio_attributes(message, ns),
-                 "socketio.node_id": self.node_id, "socketio.region": self.region}
+        attrs = {**messaging_attributes(Op.CREATE, "emit", self.topic), **socketio_attributes(message, ns)}
         with self.tracing.span(f"emit {self.topic}", kind=SpanKind.PRODUCER, attributes=attrs) as span:
             yield span
 
@@ -309,8 +315,7 @@ class MessagingSpans:
             yield None
             return
         attrs = {**messaging_attributes(Op.SEND, "send", self.topic, count=len(envelopes)),
-                 "socketio.servicebus_messages": len(batches), "socketio.node_id": self.node_id,
-                 "socketio.region": self.region}
+                 "socketio.servicebus_messages": len(batches)}
         if len(links) > MAX_LINKS:
             attrs["socketio.links_dropped"] = len(links) - MAX_LINKS
             links = links[:MAX_LINKS]
@@ -330,8 +335,7 @@ class MessagingSpans:
             yield None
             return
         attrs = {**messaging_attributes(Op.RECEIVE, "receive", self.topic, subscription=self.subscription,
-                                        count=len(batch.envelopes), message_id=message_id),
-                 "socketio.node_id": self.node_id, "socketio.region": self.region}
+                                        count=len(batch.envelopes), message_id=message_id)}
         with self.tracing.span(f"receive {self.topic}", kind=SpanKind.CONSUMER, attributes=attrs, parent=parent,
                                links=links[:MAX_LINKS]) as span:
             yield span
@@ -345,12 +349,15 @@ class MessagingSpans:
             yield None
             return
         parent: Context | None = None
-        if receive is not None and trace_id_of(env.traceparent) != receive.get_span_context().trace_id:
-            parent = context_from(env.traceparent, env.tracestate)
+        tp = env.traceparent
+        if receive is not None and tp is not None and tp[3:35] != format(receive.get_span_context().trace_id, "032x"):
+            if not sampled(tp):
+                yield None  # an emit of another trace, sampled out: parent-based sampling drops it
+                return
+            parent = context_from(tp, env.tracestate)
         attrs = {**messaging_attributes(Op.PROCESS, "deliver", self.topic, subscription=self.subscription,
                                         message_id=env.id),
-                 **socketio_attributes(env.body, env.ns), "socketio.node_id": self.node_id,
-                 "socketio.region": self.region, "socketio.origin_node": env.origin_node}
+                 **socketio_attributes(env.body, env.ns), "socketio.origin_node": env.origin_node}
         if local_clients is not None:
             attrs["socketio.local_clients"] = local_clients
         with self.tracing.span(f"deliver {self.topic}", kind=SpanKind.CONSUMER, attributes=attrs,
