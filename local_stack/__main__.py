@@ -72,7 +72,7 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print("starting: emulator (2 regions), azurite, web pubsub recorder, functions, 4 relay nodes ...", flush=True)
+    print("starting: emulator (2 regions), azurite, web pubsub, functions, 4 relay nodes ...", flush=True)
     try:
         await stack.start()
     except Exception as exc:  # noqa: BLE001 - report and exit non-zero, everything already stopped

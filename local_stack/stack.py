@@ -3,13 +3,15 @@
 Two regions (``westeurope`` with relay nodes ``a1`` and ``a2``; ``northeurope`` with ``b1`` and
 the on-premise node ``factory1``, which joins with a topic-scoped Listen+Send key and a
 pre-provisioned subscription), one emulator process serving both namespaces, Azurite (Table
-Storage), a Web PubSub recorder, and the Functions app under the local runner (router, persist,
-Web PubSub edge per region; history, emit and negotiate over HTTP).
+Storage), the local Web PubSub service (``local_stack/webpubsub``), and the Functions app under
+the local runner (router, persist, Web PubSub edge per region; history, emit and negotiate over
+HTTP).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -26,7 +28,8 @@ from socketio_servicebus.topology import load_topology
 from .dashboard import Collector, Dashboard, NodeTarget, RegionTarget
 from .processes import ROOT, ManagedProcess, free_port, python_args
 from .topology_config import ROOT_KEY_NAME, RegionSpec, connection_string, emulator_config
-from .webpubsub_recorder import connection_string as webpubsub_connection_string
+from .webpubsub import STATS_PATH
+from .webpubsub import connection_string as webpubsub_connection_string
 
 STATE_FILE = "stack.json"
 
@@ -53,13 +56,13 @@ class StackPorts:
     emulator: int = 5672  # region i gets emulator + i
     azurite: int = 10002
     functions: int = 7071
-    recorder: int = 7072
+    webpubsub: int = 7072
     first_node: int = 8001
     dashboard: int = 7073
 
     @classmethod
     def ephemeral(cls) -> StackPorts:
-        return cls(emulator=0, azurite=free_port(), functions=free_port(), recorder=free_port(), first_node=0,
+        return cls(emulator=0, azurite=free_port(), functions=free_port(), webpubsub=free_port(), first_node=0,
                    dashboard=free_port())
 
 
@@ -89,6 +92,8 @@ class LocalStack:
     function_key: str = field(default_factory=lambda: os.urandom(12).hex())
     #: SIO_HISTORY_TOKEN_KEY of the Function App and every relay node: random per stack (per `make run`)
     history_token_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    #: the local Web PubSub service's AccessKey: random per stack
+    webpubsub_key: str = field(default_factory=lambda: base64.b64encode(secrets.token_bytes(32)).decode(), repr=False)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     namespace_ports: dict[str, int] = field(default_factory=dict)
     #: serve the live dashboard (local_stack/dashboard/) and link every node's chat page to it
@@ -123,8 +128,12 @@ class LocalStack:
         return f"http://127.0.0.1:{self.ports.dashboard}/"
 
     @property
-    def recorder_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.recorder}"
+    def webpubsub_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.webpubsub}"
+
+    @property
+    def webpubsub_connection_string(self) -> str:
+        return webpubsub_connection_string(self.ports.webpubsub, self.webpubsub_key)
 
     @property
     def tables_connection_string(self) -> str:
@@ -268,9 +277,10 @@ class LocalStack:
             ),
             self._spawn(
                 ManagedProcess(
-                    "webpubsub-recorder",
-                    python_args("local_stack.webpubsub_recorder", "--port", str(self.ports.recorder)),
-                    ready_pattern=r"listening on",
+                    "webpubsub",
+                    python_args("local_stack.webpubsub", "--port", str(self.ports.webpubsub)),
+                    env={"WEBPUBSUB_ACCESS_KEY": self.webpubsub_key},
+                    ready_pattern=r"webpubsub service listening on",
                     log_dir=logs,
                 )
             ),
@@ -300,7 +310,7 @@ class LocalStack:
             settings["regionMap"]: json.dumps({r.name: {} for r in self.regions}),
             settings["topic"]: topo["topic"],
             settings["tablesConnection"]: self.tables_connection_string,
-            settings["webPubSubConnection"]: webpubsub_connection_string(self.ports.recorder),
+            settings["webPubSubConnection"]: self.webpubsub_connection_string,
             "FUNCTIONS_LOCAL_KEY": self.function_key,
             settings["historyTokenKey"]: self.history_token_key,
             **self.tracing_env(),
@@ -360,7 +370,8 @@ class LocalStack:
         return nodes, regions
 
     async def _start_dashboard(self) -> None:
-        collector = Collector(lambda: self.dashboard_targets()[0], lambda: self.dashboard_targets()[1])
+        collector = Collector(lambda: self.dashboard_targets()[0], lambda: self.dashboard_targets()[1],
+                              webpubsub=lambda: self.webpubsub_url + STATS_PATH)
         self.dashboard = Dashboard(collector, host="127.0.0.1", port=self.ports.dashboard)
         await self.dashboard.start()
 
@@ -370,7 +381,7 @@ class LocalStack:
             await self.dashboard.stop()
             self.dashboard = None
         nodes = [p for n, p in self.processes.items() if n.startswith("node-")]
-        services = [self.processes[n] for n in ("functions", "webpubsub-recorder", "azurite") if n in self.processes]
+        services = [self.processes[n] for n in ("functions", "webpubsub", "azurite") if n in self.processes]
         for group in (nodes, services, [self.processes.get("emulator")]):
             await asyncio.gather(*(p.stop() for p in group if p is not None))
         (self.run_dir / STATE_FILE).unlink(missing_ok=True)
@@ -385,7 +396,7 @@ class LocalStack:
             rows.append((f"{kind} {node.node_id}", node.region, f"{self.node_url(node.node_id)}/  (metrics /metrics)"))
         rows.append(("functions", "all", f"{self.functions_url}/emit  /history  /history/server  /negotiate"))
         rows.append(("azurite tables", "-", f"http://127.0.0.1:{self.ports.azurite}"))
-        rows.append(("web pubsub recorder", "-", f"{self.recorder_url}/recorded"))
+        rows.append(("web pubsub (local)", "-", f"{self.webpubsub_url}  (stats {STATS_PATH})"))
         return rows
 
 

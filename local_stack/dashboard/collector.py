@@ -5,7 +5,9 @@ Per tick, all at once, each probe bounded by ``probe_timeout`` (1 s):
 - every relay node: ``GET /readyz`` (ready, or the reason it is not) and ``GET /metrics``
   (Prometheus text, parsed with ``prometheus_client``'s parser); no answer = down;
 - every region: ``list_subscriptions_runtime_properties`` through the SDK's
-  ``ServiceBusAdministrationClient`` (the emulator's admin API); no answer = down.
+  ``ServiceBusAdministrationClient`` (the emulator's admin API); no answer = down;
+- the local Web PubSub service (``local_stack/webpubsub``): ``GET /_local/stats``, its
+  connections and groups per hub; no answer = down.
 
 When a subscription's dead-letter count changes, its dead-letter sub-queue is peeked (never
 received) in a task of its own, so a slow peek does not hold the tick up. Rates (envelopes
@@ -115,14 +117,18 @@ class Collector:
         interval: float = 1.0,
         probe_timeout: float = 1.0,
         history_seconds: float = HISTORY_SECONDS,
+        webpubsub: Callable[[], str | None] = lambda: None,
     ):
         self.nodes = nodes
         self.regions = regions
+        #: the Web PubSub service's stats URL (None: not part of this stack)
+        self.webpubsub = webpubsub
         self.interval = interval
         self.probe_timeout = probe_timeout
         self.history_seconds = history_seconds
         self.seq = 0
-        self.state: dict[str, Any] = {"seq": 0, "ts": time.time(), "nodes": [], "regions": [], "deadLetters": []}
+        self.state: dict[str, Any] = {"seq": 0, "ts": time.time(), "nodes": [], "regions": [], "deadLetters": [],
+                                      "webpubsub": None}
         #: plot points ``{"seq", "t", "rates": {region: envelopes/s}, "latencyMs": {region: ms | None}}``
         self.points: deque[dict[str, Any]] = deque()
         self._cond = asyncio.Condition()
@@ -161,11 +167,14 @@ class Collector:
         """Probe everything once, then publish the new state and plot point."""
         nodes = list(self.nodes())
         regions = list(self.regions())
+        stats_url = self.webpubsub()
         results = await asyncio.gather(
-            *(self.poll_node(session, n) for n in nodes), *(self.poll_region(r) for r in regions)
+            *(self.poll_node(session, n) for n in nodes), *(self.poll_region(r) for r in regions),
+            self.poll_webpubsub(session, stats_url),
         )
         node_rows = list(results[: len(nodes)])
-        region_rows = list(results[len(nodes):])
+        region_rows = list(results[len(nodes):-1])
+        webpubsub = results[-1] if stats_url else None
         now = time.time()
         point: dict[str, Any] = {"t": now, "rates": {}, "latencyMs": {}}
         for region in regions:
@@ -189,7 +198,7 @@ class Collector:
             while self.points and self.points[0]["t"] < now - self.history_seconds:
                 self.points.popleft()
             self.state = {"seq": self.seq, "ts": now, "nodes": node_rows, "regions": region_rows,
-                          "deadLetters": dead_letters}
+                          "deadLetters": dead_letters, "webpubsub": webpubsub}
             self._cond.notify_all()
 
     async def wait_newer(self, seq: int, timeout: float) -> bool:  # noqa: ASYNC109 - a plain bound for SSE keep-alives
@@ -214,10 +223,10 @@ class Collector:
         for task in self._peek_tasks.values():
             with contextlib.suppress(BaseException):
                 await task
-        for admin in self._admins.values():
+        while self._admins:  # a tick still finishing may add or drop a client meanwhile
+            _, admin = self._admins.popitem()
             with contextlib.suppress(Exception):
                 await admin.close()
-        self._admins.clear()
 
     # -- relay nodes -----------------------------------------------------------------------
     async def poll_node(self, session: aiohttp.ClientSession, node: NodeTarget) -> dict[str, Any]:
@@ -283,6 +292,28 @@ class Collector:
         if prev is None:
             return None
         return value - prev[1] if value >= prev[1] else value
+
+    # -- Web PubSub --------------------------------------------------------------------------
+    async def poll_webpubsub(self, session: aiohttp.ClientSession, url: str | None) -> dict[str, Any]:
+        """Connections and groups per hub of the local Web PubSub service."""
+        row: dict[str, Any] = {"url": url, "up": False, "error": None, "hubs": []}
+        if not url:
+            return row
+        try:
+            status, body = await self._get(session, url)
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}")
+            stats = json.loads(body)
+        except Exception as exc:  # noqa: BLE001 - any failure is "down" with its reason
+            row["error"] = _short(exc)
+            return row
+        row["up"] = True
+        row["hubs"] = [
+            {"hub": h["hub"], "connections": len(h["connections"]), "groups": h["groups"],
+             "users": len(h["users"])}
+            for h in stats.get("hubs", [])
+        ]
+        return row
 
     # -- regions ---------------------------------------------------------------------------
     def _kind(self, subscription: str) -> str:

@@ -1,4 +1,4 @@
-"""Fixtures for the Function App tests: Azurite (Table Storage), a Web PubSub recorder, the
+"""Fixtures for the Function App tests: Azurite (Table Storage), the local Web PubSub service, the
 Function App imported with given settings, and the local runner as a real subprocess."""
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.recorder import Recorder
+from tests.support.webpubsub import WebPubSubThread
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite-table"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-#: Web PubSub access key used with the recorder (any base64 works; the SDK signs JWTs with it).
-WPS_KEY = "dGVzdC1rZXktZm9yLXRoZS13ZWItcHVic3ViLXJlY29yZGVyLTAxMjM0NTY3ODk="
+#: the local Web PubSub service's access key (the SDK signs its JWTs with it, the service checks them)
+WPS_KEY = "dGVzdC1rZXktZm9yLXRoZS1sb2NhbC13ZWItcHVic3ViLXNlcnZpY2UtMDEyMzQ1Njc4OQ=="
 FUNCTION_KEY = "test-function-key"
 
 
@@ -94,16 +94,16 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
 
 
 @pytest.fixture(scope="session")
-def recorder() -> Iterator[Recorder]:
-    rec = Recorder()
-    rec.start()
-    yield rec
-    rec.stop()
+def webpubsub() -> Iterator[WebPubSubThread]:
+    service = WebPubSubThread(WPS_KEY)
+    service.start()
+    yield service
+    service.stop()
 
 
 @pytest.fixture
-def wps_connection(recorder: Recorder) -> str:
-    return f"Endpoint=http://127.0.0.1:{recorder.port};AccessKey={WPS_KEY};Version=1.0;"
+def wps_connection(webpubsub: WebPubSubThread) -> str:
+    return webpubsub.connection_string
 
 
 _APP_ENV_PREFIXES = ("SIO_", "ServiceBusConnection", "TablesConnection", "WebPubSubConnection")

@@ -1,6 +1,6 @@
 """End to end: the local runner (a real subprocess) running function_app against the Service Bus
 emulator (one namespace per region, subscriptions from topology.json), Azurite Table Storage and a
-Web PubSub recorder.
+the local Web PubSub service (local_stack/webpubsub).
 
 Regions: ``eu``, ``us``, ``asia`` form a full mesh; ``edge`` is a spoke reachable only through
 ``eu`` (``"neighbors": ["eu"]``). Every region has a ``test-all`` subscription (``1=1``) through
@@ -25,8 +25,9 @@ from socketio_servicebus.servicebus.clients import servicebus_client
 from socketio_servicebus.wire.envelope import Batch
 from tests.support.emulator_process import EmulatorProcess
 from tests.support.stack_config import region_settings, stack_config
+from tests.support.webpubsub import FrameClient
 
-from .conftest import FUNCTION_KEY, WPS_KEY, Runner
+from .conftest import FUNCTION_KEY, Runner
 from .helpers import emit_envelope
 
 REGIONS = ["eu", "us", "asia", "edge"]
@@ -47,7 +48,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, azurite, recorder) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+def stack(tmp_path_factory: pytest.TempPathFactory, azurite, webpubsub) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
     cfg = tmp_path_factory.mktemp("stack") / "Config.json"
     cfg.write_text(json.dumps(stack_config(REGIONS, extra_subscriptions={"test-all": "1=1"})))
     emulator = EmulatorProcess(cfg)
@@ -57,7 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, azurite, recorder) -> Iterat
     env.update({
         "TablesConnection": azurite.connection_string,
         "SIO_HISTORY_TABLE": table,
-        "WebPubSubConnection": f"Endpoint=http://127.0.0.1:{recorder.port};AccessKey={WPS_KEY};Version=1.0;",
+        "WebPubSubConnection": webpubsub.connection_string,
         "SIO_HOOKS_MODULE": "tests.functions.e2e_hooks",
         "SIO_HISTORY_TOKEN_KEY": HISTORY_KEY,
     })
@@ -179,9 +180,13 @@ async def test_emit_api_validation_and_auth(stack: Stack) -> None:
     assert status == 202 and doc["region"] == "eu"
 
 
-async def test_persisted_emits_reach_history_in_order_and_webpubsub_once(stack: Stack, recorder) -> None:  # type: ignore[no-untyped-def]
-    recorder.clear()
+async def test_persisted_emits_reach_history_in_order_and_webpubsub_once(stack: Stack) -> None:
     room = f"hist/{uuid.uuid4().hex[:6]}#1"
+    # a Web PubSub client in the room's group, with the URL the Function App's negotiate hands out
+    status, doc = await http(stack, "GET", "negotiate", params={"rooms": room})
+    assert status == 200, doc
+    client = await FrameClient.connect(doc["url"])
+    assert (await client.next())["event"] == "connected"
     ids = []
     for i in range(5):
         status, doc = await http(stack, "POST", "emit", json={"event": "chat", "room": room, "data": {"n": i},
@@ -216,16 +221,17 @@ async def test_persisted_emits_reach_history_in_order_and_webpubsub_once(stack: 
     assert (await http(stack, "GET", "history", params={"room": room}))[0] == 401  # a function key is no token
     assert (await http(stack, "GET", "history/server", key=None, params={"room": room}))[0] == 401
     assert (await http(stack, "GET", "history/server", key="wrong", params={"room": room}))[0] == 401
-    # Web PubSub: one send per emit (originals only), even though copies went to 3 other regions
-    from urllib.parse import quote
-
-    sends = recorder.wait_for(f"/groups/{quote(room, safe='')}/:send", count=5)
-    await asyncio.sleep(QUIET)
-    sends = recorder.matching(f"/groups/{quote(room, safe='')}/:send")
-    assert len(sends) == 5
-    assert sorted(json.loads(s.body)["data"]["n"] for s in sends) == list(range(5))
-    assert all(s.path.startswith("/api/hubs/socketio/") and s.headers["Authorization"].startswith("Bearer ")
-               for s in sends)
+    # Web PubSub: the client gets one message per emit (originals only), even though copies went
+    # to 3 other regions
+    try:
+        frames = [await client.next(20) for _ in range(5)]
+        frames += await client.frames_within(QUIET)
+    finally:
+        await client.close()
+    assert len(frames) == 5, frames
+    assert all(f["type"] == "message" and f["from"] == "group" and f["group"] == room and f["dataType"] == "json"
+               and f["data"]["event"] == "chat" for f in frames), frames
+    assert sorted(f["data"]["data"]["n"] for f in frames) == list(range(5))
 
 
 async def test_failing_hook_is_retried_then_dead_lettered(stack: Stack) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -9,6 +10,7 @@ from typing import Any
 
 import jwt
 import pytest
+from azure.core.exceptions import HttpResponseError
 
 from shared import handlers
 from shared.appcontext import AppContext, AppSettings
@@ -20,6 +22,7 @@ from shared.routing.router import ForwardFailed
 from socketio_servicebus import history_token
 from socketio_servicebus.topology import PROP_HOPS, PROP_ROUTE_DONE, PROP_VISITED
 from socketio_servicebus.wire.envelope import SERVICEBUS_MAX_MESSAGE_BYTES, Batch
+from tests.support.webpubsub import FrameClient, WebPubSubThread
 
 from .conftest import WPS_KEY
 from .helpers import FakeContext, RecordingSender, emit_envelope, http_request, sb_message
@@ -308,57 +311,88 @@ async def test_persist_malformed_raises() -> None:
         await handlers.persist(FakeContext(MESH), "eu", sb_message(b"\xff\xfe"))
 
 
-# ------------------------------------------------------------------ Web PubSub (recorder)
+# ------------------------------------------------------------------ Web PubSub (local service)
 def wps_ctx(connection: str) -> AppContext:
     return AppContext(AppSettings.from_env({**MESH, "WebPubSubConnection": connection}))
 
 
-async def test_webpubsub_sends_what_the_service_expects(recorder, wps_connection: str) -> None:  # type: ignore[no-untyped-def]
-    """The recorder stands in for Web PubSub (no emulator exists): it records what the REAL
-    WebPubSubServiceClient sends - path, hub, group, body, Authorization."""
-    recorder.clear()
-    ctx = wps_ctx(wps_connection)
-    envs = (emit_envelope("eu", room="lobby", data={"text": "hi"}), emit_envelope("eu", room=None, data="all"))
-    n = await handlers.webpubsub(ctx, "eu", sb_message(Batch(envs[:1], 0, ("eu",))))
-    n += await handlers.webpubsub(ctx, "eu", sb_message(Batch(envs[1:], 0, ("eu",))))
-    chat = emit_envelope("eu", ns="/chat-room", room="r 1", data=[1, 2])
-    n += await handlers.webpubsub(ctx, "eu", sb_message(Batch((chat,), 0, ("eu",))))
-    assert n == 3
-    group, everyone, chat_req = recorder.requests
-    assert group.method == "POST" and group.path == "/api/hubs/socketio/groups/lobby/:send"
-    assert json.loads(group.body) == {"event": "chat", "data": {"text": "hi"}}
-    assert group.headers["Content-Type"].startswith("application/json")
-    assert "api-version" in group.query
-    assert everyone.path == "/api/hubs/socketio/:send" and json.loads(everyone.body) == {"event": "chat", "data": "all"}
-    hub = hub_for_namespace("socketio", "/chat-room")
-    assert hub.startswith("socketio_chat_room_") and chat_req.path == f"/api/hubs/{hub}/groups/r%201/:send"
-    scheme, token = group.headers["Authorization"].split(" ", 1)
-    assert scheme == "Bearer"
-    claims = jwt.decode(token, WPS_KEY, algorithms=["HS256"],
-                        audience=f"http://127.0.0.1:{recorder.port}{group.path}?api-version={group.query['api-version']}")
-    assert claims["exp"] > time.time()
-    await ctx.aclose()
-
-
-async def test_webpubsub_failure_propagates(recorder, wps_connection: str) -> None:  # type: ignore[no-untyped-def]
-    recorder.clear()
-    recorder.fail_next, recorder.fail_status = 1, 400  # 400: no SDK-side retry
-    ctx = wps_ctx(wps_connection)
-    with pytest.raises(Exception):  # noqa: B017 - HttpResponseError from the SDK: the host retries
-        await handlers.webpubsub(ctx, "eu", sb_message(Batch((emit_envelope("eu"),), 0, ("eu",))))
-    recorder.fail_next, recorder.fail_status = 0, 503
-    await ctx.aclose()
-
-
-async def test_negotiate_returns_a_client_url_with_group_roles(recorder, wps_connection: str) -> None:  # type: ignore[no-untyped-def]
-    ctx = wps_ctx(wps_connection)
-    resp = await handlers.negotiate_http(ctx, http_request("GET", "negotiate", params={"userId": "u1", "rooms": "lobby,vip"}))
-    assert resp.status_code == 200
+async def negotiated_client(ctx: AppContext, **params: str) -> tuple[dict[str, Any], FrameClient]:
+    """A client connected with the URL /api/negotiate hands out; its ``connected`` frame read."""
+    resp = await handlers.negotiate_http(ctx, http_request("GET", "negotiate", params=params))
+    assert resp.status_code == 200, resp.get_body()
     doc = json.loads(resp.get_body())
-    assert doc["url"].startswith(f"ws://127.0.0.1:{recorder.port}/client/hubs/socketio?access_token=")
-    token = doc["url"].split("access_token=", 1)[1]
-    claims = jwt.decode(token, WPS_KEY, algorithms=["HS256"], options={"verify_aud": False})
-    assert claims["sub"] == "u1"
-    assert set(claims["role"]) == {"webpubsub.joinLeaveGroup.lobby", "webpubsub.joinLeaveGroup.vip"}
-    assert set(claims["webpubsub.group"]) == {"lobby", "vip"}
+    client = await FrameClient.connect(doc["url"])
+    hello = await client.next()
+    assert hello["type"] == "system" and hello["event"] == "connected"
+    return doc, client
+
+
+async def test_webpubsub_pushes_what_clients_receive(wps_connection: str) -> None:
+    """The REAL WebPubSubServiceClient against the local Web PubSub service: what a client of
+    each hub (one per namespace) receives, per group."""
+    ctx = wps_ctx(wps_connection)
+    _, lobby = await negotiated_client(ctx, rooms="lobby")
+    _, other = await negotiated_client(ctx, rooms="other")
+    _, chat_room = await negotiated_client(ctx, ns="/chat-room", rooms="r 1")
+    try:
+        envs = (emit_envelope("eu", room="lobby", data={"text": "hi"}), emit_envelope("eu", room=None, data="all"))
+        n = await handlers.webpubsub(ctx, "eu", sb_message(Batch(envs[:1], 0, ("eu",))))
+        n += await handlers.webpubsub(ctx, "eu", sb_message(Batch(envs[1:], 0, ("eu",))))
+        chat = emit_envelope("eu", ns="/chat-room", room="r 1", data=[1, 2])
+        binary = emit_envelope("eu", room="lobby", data="raw")
+        binary = dataclasses.replace(binary, body={**binary.body, "binary": True})
+        n += await handlers.webpubsub(ctx, "eu", sb_message(Batch((chat,), 0, ("eu",))))
+        n += await handlers.webpubsub(ctx, "eu", sb_message(Batch((binary,), 0, ("eu",))))
+        # python-socketio's emit(to=sid) is a room named after the sid: a group nobody is in
+        to_sid = emit_envelope("eu", room="Xy12sidOfASocketIOClient", data="private")
+        n += await handlers.webpubsub(ctx, "eu", sb_message(Batch((to_sid,), 0, ("eu",))))
+        assert n == 4  # the binary emit is skipped (Web PubSub JSON messages cannot carry it)
+        assert await lobby.frames_within(0.5) == [
+            {"type": "message", "from": "group", "group": "lobby", "dataType": "json",
+             "data": {"event": "chat", "data": {"text": "hi"}}},
+            {"type": "message", "from": "server", "dataType": "json", "data": {"event": "chat", "data": "all"}},
+        ]
+        assert await other.frames_within(0.1) == [  # not in "lobby": only the send to all
+            {"type": "message", "from": "server", "dataType": "json", "data": {"event": "chat", "data": "all"}},
+        ]
+        assert hub_for_namespace("socketio", "/chat-room").startswith("socketio_chat_room_")
+        assert await chat_room.frames_within(0.1) == [
+            {"type": "message", "from": "group", "group": "r 1", "dataType": "json",
+             "data": {"event": "chat", "data": [1, 2]}},
+        ]
+    finally:
+        for client in (lobby, other, chat_room):
+            await client.close()
+        await ctx.aclose()
+
+
+async def test_webpubsub_failure_propagates(webpubsub: WebPubSubThread) -> None:
+    # a key the service does not have: it answers 401, which the SDK does not retry
+    wrong = f"Endpoint=http://127.0.0.1:{webpubsub.port};AccessKey=d3Jvbmcta2V5LXRoYXQtdGhlLXNlcnZpY2UtZG9lcy1ub3Qta25vdw==;Version=1.0;"
+    ctx = wps_ctx(wrong)
+    with pytest.raises(HttpResponseError) as info:  # the host retries, then dead-letters
+        await handlers.webpubsub(ctx, "eu", sb_message(Batch((emit_envelope("eu"),), 0, ("eu",))))
+    assert info.value.status_code == 401
     await ctx.aclose()
+
+
+async def test_negotiate_returns_a_client_url_with_group_roles(webpubsub: WebPubSubThread, wps_connection: str) -> None:
+    ctx = wps_ctx(wps_connection)
+    doc, client = await negotiated_client(ctx, userId="u1", rooms="lobby,vip")
+    try:
+        assert doc["url"].startswith(f"ws://127.0.0.1:{webpubsub.port}/client/hubs/socketio?access_token=")
+        token = doc["url"].split("access_token=", 1)[1]
+        claims = jwt.decode(token, WPS_KEY, algorithms=["HS256"], options={"verify_aud": False})
+        assert claims["sub"] == "u1"
+        assert set(claims["role"]) == {"webpubsub.joinLeaveGroup.lobby", "webpubsub.joinLeaveGroup.vip"}
+        assert set(claims["webpubsub.group"]) == {"lobby", "vip"}
+        # the service honours them: leave and join again "vip"; "other" is refused
+        await client.ws.send_json({"type": "leaveGroup", "group": "vip", "ackId": 1})
+        await client.ws.send_json({"type": "joinGroup", "group": "vip", "ackId": 2})
+        await client.ws.send_json({"type": "joinGroup", "group": "other", "ackId": 3})
+        acks = [await client.next() for _ in range(3)]
+        assert [(a["ackId"], a["success"]) for a in acks] == [(1, True), (2, True), (3, False)]
+        assert acks[2]["error"]["name"] == "Forbidden"
+    finally:
+        await client.close()
+        await ctx.aclose()

@@ -394,7 +394,7 @@ async def test_relay_node_sigkill_clients_recover_from_history(stack: LocalStack
 # ====================================================================== secrets
 async def test_no_secret_in_any_process_log(stack: LocalStack) -> None:
     """After everything above (startup, crashes, reconnects, errors): no SAS key, function key,
-    history token key, history token or Azurite key in any log. The one exception is the emulator's documented startup output
+    history token key, history token, Web PubSub access key or Azurite key in any log. The one exception is the emulator's documented startup output
     (``namespace <name>: <connection string>``): it is a local dev tool whose job is to print
     its connection strings (see README and docs/emulator.md)."""
     from shared.connections import AZURITE_ACCOUNT_KEY
@@ -403,6 +403,7 @@ async def test_no_secret_in_any_process_log(stack: LocalStack) -> None:
     secrets.update({f"on-prem key {r.name}": r.on_prem_key for r in stack.regions if r.on_prem_nodes})
     secrets["function key"] = stack.function_key
     secrets["history token key"] = stack.history_token_key
+    secrets["web pubsub access key"] = stack.webpubsub_key
     secrets["azurite key"] = AZURITE_ACCOUNT_KEY
     # bearer credentials too: any history token (the relay-node SIGKILL scenario above reads history with
     # one) starts with this header, whatever its claims

@@ -94,6 +94,31 @@
     }
   }
 
+  function renderWebPubSub(wps) {
+    const body = $("webpubsub").tBodies[0];
+    const note = $("webpubsub-state");
+    body.replaceChildren();
+    if (!wps) { note.textContent = "no Web PubSub service in this stack"; return; }
+    note.dataset.state = wps.up ? "up" : "down";
+    note.textContent = wps.up ? "local Web PubSub service: up" : `local Web PubSub service: down (${wps.error || "no answer"})`;
+    if (!wps.hubs.length) {
+      const td = el("td", "no hub has connections", "note");
+      td.colSpan = 4;
+      const tr = el("tr");
+      tr.append(td);
+      body.append(tr);
+      return;
+    }
+    for (const h of wps.hubs) {
+      const tr = el("tr");
+      tr.dataset.hub = h.hub;
+      const groups = Object.entries(h.groups).map(([g, n]) => `${g} (${n})`).join(", ");
+      tr.append(el("td", h.hub), el("td", h.connections, "num connections"), el("td", h.users, "num"),
+        el("td", groups || "–", "groups"));
+      body.append(tr);
+    }
+  }
+
   function makePlot(target, label, key) {
     if (typeof uPlot !== "function") {
       $(target).append(el("p", "uPlot missing: run `npm ci` (make run does it)", "note"));
@@ -160,6 +185,7 @@
     renderNodes(state.nodes);
     renderRegions(state.regions);
     renderDeadLetters(state.deadLetters);
+    renderWebPubSub(state.webpubsub);
     addPoints(points, state.regions);
   };
   events.onerror = () => {
