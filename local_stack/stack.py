@@ -397,6 +397,8 @@ class LocalStack:
         rows.append(("functions", "all", f"{self.functions_url}/emit  /history  /history/server  /negotiate"))
         rows.append(("azurite tables", "-", f"http://127.0.0.1:{self.ports.azurite}"))
         rows.append(("web pubsub (local)", "-", f"{self.webpubsub_url}  (stats {STATS_PATH})"))
+        if self.tracing_env():
+            rows.append(("traces", "all", f"{self.dashboard_url}traces  (OTLP in: {self.dashboard_url}v1/traces)"))
         return rows
 
 
