@@ -19,30 +19,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-import socketio
 
 from local_stack.processes import ROOT
 from local_stack.stack import LocalStack
 
 from .conftest import output_dir
+from .test_history import connect, wait_for
 
 SCRIPT = ROOT / "tests" / "e2e" / "js" / "traces.mjs"
-
-
-async def _connect(url: str, room: str, inbox: list[dict[str, Any]]) -> socketio.AsyncClient:
-    client = socketio.AsyncClient(reconnection=False)
-    client.on("chat", lambda m: inbox.append(m))
-    await client.connect(url, transports=["websocket"], wait_timeout=10)
-    ack = await client.call("join", room, timeout=10)
-    assert ack and ack.get("ok"), ack
-    return client
-
-
-async def _wait(predicate: Any, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 def _one(spans: list[dict[str, Any]], name: str, instance_part: str) -> dict[str, Any]:
@@ -57,13 +41,12 @@ async def test_one_chat_is_one_trace_across_nodes_functions_and_regions(stack: L
     assert stack.dashboard is not None
     room = f"trace-{uuid.uuid4().hex[:6]}"
     inboxes: dict[str, list[dict[str, Any]]] = {n: [] for n in ("a1", "b1", "factory1")}
-    clients = [await _connect(stack.node_url(n), room, inboxes[n]) for n in inboxes]
+    clients = [await connect(stack.node_url(n), room, inboxes[n]) for n in inboxes]
     try:
         ack = await clients[0].call("chat", {"room": room, "text": "follow me"}, timeout=10)
         assert ack["ok"] and len(ack["trace"]) == 32, ack
         message_id, trace_id = ack["id"], ack["trace"]
-        await _wait(lambda: all(any(m["id"] == message_id for m in box) for box in inboxes.values()), 30,
-                    "the chat on a1, b1 and factory1")
+        await wait_for(lambda: all(any(m["id"] == message_id for m in box) for box in inboxes.values()), 30)
         for box in inboxes.values():  # every receiver sees the same trace id (the demo page shows it)
             assert next(m for m in box if m["id"] == message_id)["trace"] == trace_id
     finally:
