@@ -108,3 +108,20 @@ def test_json_and_gzip_requests_decode() -> None:
     assert (s["name"], s["service"], s["kind"], s["attributes"]["messaging.batch.message_count"]) == (
         "route socketio", "f", "consumer", 3)
     assert s["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_stack_children_export_to_the_collector_and_keep_the_users_settings(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from local_stack.stack import LocalStack, StackPorts
+    from socketio_servicebus import otel
+
+    stack = LocalStack(ports=StackPorts(dashboard=7999))
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    env = stack.tracing_env()
+    assert env[otel.ENV_EXTRA_ENDPOINTS] == "http://127.0.0.1:7999"
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_always_on"  # 100 % locally
+    # a user's OTLP endpoint (inherited by the children) is exported to as well
+    settings = otel.settings_from_env("relay-node", "a1", env={**env, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"})
+    assert settings is not None and settings.otlp_from_env and settings.extra_endpoints == ("http://127.0.0.1:7999",)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    assert "OTEL_TRACES_SAMPLER" not in stack.tracing_env()  # the user's sampler wins
+    assert LocalStack(tracing=False).tracing_env() == {} and LocalStack(with_dashboard=False).tracing_env() == {}
