@@ -45,7 +45,7 @@ def per_emit_us(ratio: float | None, emits: int) -> float:
         # a queue for every span of the loop: none dropped, all encoded and counted
         provider.add_span_processor(BatchSpanProcessor(EncodeOnly(), max_queue_size=4 * emits + 16))
         tracing = Tracing(tracer_provider=provider)
-    spans = MessagingSpans(tracing, topic="socketio", subscription="node-b", node_id="a", region="r")
+    spans = MessagingSpans(tracing, topic="socketio", subscription="node-b")
     body = {"method": "emit", "event": "chat", "room": "lobby", "namespace": "/", "data": [{"text": "hi"}]}
     c0 = time.process_time()
     for _ in range(emits):

@@ -274,14 +274,12 @@ class MessagingSpans:
     ``tracing.on`` is false.
     """
 
-    __slots__ = ("tracing", "topic", "subscription", "node_id", "region")
+    __slots__ = ("tracing", "topic", "subscription")
 
-    def __init__(self, tracing: Tracing, *, topic: str, subscription: str | None, node_id: str, region: str) -> None:
+    def __init__(self, tracing: Tracing, *, topic: str, subscription: str | None) -> None:
         self.tracing = tracing
         self.topic = topic
         self.subscription = subscription
-        self.node_id = node_id
-        self.region = region
 
     def envelope_context(self) -> tuple[str, str | None] | None:
         """``(traceparent, tracestate)`` for a new envelope, None when off or outside a span."""

@@ -198,8 +198,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self.subscription_name: str = self._transport.subscription_name
         #: OpenTelemetry spans (emit, send, receive, deliver); nothing until an SDK is configured
         self._spans = MessagingSpans(tracing if isinstance(tracing, Tracing) else Tracing(enabled=tracing),
-                                     topic=self.topic, subscription=self.subscription_name,
-                                     node_id=self.node_id, region=region)
+                                     topic=self.topic, subscription=self.subscription_name)
         #: what the outbox sends with (a seam: instrumentation may wrap it before start())
         self._send: SendFn = self._traced_send
         self._outbox: Outbox | None = None

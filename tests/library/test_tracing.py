@@ -181,8 +181,7 @@ def test_messaging_spans_emit_send_receive_deliver(sdk: tuple[TracerProvider, In
     from socketio_servicebus.wire.envelope import Batch, Envelope
 
     provider, exporter = sdk
-    spans = MessagingSpans(Tracing(tracer_provider=provider), topic="socketio", subscription="node-b1",
-                           node_id="a1", region="eu")
+    spans = MessagingSpans(Tracing(tracer_provider=provider), topic="socketio", subscription="node-b1")
     body = {"method": "emit", "event": "chat", "room": "lobby", "namespace": "/", "data": ["private"]}
     with spans.emit(body, "/"):
         ctx = spans.envelope_context()
@@ -219,7 +218,7 @@ def test_messaging_spans_emit_send_receive_deliver(sdk: tuple[TracerProvider, In
 
 
 def test_messaging_spans_off_cost_nothing_and_write_nothing() -> None:
-    spans = MessagingSpans(Tracing(), topic="t", subscription=None, node_id="n", region="r")
+    spans = MessagingSpans(Tracing(), topic="t", subscription=None)
     assert spans.envelope_context() is None
     with spans.emit({}, "/") as a, spans.send([]) as b:
         assert a is None and b is None
@@ -229,7 +228,7 @@ def test_messaging_spans_skip_batches_with_nothing_traced(sdk: tuple[TracerProvi
     from socketio_servicebus.wire.envelope import Batch, Envelope
 
     provider, exporter = sdk
-    spans = MessagingSpans(Tracing(tracer_provider=provider), topic="t", subscription=None, node_id="n", region="r")
+    spans = MessagingSpans(Tracing(tracer_provider=provider), topic="t", subscription=None)
     batch = Batch((Envelope(kind="heartbeat", origin_node="n", origin_region="r", body={}),))
     with spans.send([batch]) as a, spans.receive(batch, "m") as b:
         assert a is None and b is None  # heartbeats, untraced nodes: no root trace per message
@@ -250,7 +249,7 @@ def test_batch_spans_leave_sampled_out_emits_alone(sdk: tuple[TracerProvider, In
     assert trace.get_current_span(parent).get_span_context().span_id == 0xB7AD6B7169203331
     assert parent_and_links([env(unsampled)]) == (None, [])
     provider, exporter = sdk
-    spans = MessagingSpans(Tracing(tracer_provider=provider), topic="t", subscription=None, node_id="n", region="r")
+    spans = MessagingSpans(Tracing(tracer_provider=provider), topic="t", subscription=None)
     from socketio_servicebus.wire.envelope import Batch
 
     with spans.receive(Batch((env(unsampled),)), "m") as r:
