@@ -33,6 +33,8 @@ def print_table(stack: LocalStack) -> None:
     if stack.dashboard is not None:
         print(f"\ndashboard {stack.dashboard.url}  (live: nodes, regions, subscriptions, dead letters, flow)")
     print(f"\n  emit API key (x-functions-key): {stack.function_key}")
+    print("  clients: anonymous (no client auth) and every service on 127.0.0.1 only: a local development")
+    print("  stack, not a deployment; see docs/security.md for what a deployment must set.")
     print(f"  try: open {stack.node_url('a1')}/ and {stack.node_url('factory1')}/, join the same room, chat.")
     if stack.emulator_data_dir is not None:
         print(f"  emulator state: {stack.emulator_data_dir} (kept across runs; --fresh starts empty)")

@@ -7,7 +7,11 @@ Client → server events (each answers through the ack; errors also arrive as an
 - ``chat`` ``{"room", "text"}`` → ``{"ok": true, "id"}``; every member of the room on every node
   receives ``chat`` ``{"room", "text", "sid", "node", "region", "id", "ts"[, "user"][, "trace"]}``
   (``trace``: the trace id of this message when the node traces, see docs/observability.md)
-- ``who`` ``"room"`` → ``{"room", "members": [{"sid", "node", "region"}...], "count"}``
+- ``who`` ``"room"`` → ``{"room", "members": [{"sid", "node", "region"}...], "count"}``, only for a
+  room the socket is in (each call asks every node)
+
+``join`` asks the node's ``authorize_room`` hook first (:mod:`relay_node.authorize`); a refused
+join answers ``{"error": "not allowed to join ..."}``.
 
 Chat rooms live under the socket.io room ``chat:<name>`` so a client can never join another
 client's private sid room. ``chat`` events are marked ``persist`` for the Functions history store
@@ -27,6 +31,8 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from socketio_servicebus.tracing import Tracing
+
+from . import authorize
 
 log = logging.getLogger("relay_node.chat")
 _TRACING = Tracing()
@@ -111,6 +117,8 @@ def setup(sio: Any) -> None:
                 raise ChatError(f"at most {MAX_ROOMS_PER_CLIENT} rooms per connection")
         except ChatError as exc:
             return await fail(sid, "join", exc)
+        if await authorize.of(sio).admit(sio, NAMESPACE, sid, ROOM_PREFIX + room) is authorize.Grant.DENIED:
+            return await fail(sid, "join", ChatError(f"not allowed to join {room!r}"))
         await sio.enter_room(sid, ROOM_PREFIX + room, namespace=NAMESPACE)
         return {"ok": True, "room": room, "node": node, "region": region}
 
@@ -121,6 +129,7 @@ def setup(sio: Any) -> None:
         except ChatError as exc:
             return await fail(sid, "leave", exc)
         await sio.leave_room(sid, ROOM_PREFIX + room, namespace=NAMESPACE)
+        authorize.of(sio).forget(sio, NAMESPACE, sid, ROOM_PREFIX + room)
         return {"ok": True, "room": room}
 
     @_on(sio, "chat")
@@ -157,6 +166,8 @@ def setup(sio: Any) -> None:
     async def who(sid: str, data: Any = None) -> dict[str, Any]:
         try:
             room = room_name(data)
+            if room not in joined(sid):  # a member list costs one request to every node
+                raise ChatError(f"join {room!r} before asking who is in it")
         except ChatError as exc:
             return await fail(sid, "who", exc)
         try:

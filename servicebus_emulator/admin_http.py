@@ -41,6 +41,7 @@ from aiohttp import web
 
 from . import admin_xml as ax
 from . import entity_fields as ef
+from . import origin_guard
 from .config import QueueConfig, RuleConfig, SubscriptionConfig, TopicConfig
 from .entities import DEFAULT_RULE, Namespace, Queue, Rule, Subscription, Topic
 from .entity_fields import NEVER
@@ -642,7 +643,8 @@ def make_admin_app(runtime: Runtime, *first: Callable[[web.Application], None]) 
     """The namespace's HTTP application: ``first`` add their routes (AMQP over WebSockets) ahead
     of the management API, whose catch-all route comes last."""
     api = AdminApi(runtime)
-    app = web.Application(client_max_size=ax.MAX_BODY_BYTES)
+    # foreign Host / browser Origin refused before any handler, HTTP and WebSocket alike
+    app = web.Application(client_max_size=ax.MAX_BODY_BYTES, middlewares=[origin_guard.middleware(runtime)])
     for add_routes in first:
         add_routes(app)
     app.router.add_route("*", "/{tail:.*}", api.handle)

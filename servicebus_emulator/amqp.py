@@ -49,6 +49,7 @@ from .errors import (
 from .runtime import Runtime
 from .sas import Grant, verify_token
 from .store import Entry, MessageStore
+from .token_expiry import ExpiryWatch, remember, uncovered
 
 log = logging.getLogger("servicebus_emulator.amqp")
 
@@ -145,6 +146,7 @@ class AmqpConnection(asyncio.Protocol):
         self.frames = FrameFixer(max_frame=MAX_FRAME)
         self.io: asyncio.Transport | None = None
         self.grants: list[Grant] = []
+        self.expiry = ExpiryWatch(self._on_token_expiry)
         self.senders: list[EntitySender] = []
         self._flush_scheduled = False
         self._closed = False
@@ -175,6 +177,7 @@ class AmqpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self.expiry.cancel()
         self.runtime.connection_closed(self)
         for sender in self.senders:
             sender.closed()
@@ -267,13 +270,16 @@ class AmqpConnection(asyncio.Protocol):
                 link.ctx = ("cbs",)
             elif parts and parts[-1].lower() == "$management":
                 self._authorize(parts[:-1], "Listen" if link.is_sender else None)
+                remember(link, parts[:-1], "Listen" if link.is_sender else None)
                 link.ctx = ("mgmt", parts[:-1])
             elif link.is_receiver:
                 self._authorize(parts, "Send")
+                remember(link, parts, "Send")
                 entity = self.namespace.sender_for(address)
                 link.ctx = ("entity-in", entity)
             else:
                 self._authorize(parts, "Listen")
+                remember(link, parts, "Listen")
                 if _asks_for_a_session(link):
                     raise NotImplementedOperation(
                         f"Session receivers are not supported by the local Service Bus emulator "
@@ -297,6 +303,7 @@ class AmqpConnection(asyncio.Protocol):
             link.condition = _condition(exc)
             link.close()
             return
+        self.expiry.watch(self.grants, time.time())
         if link.is_receiver and link.ctx[0] == "entity-in":
             # the SDK sizes a ServiceBusMessageBatch by this vendor property
             link.properties = {symbol(VENDOR + "max-message-batch-size"): self.namespace.config.max_message_bytes}
@@ -340,6 +347,24 @@ class AmqpConnection(asyncio.Protocol):
                 link.condition = _condition(exc)
                 link.close()
             link = following
+        self.schedule_flush()
+
+    def _on_token_expiry(self) -> None:
+        """A token expired: detach every link no other unexpired token covers (token_expiry.py)."""
+        if self._closed:
+            return
+        now = time.time()
+        for link in list(uncovered(self.connection, self.grants, now)):
+            ctx = getattr(link, "ctx", None)
+            if ctx and ctx[0] == "entity-out" and ctx[1] in self.senders:
+                ctx[1].closed()
+                self.senders.remove(ctx[1])
+            link.condition = _condition(Unauthorized(
+                "ExpiredToken: the token this link was attached under has expired; put a new token on $cbs "
+                "before it expires."))
+            link.close()
+        self.grants = [g for g in self.grants if g.expires_at > now]
+        self.expiry.watch(self.grants, now)
         self.schedule_flush()
 
     def _authorize(self, parts: list[str], right: str | None) -> None:
@@ -480,6 +505,7 @@ class AmqpConnection(asyncio.Protocol):
             )
             self.grants = [g for g in self.grants if g.expires_at > time.time()]
             self.grants.append(grant)
+            self.expiry.watch(self.grants, time.time())
         except EmulatorError as exc:
             status, description = exc.status, str(exc)
         reply = Message(

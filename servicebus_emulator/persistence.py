@@ -412,10 +412,17 @@ class DataDir:
         where = str(self.path)
         if self.path.exists() and not self.path.is_dir():
             raise DataDirError(f"--data-dir {where} is a file, not a directory: give a directory path")
+        created = not self.path.exists()
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            # it holds the keys of the entities and every message body: this user only
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if created:
+                os.chmod(self.path, 0o700)  # whatever the umask
         except OSError as exc:
             raise DataDirError(f"cannot create --data-dir {where}: {exc.strerror}; create it or pick another path") from exc
+        if not created and self.path.stat().st_mode & 0o077:
+            log.warning("--data-dir %s can be read by other users (mode %o): it holds keys and message bodies; "
+                        "chmod 700 it", where, self.path.stat().st_mode & 0o777)
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise DataDirError(f"--data-dir {where} is not writable by this user: fix its permissions or pick another")
         try:

@@ -133,8 +133,9 @@ def _history_query(req: func.HttpRequest) -> _HistoryQuery | func.HttpResponse:
     return _HistoryQuery(ns, room, after, limit)
 
 
-async def _history_page(ctx: AppContext, q: _HistoryQuery) -> func.HttpResponse:
-    page = await hist.query_history(ctx.table_client(), ns=q.ns, room=q.room, after=q.after, limit=q.limit)
+async def _history_page(ctx: AppContext, q: _HistoryQuery, *, since: float = 0.0) -> func.HttpResponse:
+    page = await hist.query_history(ctx.table_client(), ns=q.ns, room=q.room, after=q.after, limit=q.limit,
+                                    since=since)
     return _json(200, page.to_json(), headers={"Cache-Control": "no-store"})
 
 
@@ -174,7 +175,9 @@ async def _history_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpResp
 
     The function is anonymous at the host (browsers hold no function key); it requires a history
     token minted by a relay node for this namespace and room (``socketio_servicebus.history_token``):
-    401 without a valid one, 403 for another room, 503 while the key is not configured.
+    401 without a valid one, 403 for another room, 503 while the key is not configured. It serves
+    nothing older than the token's ``since`` (the time its socket joined the room), unless the
+    token grants the whole history (``since`` 0, only when the node's ``authorize_room`` hook says so).
     """
     keys = ctx.settings.history_keys
     if not keys.configured:
@@ -199,7 +202,8 @@ async def _history_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpResp
                  claims.sub or "-", claims.sid or "-", claims.iss or "-", q.ns, q.room)
         return _json(403, {"error": "the token does not cover this namespace and room"},
                      headers={"Cache-Control": "no-store"})
-    return await _history_page(ctx, q)
+    # nothing older than the time the socket joined, unless the node's authorize_room hook granted it all
+    return await _history_page(ctx, q, since=claims.since)
 
 
 async def history_server_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:

@@ -26,7 +26,8 @@ SINGLE_MODULES = ("function_app",)
 LIB = "socketio_servicebus"
 EMULATOR_ENGINE = tuple(
     f"servicebus_emulator.{name}"
-    for name in ("errors", "config", "entity_fields", "store", "entities", "filters", "sqlfilter", "codec", "sas")
+    for name in ("errors", "config", "entity_fields", "store", "entities", "filters", "sqlfilter", "sql_*", "codec",
+                 "sas")
 )
 EMULATOR_IO = tuple(
     f"servicebus_emulator.{name}"

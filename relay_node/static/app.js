@@ -8,6 +8,7 @@
   const joined = new Set();
   const seen = new Set();          // message ids already shown (live + history overlap)
   const lastTs = {};               // room -> ts of the newest message shown
+  const proofs = {};               // room -> the last history token: proves the membership after a reconnect
   let config = { node: "?", region: "?", historyUrl: null, chatRoomPrefix: "chat:" };
   let socket = null;
 
@@ -56,14 +57,30 @@
 
   // A history token for one room, from the node this socket is connected to (relay_node/history.py):
   // short-lived, only for a room this socket is in; the history API requires it (docs/security.md).
-  function historyToken(room) {
+  // It opens the room from the time this socket joined; the previous token ("resume") proves that
+  // this page was in the room before a reconnect, so the new one opens the room from that earlier join.
+  function askToken(room, resume) {
+    const req = { room: config.chatRoomPrefix + room };
+    if (resume) req.resume = resume;
     return new Promise((resolve, reject) => {
-      socket.timeout(10000).emit("relay:history_token", { room: config.chatRoomPrefix + room }, (err, ack) => {
+      socket.timeout(10000).emit("relay:history_token", req, (err, ack) => {
         if (err) reject(new Error("no answer to relay:history_token"));
         else if (!ack || !ack.ok) reject(new Error((ack && ack.error) || "no history token"));
         else resolve(ack.token);
       });
     });
+  }
+
+  async function historyToken(room) {
+    let token;
+    try {
+      token = await askToken(room, proofs[room]);
+    } catch (err) {
+      if (!proofs[room]) throw err;
+      token = await askToken(room, null);  // the proof expired too long ago: from this join on
+    }
+    proofs[room] = token;
+    return token;
   }
 
   // Missed messages after a reconnect, from the Functions history API (when configured):
@@ -109,7 +126,13 @@
   function connect() {
     const params = new URLSearchParams(location.search);
     const token = params.get("token") || sessionStorage.getItem("relayToken");
-    if (params.get("token")) sessionStorage.setItem("relayToken", params.get("token"));
+    if (params.get("token")) {
+      sessionStorage.setItem("relayToken", params.get("token"));
+      // out of the address bar, so it lands in neither the browser history nor a shared link
+      params.delete("token");
+      const rest = params.toString();
+      history.replaceState(history.state, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+    }
     socket = io({ auth: token ? { token } : {}, transports: params.get("polling") ? ["polling"] : undefined });
 
     socket.on("connect", () => {
@@ -137,6 +160,8 @@
       if (ack && ack.ok) {
         joined.add(room);
         line(`joined ${room} on ${ack.node}/${ack.region}`, "system");
+        // a token now: after a reconnect it proves since when this page is in the room
+        if (config.historyTokens && config.historyUrl) historyToken(room).catch(() => {});
       } else {
         line(`join failed: ${ack && ack.error}`, "error");
       }

@@ -36,6 +36,8 @@ NODE_ID = f"functions-{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().he
 #: socket.io reserves these event names on the client side.
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"})
 _FIELDS = ("namespace", "room", "to", "event", "data", "persist")
+#: deepest nesting of arrays/objects a body may have (the Service Bus SDK's own decoder caps at 64)
+MAX_DEPTH = 64
 
 
 class EmitRequestError(ValueError):
@@ -57,6 +59,21 @@ def _type(value: Any) -> str:
     )
 
 
+def _depth(doc: Any) -> int:
+    """Nesting depth of arrays/objects in ``doc``, without recursion (a scalar is 0)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, level = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def parse_emit_request(body: bytes, *, max_bytes: int, content_type: str | None = None) -> EmitRequest:
     if len(body) > max_bytes:
         raise EmitRequestError(f"body is {len(body)} bytes; the limit is {max_bytes} bytes (Service Bus message size)")
@@ -70,6 +87,10 @@ def parse_emit_request(body: bytes, *, max_bytes: int, content_type: str | None 
         raise EmitRequestError("body is not UTF-8") from None
     except ValueError as exc:
         raise EmitRequestError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # a body of nested '[[[[...' deeper than the parser's stack
+        raise EmitRequestError(f"body is nested too deeply (at most {MAX_DEPTH} levels)") from None
+    if _depth(doc) > MAX_DEPTH:
+        raise EmitRequestError(f"body is nested too deeply (at most {MAX_DEPTH} levels)")
     if not isinstance(doc, dict):
         raise EmitRequestError(f"body must be a JSON object, got {_type(doc)}")
     unknown = sorted(set(doc) - set(_FIELDS))

@@ -341,6 +341,30 @@ def test_data_dir_that_cannot_be_created_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "cannot create --data-dir" in result.stderr, result
 
 
+def test_a_new_data_dir_is_private_to_its_user(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """It holds the keys of the entities and every message body: mode 0700, whatever the umask."""
+    import os
+
+    from servicebus_emulator.persistence import DataDir
+
+    old = os.umask(0o002)
+    try:
+        data = DataDir(tmp_path / "new" / "data")
+        data.open()
+        data.close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new" / "data").stat().st_mode & 0o777 == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    existing = DataDir(shared)
+    with caplog.at_level("WARNING", logger="servicebus_emulator.persistence"):
+        existing.open()
+    existing.close()
+    assert "can be read by other users (mode 755)" in caplog.text and "chmod 700" in caplog.text
+
+
 def test_database_is_wal_sqlite_with_schema_version(tmp_path: Path, config_path: Path) -> None:
     proc = EmulatorProcess(config_path, extra_args=["--data-dir", str(tmp_path / "data")])
     proc.start()

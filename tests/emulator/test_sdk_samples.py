@@ -53,6 +53,9 @@ CONFIG = {
         "Namespaces": [
             {
                 "Name": "samples",
+                # named here (the raw put-token below signs with it); without it the key is random
+                "SharedAccessPolicies": [{"Name": "RootManageSharedAccessKey", "Key": "SAS_KEY_VALUE",
+                                          "Rights": ["Manage", "Listen", "Send"]}],
                 "Queues": [
                     _queue("sendreceive"),
                     _queue("peek"),

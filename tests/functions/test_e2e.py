@@ -213,7 +213,7 @@ async def test_persisted_emits_reach_history_in_order_and_webpubsub_once(stack: 
             break
     assert pages == [[0, 1], [2, 3], [4]]
     # browsers read /history with a history token (anonymous at the host); /history/server takes the key
-    token = history_token.mint(HISTORY_KEY, ns="/", room=room)
+    token = history_token.mint(HISTORY_KEY, ns="/", room=room, since=0)
     status, doc = await http(stack, "GET", "history", key=None, params={"room": room},
                              headers={"Authorization": f"Bearer {token}"})
     assert status == 200 and [e["id"] for e in doc["events"]] == ids

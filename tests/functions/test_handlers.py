@@ -128,6 +128,19 @@ async def test_emit_rejects_with_a_reason(body: object, fragment: str) -> None:
     assert not ctx.senders
 
 
+@pytest.mark.parametrize("depth", [65, 100_000])
+async def test_emit_refuses_json_nested_too_deeply_with_400(depth: int) -> None:
+    """~100 KB of ``[[[`` used to raise RecursionError in the parser: a 500 instead of a 400."""
+    ctx = FakeContext(MESH)
+    body = b'{"event":"chat","data":' + b"[" * depth + b"]" * depth + b"}"
+    resp = await handlers.emit_http(ctx, http_request("POST", "emit", body=body))
+    assert resp.status_code == 400
+    assert "nested too deeply" in json.loads(resp.get_body())["error"]
+    assert not ctx.senders
+    ok = b'{"event":"chat","data":' + b"[" * 40 + b"]" * 40 + b"}"
+    assert (await handlers.emit_http(ctx, http_request("POST", "emit", body=ok))).status_code == 202
+
+
 async def test_emit_rejects_oversized_bodies() -> None:
     ctx = FakeContext(MESH)
     big = json.dumps({"event": "chat", "data": "x" * SERVICEBUS_MAX_MESSAGE_BYTES}).encode()
@@ -172,7 +185,7 @@ def table_ctx(azurite, table: str, hooks: HookRegistry | None = None) -> AppCont
 
 
 def bearer(room: str, ns: str = "/", key: str = HISTORY_KEY, **kw: Any) -> dict[str, str]:
-    return {"Authorization": "Bearer " + history_token.mint(key, ns=ns, room=room, **kw)}
+    return {"Authorization": "Bearer " + history_token.mint(key, ns=ns, room=room, **{"since": 0, **kw})}
 
 
 async def test_persist_then_history_in_order_with_pagination(azurite) -> None:  # type: ignore[no-untyped-def]
@@ -217,6 +230,28 @@ async def test_persist_then_history_in_order_with_pagination(azurite) -> None:  
     other = await handlers.history_server_http(ctx, http_request("GET", "history/server",
                                                                   params={"ns": "/", "room": "room"}))
     assert json.loads(other.get_body()) == {"events": [], "next": None}
+    await ctx.aclose()
+
+
+async def test_history_serves_nothing_older_than_the_tokens_since(azurite) -> None:  # type: ignore[no-untyped-def]
+    """A socket that joined at ``since`` reads from then on; only ``since`` 0 (granted by the
+    node's authorize_room hook) opens the whole history; the cursor cannot reach behind ``since``."""
+    ctx = table_ctx(azurite, "t" + uuid.uuid4().hex[:12])
+    t0, room = time.time() - 100, "since-room"
+    envs = [emit_envelope("us", room=room, data=f"m{i}", persist=True, ts=t0 + i) for i in range(5)]
+    await handlers.persist(ctx, "us", sb_message(Batch(tuple(envs), 0, ("us",)), message_id="p"))
+
+    async def read(since: float, after: str | None = None) -> list[str]:
+        params = {"ns": "/", "room": room, **({"after": after} if after else {})}
+        resp = await handlers.history_http(ctx, http_request("GET", "history", params=params,
+                                                             headers=bearer(room, since=since)))
+        assert resp.status_code == 200
+        return [e["data"] for e in json.loads(resp.get_body())["events"]]
+
+    assert await read(since=t0 + 2.5) == ["m3", "m4"]
+    assert await read(since=t0 + 2.5, after=f"{int(t0 * 1000) - 1:013d}-0") == ["m3", "m4"]
+    assert await read(since=time.time()) == []  # joined after all of them were persisted
+    assert await read(since=0) == ["m0", "m1", "m2", "m3", "m4"]
     await ctx.aclose()
 
 

@@ -47,7 +47,7 @@ def node_config(topics: list[str], node_ids: list[str], port: int | None = None)
     ns: dict[str, Any] = {"Name": "sbemulatorns", "Topics": [{"Name": t, "Subscriptions": subs(t)} for t in topics]}
     if port is not None:
         ns["Port"] = port
-    return {"UserConfig": {"Namespaces": [ns], "Logging": {"Type": "Console"}}}
+    return EmulatorProcess.default_config(ns)  # with a named key: the restart tests keep their connection string
 
 
 _topics = itertools.count()
