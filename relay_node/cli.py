@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from socketio_servicebus.extras import missing_modules
+
 from .config import PROG, ConfigError, RelayConfig, from_args
 
 
@@ -106,13 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _setup_tracing(cfg: RelayConfig) -> Any:
     """Spans exported as the OTEL_* variables say (docs/observability.md); None when off."""
-    try:
-        from socketio_servicebus import otel
-    except ImportError:
-        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("SIO_OTEL_EXTRA_ENDPOINTS"):
-            print(f"{PROG}: warning: tracing asked for but the 'otel' extra is missing: "
-                  "pip install 'socketio-servicebus[otel]'", file=sys.stderr, flush=True)
+    missing = missing_modules("otel")
+    if missing:
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("SIO_OTEL_EXTRA_ENDPOINTS") \
+                or os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+            print(f"{PROG}: warning: tracing is asked for but module {missing[0]!r} is missing: install the "
+                  "'otel' extra: pip install 'socketio-servicebus[relay,otel]'", file=sys.stderr, flush=True)
         return None
+    from socketio_servicebus import otel
+
     settings = otel.settings_from_env("relay-node", cfg.node_id, region=cfg.region)
     return otel.configure(settings) if settings is not None else None
 

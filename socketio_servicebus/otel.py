@@ -29,7 +29,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
+
+try:
+    from opentelemetry.sdk.resources import Resource
+except ImportError:  # pragma: no cover - exercised by the packaging tests' bare wheel
+    raise ImportError("socketio_servicebus.otel needs the 'otel' extra: "
+                      "pip install 'socketio-servicebus[otel]'") from None
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
