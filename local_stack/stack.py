@@ -99,6 +99,9 @@ class LocalStack:
     #: serve the live dashboard (local_stack/dashboard/) and link every node's chat page to it
     with_dashboard: bool = True
     dashboard: Dashboard | None = None
+    #: every process exports its spans to the dashboard's collector (``/v1/traces``, ``/traces``)
+    #: and, when set, to OTEL_EXPORTER_OTLP_ENDPOINT; False: no process traces (unless that is set)
+    tracing: bool = True
 
     # -- addresses -------------------------------------------------------------------------
     def region(self, name: str) -> RegionSpec:
@@ -286,6 +289,17 @@ class LocalStack:
         if self.with_dashboard:
             await self._start_dashboard()
 
+    def tracing_env(self) -> dict[str, str]:
+        """OTEL_* for a child process: export to the stack's collector too, 100 % sampled (unless the
+        environment says otherwise), exported every 200 ms so the trace view follows."""
+        if not (self.tracing and self.with_dashboard):
+            return {}
+        env = {"SIO_OTEL_EXTRA_ENDPOINTS": f"http://127.0.0.1:{self.ports.dashboard}",
+               "OTEL_BSP_SCHEDULE_DELAY": os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "200")}
+        if not os.environ.get("OTEL_TRACES_SAMPLER"):
+            env["OTEL_TRACES_SAMPLER"] = "parentbased_always_on"
+        return env
+
     def functions_env(self) -> dict[str, str]:
         topo = load_topology()
         settings = topo["appSettings"]
@@ -299,6 +313,7 @@ class LocalStack:
             settings["webPubSubConnection"]: self.webpubsub_connection_string,
             "FUNCTIONS_LOCAL_KEY": self.function_key,
             settings["historyTokenKey"]: self.history_token_key,
+            **self.tracing_env(),
         }
         for region in self.regions:
             name = str(topo["regionConnectionTemplate"]).replace("{region}", region.name)
@@ -336,7 +351,8 @@ class LocalStack:
             ManagedProcess(
                 f"node-{node.node_id}",
                 python_args("relay_node", *args),
-                env={"SERVICEBUS_CONNECTION_STRING": conn, "SIO_HISTORY_TOKEN_KEY": self.history_token_key},
+                env={"SERVICEBUS_CONNECTION_STRING": conn, "SIO_HISTORY_TOKEN_KEY": self.history_token_key,
+                     **self.tracing_env()},
                 ready_pattern=r"relay-node listening on http://[^:]+:(?P<port>\d+)",
                 log_dir=logs,
             ),
@@ -381,6 +397,8 @@ class LocalStack:
         rows.append(("functions", "all", f"{self.functions_url}/emit  /history  /history/server  /negotiate"))
         rows.append(("azurite tables", "-", f"http://127.0.0.1:{self.ports.azurite}"))
         rows.append(("web pubsub (local)", "-", f"{self.webpubsub_url}  (stats {STATS_PATH})"))
+        if self.tracing_env():
+            rows.append(("traces", "all", f"{self.dashboard_url}traces  (OTLP in: {self.dashboard_url}v1/traces)"))
         return rows
 
 

@@ -5,7 +5,8 @@ Client → server events (each answers through the ack; errors also arrive as an
 - ``join`` ``"room"`` → ``{"ok": true, "room", "node", "region"}``
 - ``leave`` ``"room"`` → ``{"ok": true, "room"}``
 - ``chat`` ``{"room", "text"}`` → ``{"ok": true, "id"}``; every member of the room on every node
-  receives ``chat`` ``{"room", "text", "sid", "node", "region", "id", "ts"[, "user"]}``
+  receives ``chat`` ``{"room", "text", "sid", "node", "region", "id", "ts"[, "user"][, "trace"]}``
+  (``trace``: the trace id of this message when the node traces, see docs/observability.md)
 - ``who`` ``"room"`` → ``{"room", "members": [{"sid", "node", "region"}...], "count", "missing"}``, only
   for a room the socket is in (each call asks every node); ``missing`` lists the ids of the nodes
   that did not answer within the manager's request timeout (their members are not in
@@ -29,9 +30,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
+from socketio_servicebus.tracing import Tracing
+
 from . import authorize
 
 log = logging.getLogger("relay_node.chat")
+_TRACING = Tracing()
 
 NAMESPACE = "/"
 ROOM_PREFIX = "chat:"
@@ -146,8 +152,17 @@ def setup(sio: Any) -> None:
         user = user_of(sid)
         if user:
             message["user"] = user
-        await manager.emit("chat", message, namespace=NAMESPACE, room=ROOM_PREFIX + room, **persist_kw)
-        return {"ok": True, "id": message["id"]}
+        # the span of this chat message; the manager's emit span hangs under it (docs/observability.md)
+        with _TRACING.span("chat " + ROOM_PREFIX + room, kind=SpanKind.SERVER, attributes={
+                "chat.message_id": message["id"], "socketio.room": ROOM_PREFIX + room, "socketio.event": "chat",
+                "socketio.namespace": NAMESPACE, "socketio.node_id": node}) as span:
+            if span is not None:
+                message["trace"] = format(span.get_span_context().trace_id, "032x")  # shown small, for support
+            await manager.emit("chat", message, namespace=NAMESPACE, room=ROOM_PREFIX + room, **persist_kw)
+        reply = {"ok": True, "id": message["id"]}
+        if "trace" in message:
+            reply["trace"] = message["trace"]
+        return reply
 
     @_on(sio, "who")
     async def who(sid: str, data: Any = None) -> dict[str, Any]:

@@ -42,6 +42,15 @@
     text.className = "text";
     text.textContent = m.text;
     li.append(meta, text);
+    if (typeof m.trace === "string" && /^[0-9a-f]{32}$/.test(m.trace)) {
+      // the trace id of this message (docs/observability.md): small, for support
+      const trace = document.createElement("span");
+      trace.className = "trace";
+      trace.title = "trace id";
+      trace.textContent = m.trace;
+      li.dataset.trace = m.trace;
+      li.append(trace);
+    }
     messages.appendChild(li);
     li.scrollIntoView({ block: "end" });
   }

@@ -125,7 +125,8 @@ def parse_emit_request(body: bytes, *, max_bytes: int, content_type: str | None 
     return EmitRequest(event=str(event), data=doc.get("data"), namespace=ns, room=to or room, persist=persist)
 
 
-def build_envelope(req: EmitRequest, *, node_id: str, region: str) -> Envelope:
+def build_envelope(req: EmitRequest, *, node_id: str, region: str, traceparent: str | None = None,
+                   tracestate: str | None = None) -> Envelope:
     message = {
         "method": "emit",
         "event": req.event,
@@ -138,16 +139,18 @@ def build_envelope(req: EmitRequest, *, node_id: str, region: str) -> Envelope:
         "host_id": node_id,
     }
     return Envelope(
-        kind=Kind.EMIT, origin_node=node_id, origin_region=region, ns=req.namespace, persist=req.persist, body=message
+        kind=Kind.EMIT, origin_node=node_id, origin_region=region, ns=req.namespace, persist=req.persist, body=message,
+        traceparent=traceparent, tracestate=tracestate,
     )
 
 
-async def publish_emit(sender: Any, req: EmitRequest, *, node_id: str = NODE_ID, region: str) -> Envelope:
+async def publish_emit(sender: Any, req: EmitRequest, *, node_id: str = NODE_ID, region: str,
+                       traceparent: str | None = None, tracestate: str | None = None) -> Envelope:
     """Publish ``req`` through ``sender`` (an aio topic sender of ``region``'s namespace).
 
     Raises :class:`EmitRequestError` if the emit does not fit in one Service Bus message.
     """
-    env = build_envelope(req, node_id=node_id, region=region)
+    env = build_envelope(req, node_id=node_id, region=region, traceparent=traceparent, tracestate=tracestate)
     try:
         ((batch, body),) = pack_batches([env], max_bytes=DEFAULT_BATCH_BYTES)
     except EnvelopeError as exc:

@@ -23,6 +23,7 @@ from typing import Any
 
 from azure.servicebus import ServiceBusMessage as SBMessage
 
+from shared import telemetry
 from shared.appcontext import AppContext
 from shared.routing.plan import RoutePlan, Unroutable
 from socketio_servicebus.topology import PROP_ROUTE_DONE, PROP_TARGET_NODE, PROP_TARGET_REGION
@@ -128,18 +129,18 @@ def _unroutable(msg: Any, region: str, exc: Unroutable) -> Unroutable:
 async def _forward(
     ctx: AppContext, msg: Any, batch: Batch, target: str, route_done: bool, message_id: str
 ) -> None:
-    fwd = batch.forwarded(target)
-    out = SBMessage(
-        fwd.encode(),
-        message_id=message_id,
-        application_properties=fwd.application_properties(route_done=route_done),
-        content_type=getattr(msg, "content_type", None),
-        correlation_id=getattr(msg, "correlation_id", None),
-        subject=getattr(msg, "subject", None) or getattr(msg, "label", None),
-    )
-    sender = await ctx.region_sender(target)
-    try:
-        await sender.send_messages(out)
-    except Exception:
-        await ctx.drop_sender(sender)
-        raise
+    with telemetry.forward_span(ctx.settings.topic, target, batch.forwarded(target)) as fwd:
+        out = SBMessage(
+            fwd.encode(),
+            message_id=message_id,
+            application_properties=fwd.application_properties(route_done=route_done),
+            content_type=getattr(msg, "content_type", None),
+            correlation_id=getattr(msg, "correlation_id", None),
+            subject=getattr(msg, "subject", None) or getattr(msg, "label", None),
+        )
+        sender = await ctx.region_sender(target)
+        try:
+            await sender.send_messages(out)
+        except Exception:
+            await ctx.drop_sender(sender)
+            raise

@@ -47,6 +47,8 @@ from socketio_servicebus.wire.codec import MAX_DEPTH, EnvelopeError, EnvelopeToo
 __all__ = [
     "VERSION",
     "MAX_DEPTH",
+    "MAX_TRACEPARENT_LEN",
+    "MAX_TRACESTATE_LEN",
     "MAX_BATCH_BYTES",
     "MAX_ENVELOPES",
     "SERVICEBUS_MAX_MESSAGE_BYTES",
@@ -88,6 +90,10 @@ DEFAULT_BATCH_BYTES = SERVICEBUS_MAX_MESSAGE_BYTES - 8 * 1024
 ENVELOPE_SEPARATOR_BYTES = 1
 
 _MAX_ID_LEN = 128
+#: Longest ``traceparent`` / ``tracestate`` kept (W3C: 55 chars for version 00; tracestate
+#: "SHOULD" stay within 512).  Longer values from the wire are dropped, never rejected.
+MAX_TRACEPARENT_LEN = 128
+MAX_TRACESTATE_LEN = 512
 
 
 #: Service Bus application properties, typed as ``ServiceBusMessage`` accepts them.
@@ -149,6 +155,9 @@ class Envelope:
     #: it is not the region it was sent in. Absent, a targeted message stays in its region.
     target_region: str | None = None
     body: dict[str, Any] = field(hash=False)
+    #: W3C trace context of the emit (``socketio_servicebus.tracing``); None when not traced.
+    traceparent: str | None = field(default=None, hash=False, compare=False)
+    tracestate: str | None = field(default=None, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         v = self.v
@@ -195,6 +204,12 @@ class Envelope:
                 raise _bad("target_region", "is only allowed with a target_node")
         if not isinstance(self.body, dict):
             raise _bad("body", "must be a dict")
+        tp = self.traceparent
+        if tp is not None and (type(tp) is not str or not 0 < len(tp) <= MAX_TRACEPARENT_LEN):
+            raise _bad("traceparent", f"must be None or a non-empty str of at most {MAX_TRACEPARENT_LEN} chars")
+        tst = self.tracestate
+        if tst is not None and (type(tst) is not str or len(tst) > MAX_TRACESTATE_LEN):
+            raise _bad("tracestate", f"must be None or a str of at most {MAX_TRACESTATE_LEN} chars")
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON object for this envelope (short keys, defaults omitted)."""
@@ -214,6 +229,10 @@ class Envelope:
             d["tn"] = self.target_node
         if self.target_region is not None:
             d["tr"] = self.target_region
+        if self.traceparent is not None:
+            d["tp"] = self.traceparent
+            if self.tracestate:
+                d["tst"] = self.tracestate
         d["b"] = self.body
         return d
 
@@ -235,12 +254,22 @@ class Envelope:
                 target_node=d.get("tn"),
                 target_region=d.get("tr"),
                 body=d["b"],
+                traceparent=_trace_field(d.get("tp"), MAX_TRACEPARENT_LEN),
+                tracestate=_trace_field(d.get("tst"), MAX_TRACESTATE_LEN),
             )
         except KeyError as exc:
             name = _WIRE_TO_FIELD.get(exc.args[0], str(exc.args[0]))
             raise _bad(name, "is missing") from None
         except TypeError as exc:  # e.g. unhashable kind value
             raise EnvelopeError("bad-shape", str(exc)) from None
+
+
+def _trace_field(value: Any, limit: int) -> str | None:
+    """A trace context value from the wire, or None: a bad one is dropped, never a reason to
+    refuse the envelope (W3C: an invalid ``traceparent`` only starts a new trace)."""
+    if type(value) is str and 0 < len(value) <= limit:
+        return value
+    return None
 
 
 _WIRE_TO_FIELD = {
