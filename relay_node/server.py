@@ -396,22 +396,38 @@ class RelayNode:
         self._stopped.set()
 
     async def _move_clients(self, left: Callable[[], float]) -> None:
-        """Tell every client to go: ``relay:reconnect``, then close its Engine.IO transport.
+        """Tell every client to go: ``relay:reconnect``, then drop its Engine.IO transport.
 
-        A transport close (not a socket.io-level disconnect) makes the official clients
-        reconnect on their own, through the load balancer, to a node that is still ready.
+        The transport is closed without an Engine.IO ``close`` packet (and so without a socket.io
+        disconnect): to the official clients (JS, python-socketio) that is a lost connection, which
+        they reconnect from on their own, with their default backoff, through the load balancer to
+        a node that is still ready. A ``close`` packet would be a server disconnect, which
+        python-socketio's client never reconnects from.
         """
         eio_sids = list(getattr(self.sio.eio, "sockets", {}).keys())
         if not eio_sids:
             return
-        log.info("disconnecting %d client(s) so they reconnect elsewhere", len(eio_sids))
+        log.info("closing %d client connection(s) so they reconnect elsewhere", len(eio_sids))
         with contextlib.suppress(Exception):
             await self.sio.emit("relay:reconnect", {"reason": "draining", "node": self.cfg.node_id},
                                 ignore_queue=True)
         await asyncio.sleep(min(0.2, left()))
         for eio_sid in eio_sids:
             with contextlib.suppress(Exception):
-                await self.sio.eio.disconnect(eio_sid)
+                await _drop_transport(self.sio.eio, eio_sid)
+
+
+async def _drop_transport(eio: Any, eio_sid: str) -> None:
+    """Close one Engine.IO session like a lost connection: the server forgets it (socket.io
+    disconnect handlers run), no ``close`` packet is sent, the WebSocket is closed after what was
+    queued before (the writer stops at the ``None``) and a pending long-poll returns empty; the
+    client's next poll finds no session (400), a transport error it reconnects from."""
+    sock = eio.sockets.get(eio_sid)
+    if sock is None:
+        return
+    await sock.close(wait=False, abort=True, reason=eio.reason.TRANSPORT_CLOSE)
+    sock.queue.put_nowait(None)
+    eio.sockets.pop(eio_sid, None)
 
 
 class _NothingToDrain(Exception):
