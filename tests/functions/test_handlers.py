@@ -113,6 +113,8 @@ async def test_router_target_down_raises_after_trying_all() -> None:
         ({"event": "chat", "persist": "yes"}, "'persist' must be true or false, got string"),
         ({"event": "chat", "namespace": "chat"}, "'namespace' must be a string starting with '/'"),
         ({"event": "disconnect"}, "reserved"),
+        ({"event": "relay:reconnect", "data": {"reason": "draining"}}, "come from relay nodes only"),
+        ({"event": "relay:history_token"}, "reserved"),
         ({"event": "chat", "colour": 1}, "unknown field(s) ['colour']"),
         (b'{"event":"chat","data":NaN}', "not valid JSON"),
     ],
