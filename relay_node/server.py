@@ -32,6 +32,7 @@ from .history import EVENT as HISTORY_TOKEN_EVENT
 from .history import HistoryTokenIssuer
 from .loading import LoadError, setup_apps
 from .metrics import CONTENT_TYPE, make_registry
+from .oversize import hard_cap, refuse_oversized
 from .probe import StartupError, admin_kwargs, client_kwargs, endpoint_of, needs_tunnel, probe
 
 log = logging.getLogger("relay_node")
@@ -80,6 +81,8 @@ class _DrainGate:
                     await _respond_json(send, 413, {"error": f"request body over {limit} bytes"},
                                         extra=[(b"connection", b"close")])
                     return
+        if scope["type"] == "websocket":  # an oversized event gets an error, not a closed connection
+            receive = refuse_oversized(receive, send, self.node.cfg.max_http_buffer_size)
         await self.app(scope, receive, send)
 
 
@@ -302,9 +305,9 @@ class RelayNode:
         config = uvicorn.Config(
             self.asgi, log_config=None, access_log=False, lifespan="off", ws="auto",
             timeout_graceful_shutdown=2, ws_ping_interval=20, ws_ping_timeout=20,
-            # refuse an oversized WebSocket message while it arrives (close 1009) instead of
-            # buffering up to uvicorn's 16 MiB default before engine.io checks it
-            ws_max_size=cfg.max_http_buffer_size + 1024,
+            # up to the hard cap an oversized message is answered with an error (relay_node/oversize.py);
+            # above it, it is refused while it arrives (close 1009), not buffered up to uvicorn's 16 MiB
+            ws_max_size=hard_cap(cfg.max_http_buffer_size),
             log_level="debug" if cfg.log_level == "DEBUG" else "warning",
         )
         self._uvicorn = _Uvicorn(config)
