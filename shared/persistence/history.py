@@ -213,17 +213,19 @@ class _PartitionQueues:
         self._locks: OrderedDict[str, asyncio.Lock] = OrderedDict()
         self._keep = keep
 
-    def lock(self, pk: str) -> asyncio.Lock:
-        lock = self._locks.get(pk)
+    def lock(self, table: Any, pk: str) -> asyncio.Lock:
+        # per event loop (an asyncio.Lock belongs to one) and per table
+        key = f"{id(asyncio.get_running_loop())}|{getattr(table, 'table_name', '')}|{pk}"
+        lock = self._locks.get(key)
         if lock is None:
-            lock = self._locks[pk] = asyncio.Lock()
+            lock = self._locks[key] = asyncio.Lock()
             while len(self._locks) > self._keep:  # forget idle partitions (never a held one)
-                old_pk, old = next(iter(self._locks.items()))
+                old_key, old = next(iter(self._locks.items()))
                 if old.locked():
                     break
-                del self._locks[old_pk]
+                del self._locks[old_key]
         else:
-            self._locks.move_to_end(pk)
+            self._locks.move_to_end(key)
         return lock
 
 
@@ -249,7 +251,7 @@ async def store_events(table: Any, events: list[StoredEvent]) -> list[StoredEven
     for pk, evs in by_pk.items():
         # the lock is taken before this coroutine's first await in the common case, so concurrent
         # invocations of one process write a partition in the order they were started
-        async with _queues.lock(pk):
+        async with _queues.lock(table, pk):
             for chunk in _chunks(evs):
                 for ev in await _append(table, pk, chunk):
                     stored[(pk, ev.id)] = ev
@@ -313,8 +315,9 @@ async def _append(table: Any, pk: str, chunk: list[StoredEvent]) -> list[StoredE
             if _table_missing(exc):
                 await ensure_table(table)  # first write ever (Azure: infra creates the table)
                 continue
-            if exc.index in (0, None) or code in ("UpdateConditionNotSatisfied", "ConditionNotMet"):
-                # another writer moved the counter (or created it) first: retry on the new one
+            if exc.status_code == 412 or (etag is None and exc.index in (0, None) and exc.status_code == 409):
+                # another writer moved the counter (412) or created it (409) first: retry on the new one
+                # (markers exist only next to a counter, so with no counter a 409 is the counter's)
                 await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * (attempt + 1))))
                 continue
             if "AlreadyExists" in code or exc.status_code == 409:
