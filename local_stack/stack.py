@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,14 @@ from .webpubsub_recorder import connection_string as webpubsub_connection_string
 
 STATE_FILE = "stack.json"
 LOCK_FILE = "stack.lock"
+
+
+def _say(text: str) -> None:
+    """A supervisor line; on a terminal it overwrites the live status line, which is redrawn next."""
+    if sys.stdout.isatty():
+        print("\r" + text.ljust(100), flush=True)
+    else:
+        print(text, flush=True)
 
 
 class StackBusy(RuntimeError):
@@ -277,7 +286,7 @@ class LocalStack:
             await self.stop()
             raise
         if self.supervise:
-            self.supervisor = Supervisor(lambda: self.processes, self.restart_process)
+            self.supervisor = Supervisor(lambda: self.processes, self.restart_process, say=_say)
             self.supervisor.start()
 
     async def restart_process(self, name: str) -> None:
