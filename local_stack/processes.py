@@ -67,7 +67,10 @@ class ManagedProcess:
 
     async def start(self, ready_within: float = 30.0) -> None:
         """Start the process (again, after it exited: same arguments, the log file is appended to)."""
-        if self._reader is not None:  # a restart: the old reader ends with the old process's pipe
+        if self.proc is not None:  # a restart: reap the old process, its reader ends with its pipe
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.proc.wait(), 5)
+        if self._reader is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._reader, 2)
         self._ready = asyncio.Event()

@@ -75,6 +75,7 @@ async def test_quick_deaths_back_off_doubling() -> None:
         await wait_for(lambda: len(starts) >= 4, 10)
     finally:
         await sup.stop()
+        await proc.stop(5)
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert gaps[0] >= 0.35 and gaps[1] >= 0.75 and gaps[2] >= 0.75, gaps  # 0.4, 0.8, then capped at 0.8
     assert sup.entry("crashy").last_exit == 3
@@ -94,3 +95,26 @@ def test_a_counter_reset_counts_from_zero_never_negative() -> None:
     assert counter_rate((0.0, 5000.0), 2.0, 10.0) == 5.0  # restarted: 10 since the reset
     assert counter_rate((0.0, 10.0), 2.0, 30.0) == 10.0
     assert counter_rate(None, 2.0, 30.0) is None
+
+
+async def test_the_dashboard_lists_processes_up_or_not_and_a_nodes_restarts() -> None:
+    import aiohttp
+
+    from local_stack.dashboard import Collector, NodeTarget
+    from local_stack.processes import free_port
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        rows = [{"name": "azurite", "state": "running", "restarts": 0, "port": listening.getsockname()[1]},
+                {"name": "functions", "state": "restarting", "restarts": 2, "port": free_port()},
+                {"name": "node-n1", "state": "running", "restarts": 1, "port": free_port()}]
+        c = Collector(lambda: [NodeTarget("n1", "r1", False, f"http://127.0.0.1:{rows[2]['port']}")], lambda: [],
+                      services=lambda: rows, probe_timeout=0.5)
+        async with aiohttp.ClientSession() as session:
+            await c.tick(session)
+    services = {s["name"]: s for s in c.state["services"]}
+    assert services["azurite"]["up"] is True and services["functions"]["up"] is False
+    assert services["functions"]["state"] == "restarting" and services["functions"]["restarts"] == 2
+    node = c.state["nodes"][0]
+    assert node["state"] == "down" and node["restarts"] == 1 and node["process"] == "running"
