@@ -42,6 +42,8 @@ class ManagedProcess:
     env: dict[str, str] = field(default_factory=dict)
     ready_pattern: str | None = None
     log_dir: Path | None = None
+    #: what :meth:`stop` sends first (Azurite saves its tables on SIGINT only)
+    stop_signal: int = signal.SIGTERM
     proc: asyncio.subprocess.Process | None = None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=200))
     matches: dict[str, str] = field(default_factory=dict)
@@ -135,11 +137,11 @@ class ManagedProcess:
                 os.killpg(self.proc.pid, sig)
 
     async def stop(self, grace: float = 15.0) -> int | None:
-        """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
+        """``stop_signal`` (SIGTERM) to the process group, SIGKILL after ``grace`` seconds."""
         if self.proc is None:
             return None
         self._stopping = True
-        self.signal(signal.SIGTERM)
+        self.signal(self.stop_signal)
         try:
             await asyncio.wait_for(self.proc.wait(), grace)
         except TimeoutError:

@@ -370,6 +370,8 @@ class LocalStack:
                      "--location", str(azurite_dir), "--skipApiVersionCheck", "--loose", "--disableTelemetry"],
                     ready_pattern=r"successfully (started|listening)",
                     log_dir=logs,
+                    # SIGTERM ends Azurite without saving what it wrote in the last 5 s (its autosave)
+                    stop_signal=signal.SIGINT,
                 )
             ),
             self._spawn(
