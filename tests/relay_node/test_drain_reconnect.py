@@ -109,6 +109,8 @@ async def test_sigterm_standard_clients_reconnect_by_themselves_within_10s(conn_
             await asyncio.sleep(0.05)
         reconnected_py = [t for t, what, _ in py_events if what == "connect"][1]
         assert reconnected_py - sigterm < WITHIN * SCALE and reconnected_browser - sigterm < WITHIN * SCALE
+        print(f"\nFIGURE drain-reconnect: python {reconnected_py - sigterm:.1f} s, "
+              f"browser {reconnected_browser - sigterm:.1f} s after SIGTERM", flush=True)
         assert py.connected
         # they dropped as a lost connection, not as a server disconnect (which is final)
         lost = {"transport close", "transport error"}
