@@ -40,11 +40,13 @@ async def page(session: aiohttp.ClientSession, stack: LocalStack, room: str, aft
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 async def test_three_senders_and_a_paging_reader_get_all_900_once_in_each_senders_order(stack: LocalStack) -> None:
     room = f"cursor-{uuid.uuid4().hex[:8]}"
     senders = {node: await joined_client(stack.node_url(node), room) for node in NODES}
     seen: list[str] = []
     sending = True
+    sent_at = time.monotonic()
 
     async def fire(node: str, client: socketio.AsyncClient) -> None:
         for i in range(PER_SENDER):  # no ack awaited: as fast as the socket takes them
@@ -52,10 +54,17 @@ async def test_three_senders_and_a_paging_reader_get_all_900_once_in_each_sender
 
     async def read() -> None:
         after: str | None = None
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 150
         async with aiohttp.ClientSession() as session:
             while len(seen) < PER_SENDER * len(NODES) or sending:
-                assert time.monotonic() < deadline, f"history has {len(seen)} of {PER_SENDER * len(NODES)}"
+                if not sending:  # all sent: the history has a minute to catch up
+                    deadline = min(deadline, sent_at + 60)
+                if time.monotonic() > deadline:
+                    have = set(seen)
+                    missing = [f"{n}:{i}" for n in NODES for i in range(PER_SENDER) if f"{n}:{i}" not in have]
+                    raise AssertionError(
+                        f"the reader has {len(seen)} events ({len(have)} distinct) of {PER_SENDER * len(NODES)}; "
+                        f"never got {len(missing)}, e.g. {missing[:5]}")
                 body = await page(session, stack, room, after)
                 for event in body["events"]:
                     seen.append(event["data"]["text"])
@@ -69,6 +78,7 @@ async def test_three_senders_and_a_paging_reader_get_all_900_once_in_each_sender
     reader = asyncio.create_task(read())
     try:
         await asyncio.gather(*(fire(node, client) for node, client in senders.items()))
+        sent_at = time.monotonic()
         sending = False
         await asyncio.wait_for(reader, 200)
     finally:
