@@ -47,6 +47,7 @@ async def test_three_senders_and_a_paging_reader_get_all_900_once_in_each_sender
     seen: list[str] = []
     sending = True
     sent_at = time.monotonic()
+    page_errors: list[str] = []
 
     async def fire(node: str, client: socketio.AsyncClient) -> None:
         for i in range(PER_SENDER):  # no ack awaited: as fast as the socket takes them
@@ -55,7 +56,7 @@ async def test_three_senders_and_a_paging_reader_get_all_900_once_in_each_sender
     async def read() -> None:
         after: str | None = None
         deadline = time.monotonic() + 150
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
             while len(seen) < PER_SENDER * len(NODES) or sending:
                 if not sending:  # all sent: the history has a minute to catch up
                     deadline = min(deadline, sent_at + 60)
@@ -64,8 +65,13 @@ async def test_three_senders_and_a_paging_reader_get_all_900_once_in_each_sender
                     missing = [f"{n}:{i}" for n in NODES for i in range(PER_SENDER) if f"{n}:{i}" not in have]
                     raise AssertionError(
                         f"the reader has {len(seen)} events ({len(have)} distinct) of {PER_SENDER * len(NODES)}; "
-                        f"never got {len(missing)}, e.g. {missing[:5]}")
-                body = await page(session, stack, room, after)
+                        f"never got {len(missing)}, e.g. {missing[:5]}; failed pages {len(page_errors)} "
+                        f"{page_errors[-3:]}")
+                try:
+                    body = await page(session, stack, room, after)
+                except (TimeoutError, aiohttp.ClientError) as exc:  # counted, said if the test fails
+                    page_errors.append(f"{type(exc).__name__}: {exc}"[:120])
+                    continue
                 for event in body["events"]:
                     seen.append(event["data"]["text"])
                     after = event["cursor"]  # the last cursor seen, as a resuming client does
