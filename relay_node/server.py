@@ -36,6 +36,7 @@ from .history import HistoryTokenIssuer
 from .loading import LoadError, load_ref, setup_apps
 from .metrics import CONTENT_TYPE, make_registry
 from .ops import OPS_SCOPE_KEY, OpsServer
+from .oversize import hard_cap, refuse_oversized
 from .probe import StartupError, probe
 from .ratelimit import RateLimiter, install_rate_limit
 from .sdk_options import SdkOptions, endpoint_of, needs_tunnel, sdk_options
@@ -86,6 +87,8 @@ class _DrainGate:
                     await _respond_json(send, 413, {"error": f"request body over {limit} bytes"},
                                         extra=[(b"connection", b"close")])
                     return
+        if scope["type"] == "websocket":  # an oversized event gets an error, not a closed connection
+            receive = refuse_oversized(receive, send, self.node.cfg.max_http_buffer_size)
         await self.app(scope, receive, send)
 
 
@@ -327,9 +330,9 @@ class RelayNode:
         config = uvicorn.Config(
             self.asgi, log_config=None, access_log=False, lifespan="off", ws="auto",
             timeout_graceful_shutdown=2, ws_ping_interval=20, ws_ping_timeout=20,
-            # refuse an oversized WebSocket message while it arrives (close 1009) instead of
-            # buffering up to uvicorn's 16 MiB default before engine.io checks it
-            ws_max_size=cfg.max_http_buffer_size + 1024,
+            # up to the hard cap an oversized message is answered with an error (relay_node/oversize.py);
+            # above it, it is refused while it arrives (close 1009), not buffered up to uvicorn's 16 MiB
+            ws_max_size=hard_cap(cfg.max_http_buffer_size),
             log_level="debug" if cfg.log_level == "DEBUG" else "warning",
         )
         self._uvicorn = _Uvicorn(config)
@@ -429,22 +432,38 @@ class RelayNode:
         self._stopped.set()
 
     async def _move_clients(self, left: Callable[[], float]) -> None:
-        """Tell every client to go: ``relay:reconnect``, then close its Engine.IO transport.
+        """Tell every client to go: ``relay:reconnect``, then drop its Engine.IO transport.
 
-        A transport close (not a socket.io-level disconnect) makes the official clients
-        reconnect on their own, through the load balancer, to a node that is still ready.
+        The transport is closed without an Engine.IO ``close`` packet (and so without a socket.io
+        disconnect): to the official clients (JS, python-socketio) that is a lost connection, which
+        they reconnect from on their own, with their default backoff, through the load balancer to
+        a node that is still ready. A ``close`` packet would be a server disconnect, which
+        python-socketio's client never reconnects from.
         """
         eio_sids = list(getattr(self.sio.eio, "sockets", {}).keys())
         if not eio_sids:
             return
-        log.info("disconnecting %d client(s) so they reconnect elsewhere", len(eio_sids))
+        log.info("closing %d client connection(s) so they reconnect elsewhere", len(eio_sids))
         with contextlib.suppress(Exception):
             await self.sio.emit("relay:reconnect", {"reason": "draining", "node": self.cfg.node_id},
                                 ignore_queue=True)
         await asyncio.sleep(min(0.2, left()))
         for eio_sid in eio_sids:
             with contextlib.suppress(Exception):
-                await self.sio.eio.disconnect(eio_sid)
+                await _drop_transport(self.sio.eio, eio_sid)
+
+
+async def _drop_transport(eio: Any, eio_sid: str) -> None:
+    """Close one Engine.IO session like a lost connection: the server forgets it (socket.io
+    disconnect handlers run), no ``close`` packet is sent, the WebSocket is closed after what was
+    queued before (the writer stops at the ``None``) and a pending long-poll returns empty; the
+    client's next poll finds no session (400), a transport error it reconnects from."""
+    sock = eio.sockets.get(eio_sid)
+    if sock is None:
+        return
+    await sock.close(wait=False, abort=True, reason=eio.reason.TRANSPORT_CLOSE)
+    sock.queue.put_nowait(None)
+    eio.sockets.pop(eio_sid, None)
 
 
 class _NothingToDrain(Exception):

@@ -72,7 +72,7 @@ async def persist(ctx: AppContext, region: str, msg: func.ServiceBusMessage) -> 
         if not events:
             return 0
         table = ctx.table_client()
-        await hist.store_events(table, events)
+        events = await hist.store_events(table, events)  # with their cursors (a redelivery: the first ones)
         registry: HookRegistry = ctx.hooks if ctx.hooks is not None else default_hooks
         for ev in events:
             await registry.run(ev)

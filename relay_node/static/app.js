@@ -9,6 +9,7 @@
   const seen = new Set();          // message ids already shown (live + history overlap)
   const lastTs = {};               // room -> ts of the newest message shown
   const proofs = {};               // room -> the last history token: proves the membership after a reconnect
+  const lastCursor = {};           // room -> history cursor of the newest event read from the history API
   let config = { node: "?", region: "?", historyUrl: null, chatRoomPrefix: "chat:" };
   let socket = null;
 
@@ -86,11 +87,12 @@
   // Missed messages after a reconnect, from the Functions history API (when configured):
   // GET <historyUrl>?ns=/&room=chat:<room>&after=<cursor> with Authorization: Bearer <history token>
   // -> {"events": [{data: {...chat}}], "next"}
-  // The first cursor is built from the newest message shown ("<13-digit ms>-0" sorts before every
-  // event id of that millisecond); duplicates are dropped by id.
+  // The cursor is that of the last event read from the history before; the first time, a live
+  // message carries no cursor, so "<13-digit ms>-0" (which sorts before every sequence cursor)
+  // reads the room from the start of its sequenced events. Duplicates are dropped by id.
   async function fetchHistory(room) {
     if (!config.historyUrl || !lastTs[room]) return;
-    let after = String(Math.floor(lastTs[room] * 1000)).padStart(13, "0") + "-0";
+    let after = lastCursor[room] || String(Math.floor(lastTs[room] * 1000)).padStart(13, "0") + "-0";
     let n = 0;
     try {
       const token = await historyToken(room);
@@ -104,6 +106,7 @@
         if (!res.ok) throw new Error(`HTTP ${res.status}`);
         const body = await res.json();
         for (const ev of body.events || []) {
+          if (ev && ev.cursor) lastCursor[room] = ev.cursor;
           const m = ev && ev.data && ev.data.text !== undefined ? ev.data : null;
           if (m && !(m.id && seen.has(m.id))) { showChat(m); n++; }
         }

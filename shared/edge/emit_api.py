@@ -35,6 +35,8 @@ NODE_ID = f"functions-{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().he
 
 #: socket.io reserves these event names on the client side.
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"})
+#: the relay nodes' own events (``relay:reconnect``, ``relay:history_token``...): only a node sends them
+RESERVED_PREFIX = "relay:"
 _FIELDS = ("namespace", "room", "to", "event", "data", "persist")
 #: deepest nesting of arrays/objects a body may have (the Service Bus SDK's own decoder caps at 64)
 MAX_DEPTH = 64
@@ -104,6 +106,8 @@ def parse_emit_request(body: bytes, *, max_bytes: int, content_type: str | None 
         errors.append(f"'event' must be a non-empty string, got {_type(event)}")
     elif event in RESERVED_EVENTS:
         errors.append(f"'event' {event!r} is reserved by socket.io")
+    elif event.startswith(RESERVED_PREFIX):
+        errors.append(f"'event' {event[:64]!r} is reserved: '{RESERVED_PREFIX}*' events come from relay nodes only")
     elif len(event) > 256:
         errors.append("'event' is longer than 256 characters")
     ns = doc.get("namespace", "/")

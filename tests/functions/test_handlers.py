@@ -136,6 +136,8 @@ async def test_router_target_down_raises_after_trying_all() -> None:
         ({"event": "chat", "persist": "yes"}, "'persist' must be true or false, got string"),
         ({"event": "chat", "namespace": "chat"}, "'namespace' must be a string starting with '/'"),
         ({"event": "disconnect"}, "reserved"),
+        ({"event": "relay:reconnect", "data": {"reason": "draining"}}, "come from relay nodes only"),
+        ({"event": "relay:history_token"}, "reserved"),
         ({"event": "chat", "colour": 1}, "unknown field(s) ['colour']"),
         (b'{"event":"chat","data":NaN}', "not valid JSON"),
     ],
@@ -221,12 +223,13 @@ async def test_persist_then_history_in_order_with_pagination(azurite) -> None:  
     t0 = time.time()
     room = "room/with#odd?chars"
     envs = [emit_envelope("us", room=room, data=f"m{i}", persist=True, ts=t0 + i, skip_sid="sid-9") for i in range(5)]
-    # out of order across two messages; the second is delivered twice (redelivery)
-    msgs = [sb_message(Batch(tuple(envs[3:]), 0, ("us",)), message_id="p2"),
-            sb_message(Batch(tuple(envs[:3]), 0, ("us",)), message_id="p1")]
+    # two messages; the first is delivered twice (redelivery): stored once, hooks run again
+    msgs = [sb_message(Batch(tuple(envs[:3]), 0, ("us",)), message_id="p1"),
+            sb_message(Batch(tuple(envs[3:]), 0, ("us",)), message_id="p2")]
     for msg in msgs + msgs[:1]:
         await handlers.persist(ctx, "us", msg)
-    assert [e.data for e in seen] == ["m3", "m4", "m0", "m1", "m2", "m3", "m4"]  # hooks: at least once
+    assert [e.data for e in seen] == ["m0", "m1", "m2", "m3", "m4", "m0", "m1", "m2"]  # hooks: at least once
+    assert [e.cursor for e in seen[5:]] == [e.cursor for e in seen[:3]]  # a redelivery keeps the first cursors
 
     pages, after = [], None
     while True:
