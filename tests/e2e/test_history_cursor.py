@@ -8,16 +8,32 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 import socketio
 
-from local_stack.stack import LocalStack
+from local_stack.stack import LocalStack, StackPorts
 
 PER_SENDER = 300
 NODES = ("a1", "a2", "b1")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalStack]:
+    """A stack of its own whose nodes do not rate-limit sockets: each sender fires 300 chats at
+    once, well past the per-socket default (20/s, burst 60), which tests/relay_node/test_security.py
+    holds. Here only the history's order and completeness are under test."""
+    stack = LocalStack(run_dir=tmp_path_factory.mktemp("cursor-stack"), ports=StackPorts.ephemeral(),
+                       node_extra_args=["--app", "relay_node.chat:setup", "--rate-limit", "0"])
+    await stack.start()
+    try:
+        yield stack
+    finally:
+        await stack.stop()
 
 
 async def joined_client(url: str, room: str) -> socketio.AsyncClient:
