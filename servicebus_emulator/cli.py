@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 
+from . import default_key, origin_guard
 from .config import load_config
 from .errors import ConfigError, DataDirError
 from .persistence import DataDir
@@ -40,18 +41,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fsync", choices=("on", "off"), default=os.environ.get("SERVICEBUS_EMULATOR_FSYNC", "on"),
                         help="with --data-dir: 'on' (default) fsyncs each commit (survives power loss); 'off' "
                              "survives a crash of the emulator but not of the OS")
+    parser.add_argument("--allow-host", action="append",
+                        default=[h for h in os.environ.get("SERVICEBUS_EMULATOR_ALLOWED_HOSTS", "").split(",") if h],
+                        help="also answer HTTP/WebSocket requests whose Host is this name (repeatable; e.g. a "
+                             "container name with --host 0.0.0.0); localhost and the bound address always work")
     parser.add_argument("--log-level", default=os.environ.get("SERVICEBUS_EMULATOR_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"servicebus-emulator: configuration error: {exc}", file=sys.stderr)
-        return 2
+    origin_guard.allow_hosts(args.allow_host)
     data_dir = None
-    if args.data_dir:
+    if args.data_dir:  # first: a key made up for the configuration is kept there (default_key.py)
         if args.fsync not in ("on", "off"):
             print(f"servicebus-emulator: --fsync must be on or off, not {args.fsync!r}", file=sys.stderr)
             return 2
@@ -62,6 +63,14 @@ async def serve(args: argparse.Namespace) -> int:
             print(f"servicebus-emulator: data dir error: {exc}", file=sys.stderr)
             data_dir.close()
             return 2
+        default_key.use_data_dir(data_dir.path)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"servicebus-emulator: configuration error: {exc}", file=sys.stderr)
+        if data_dir is not None:
+            data_dir.close()
+        return 2
     emulator = Emulator(config, host=args.host, port=args.port, data_dir=data_dir)
     try:
         await emulator.start()
@@ -85,6 +94,10 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     for name, conn in emulator.connection_strings().items():
         print(f"namespace {name}: {conn}", flush=True)
+    if default_key.was_generated():
+        print("key: no SharedAccessPolicies configured, so RootManageSharedAccessKey has a random key made up "
+              f"for this emulator{' (kept in the data dir)' if data_dir is not None else ''}: use the connection "
+              "strings above; SAS_KEY_VALUE is refused", flush=True)
     for name, url in emulator.websocket_endpoints().items():
         print(f"websocket {name}: {url} (AMQP over WebSockets, subprotocol {SUBPROTOCOL}, no TLS)", flush=True)
     if data_dir is not None:

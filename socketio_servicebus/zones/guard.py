@@ -26,6 +26,7 @@ from socketio_servicebus.topology import (
     PROP_ORIGIN_REGION,
     PROP_PERSIST,
     PROP_TARGET_NODE,
+    PROP_TARGET_REGION,
     PROP_VISITED,
 )
 from socketio_servicebus.wire.envelope import Batch, Envelope
@@ -56,7 +57,8 @@ def props_match(props: Mapping[str, Any], batch: Batch) -> str | None:
     visited = ",".join(batch.visited) if batch.visited else None
     for key, want in ((PROP_ORIGIN_NODE, e.origin_node), (PROP_KIND, e.kind.value), (PROP_PERSIST, e.persist),
                       (PROP_HOPS, batch.hops), (PROP_NAMESPACE, e.ns), (PROP_ORIGIN_REGION, e.origin_region),
-                      (PROP_TARGET_NODE, e.target_node), (PROP_VISITED, visited)):
+                      (PROP_TARGET_NODE, e.target_node), (PROP_TARGET_REGION, e.target_region),
+                      (PROP_VISITED, visited)):
         got = props.get(key)
         if want is None:
             if got not in (None, "", b""):
