@@ -152,7 +152,7 @@ async def test_a_site_history_key_reads_only_its_rooms() -> None:
     scoped = json.dumps([{"key": SITE_HISTORY_KEY, "rooms": ["chat:factory1"]}])
     ctx = AppContext(AppSettings.from_env(zoned(SIO_HISTORY_TOKEN_KEY=HISTORY_KEY,
                                                 SIO_HISTORY_TOKEN_SCOPED_KEYS=scoped)))
-    token = history_token.mint(SITE_HISTORY_KEY, ns="/", room="chat:lobby")
+    token = history_token.mint(SITE_HISTORY_KEY, ns="/", room="chat:lobby", since=0)
     resp = await handlers.history_http(ctx, http_request("GET", "history", params={"room": "chat:lobby"},
                                                          headers={"Authorization": f"Bearer {token}"}))
     assert resp.status_code == 403

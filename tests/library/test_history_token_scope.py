@@ -20,24 +20,24 @@ def keys() -> HistoryKeys:
 
 
 def test_a_site_key_opens_its_own_rooms_only() -> None:
-    claims = verify(mint(SITE, ns="/", room="chat:factory1:line2", now=NOW), keys(), now=NOW)
+    claims = verify(mint(SITE, ns="/", since=0, room="chat:factory1:line2", now=NOW), keys(), now=NOW)
     assert claims.kid == key_id(SITE) and claims.scope == ("chat:factory1",)
     assert claims.covers("/", "chat:factory1:line2")
-    lobby = verify(mint(SITE, ns="/", room="chat:lobby", now=NOW), keys(), now=NOW)
+    lobby = verify(mint(SITE, ns="/", since=0, room="chat:lobby", now=NOW), keys(), now=NOW)
     assert not lobby.covers("/", "chat:lobby")  # valid signature, outside the scope: 403 at the API
 
 
 def test_each_kid_has_its_own_prefixes_and_the_cloud_key_stays_unscoped() -> None:
-    depot = verify(mint(OTHER, ns="/", room="ops:depot:1", now=NOW), keys(), now=NOW)
+    depot = verify(mint(OTHER, ns="/", since=0, room="ops:depot:1", now=NOW), keys(), now=NOW)
     assert depot.covers("/", "ops:depot:1")
-    assert not verify(mint(OTHER, ns="/", room="chat:factory1", now=NOW), keys(), now=NOW).covers("/", "chat:factory1")
-    cloud = verify(mint(CLOUD, ns="/", room="chat:factory1", now=NOW), keys(), now=NOW)
+    assert not verify(mint(OTHER, ns="/", since=0, room="chat:factory1", now=NOW), keys(), now=NOW).covers("/", "chat:factory1")
+    cloud = verify(mint(CLOUD, ns="/", since=0, room="chat:factory1", now=NOW), keys(), now=NOW)
     assert cloud.scope is None and cloud.covers("/", "chat:factory1")
 
 
 def test_an_unknown_site_key_is_refused() -> None:
     with pytest.raises(TokenError) as info:
-        verify(mint("z" * 40, ns="/", room="chat:factory1", now=NOW), keys(), now=NOW)
+        verify(mint("z" * 40, ns="/", since=0, room="chat:factory1", now=NOW), keys(), now=NOW)
     assert info.value.status == 401
 
 
