@@ -156,3 +156,14 @@ async def test_a_site_history_key_reads_only_its_rooms() -> None:
     resp = await handlers.history_http(ctx, http_request("GET", "history", params={"room": "chat:lobby"},
                                                          headers={"Authorization": f"Bearer {token}"}))
     assert resp.status_code == 403
+
+
+async def test_the_router_re_signs_a_cloud_message_after_checking_it() -> None:
+    ctx = FakeContext(zoned())
+    plan = await handlers.router(ctx, "eu", signed_msg([emit_envelope("eu", room="chat:lobby", node="a1")], Z.cloud))
+    assert plan.targets == ("us",)
+    out = ctx.senders["us"].sent[0]
+    body = b"".join(out.body)
+    props = {str(k): v for k, v in out.application_properties.items()}
+    zone, verdict = BusGuard(Z.zone_set("factory1")).check_message(body, props, Batch.decode(body))
+    assert verdict.ok and zone is not None and zone.name == "cloud" and props["sio_hops"] == 1
