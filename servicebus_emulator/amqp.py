@@ -37,15 +37,17 @@ from proton import (
 
 from .amqp_frames import FrameFixer
 from .codec import encode_entry, parse_transfer, to_stored
-from .entities import Namespace, split_path
+from .entities import Namespace, Queue, Topic, split_path
 from .errors import (
     BadRequest,
     EmulatorError,
     InternalError,
     MessageTooLarge,
     NotImplementedOperation,
+    QuotaExceeded,
     Unauthorized,
 )
+from .meter import Op
 from .runtime import Runtime
 from .sas import Grant, verify_token
 from .store import Entry, MessageStore
@@ -105,6 +107,8 @@ class EntitySender:
         return self.link.credit if self.link.state & Endpoint.LOCAL_ACTIVE else 0
 
     def deliver(self, entry: Entry, store: MessageStore) -> None:
+        # charged, never withheld (see meter.py)
+        self.conn.namespace.meter.charge(store.path, {Op.RECEIVE: 1}, refusable=False)
         payload = encode_entry(entry)
         token = entry.lock_token if entry.lock_token is not None else uuid.uuid4()
         delivery = self.link.delivery(token.bytes_le)  # type: ignore[arg-type]  # proton hints str; tags are bytes
@@ -148,6 +152,7 @@ class AmqpConnection(asyncio.Protocol):
         self.senders: list[EntitySender] = []
         self._flush_scheduled = False
         self._closed = False
+        self._admitted = False  # counted against the namespace's connection quota
 
     # -- asyncio plumbing ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -176,6 +181,9 @@ class AmqpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.runtime.connection_closed(self)
+        if self._admitted:
+            self._admitted = False
+            self.namespace.meter.connection_closed()
         for sender in self.senders:
             sender.closed()
         self.senders.clear()
@@ -229,6 +237,15 @@ class AmqpConnection(asyncio.Protocol):
         kind = event.type
         if kind == Event.CONNECTION_REMOTE_OPEN:
             self.connection.container = "servicebus-emulator"
+            try:
+                self.namespace.meter.connection_opened()
+                self._admitted = True
+            except QuotaExceeded as exc:
+                # as Service Bus does at its connection quota: open, then close with the error
+                self.connection.open()
+                self.connection.condition = _condition(exc)
+                self.connection.close()
+                return
             self.connection.open()
         elif kind == Event.CONNECTION_REMOTE_CLOSE:
             self.connection.close()
@@ -396,9 +413,17 @@ class AmqpConnection(asyncio.Protocol):
         messages = parse_transfer(payload)
         now = time.time()
         stored = [to_stored(m) for m in messages]
+        self._charge_send(entity, len(stored))
         entity.check_quota(sum(m.size for m in stored))
         for msg in stored:
             entity.accept(msg, now)
+
+    def _charge_send(self, entity: Topic | Queue, count: int) -> None:
+        """A send of ``count`` messages: 1 credit each, and to a topic 1 per filter evaluation
+        (every rule of every subscription); refused as a whole when throttled."""
+        filters = entity.filter_count() * count if isinstance(entity, Topic) else 0
+        counts = {Op.SEND: count, Op.FILTER: filters} if filters else {Op.SEND: count}
+        self.namespace.meter.charge(entity.name, counts)
 
     def _on_disposition(self, delivery: Delivery) -> None:
         ctx = getattr(delivery, "ctx", None)
@@ -531,6 +556,7 @@ class AmqpConnection(asyncio.Protocol):
             self._authorize(parts, "Listen")
             store = self.namespace.store_for(path)
             entries = store.peek(int(get.get("from-sequence-number", 0)), int(get.get("message-count", 1)))
+            self.namespace.meter.charge(store.path, {Op.PEEK: max(len(entries), 1)})
             if not entries:
                 return None, 204
             return {symbol("messages"): [{symbol("message"): encode_entry(e, peek=True)} for e in entries]}, 200
@@ -539,6 +565,7 @@ class AmqpConnection(asyncio.Protocol):
             store = self.namespace.store_for(path)
             seqs = [int(s) for s in _array_values(get.get("sequence-numbers"))]
             lock = int(get.get("receiver-settle-mode", 1)) != 0
+            self.namespace.meter.charge(store.path, {Op.RECEIVE: max(len(seqs), 1)})
             entries = store.receive_deferred(seqs, now, lock)
             out = []
             for entry in entries:
@@ -570,7 +597,9 @@ class AmqpConnection(asyncio.Protocol):
             self._authorize(parts, "Send")
             entity = self.namespace.sender_for(path)
             seqs = []
-            for item in _array_values(get.get("messages")):
+            items = _array_values(get.get("messages"))
+            self._charge_send(entity, len(items))
+            for item in items:
                 fields = {str(k): v for k, v in item.items()}
                 for parsed in parse_transfer(bytes(fields["message"])):
                     msg = to_stored(parsed)
