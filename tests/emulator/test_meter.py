@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.servicebus import ServiceBusMessage
-from azure.servicebus.management import SqlRuleFilter
 from azure.servicebus.exceptions import ServiceBusError, ServiceBusServerBusyError
+from azure.servicebus.management import SqlRuleFilter
 
 from servicebus_emulator.errors import QuotaExceeded, ServerBusy
 from servicebus_emulator.meter import Meter, Op, Tier
