@@ -42,6 +42,8 @@ __all__ = [
     "Fleet",
     "Estimate",
     "batch_size",
+    "credits_per_message",
+    "fixed_credits_per_second",
     "estimate",
     "main",
     "window_for_budget",
@@ -149,22 +151,33 @@ class Estimate:
     room_share: float
 
 
-def _per_second(fleet: Fleet, b: float) -> dict[str, float]:
+def credits_per_message(fleet: Fleet) -> dict[str, float]:
+    """What one emit message a node sends costs its namespace, with the copies the routers
+    bring into the other regions' namespaces counted as if spent here (regions are symmetric)."""
     n, k, r = fleet.nodes, fleet.function_subscriptions, fleet.regions
-    emits_msgs = n * fleet.emits_per_second / b  # messages sent per second by the region's nodes
-    beats = n / fleet.heartbeat_interval if fleet.heartbeat_interval > 0 else 0.0
     subs = n + k
-    sends = emits_msgs + beats
-    filters = sends * subs
-    receives = emits_msgs * (n - 1 + k) + beats * (n - 1)
-    if r > 1:  # emits the routers bring in from every other region
-        forwarded = emits_msgs * (r - 1)
-        sends += forwarded
-        filters += forwarded * subs
-        receives += forwarded * n
+    out = {"send": 1.0, "filter": float(subs), "receive": float(n - 1 + k), "management": 0.0}
+    if r > 1:  # each other region forwards its emits here: a send, subs filters, n receives
+        out["send"] += r - 1
+        out["filter"] += (r - 1) * subs
+        out["receive"] += (r - 1) * n
+    return {kind: v * CREDITS[kind] for kind, v in out.items()}
+
+
+def fixed_credits_per_second(fleet: Fleet) -> dict[str, float]:
+    """What the fleet of one region spends with no emit: heartbeats and subscription checks."""
+    n, subs = fleet.nodes, fleet.nodes + fleet.function_subscriptions
+    beats = n / fleet.heartbeat_interval if fleet.heartbeat_interval > 0 else 0.0
     checks = n / fleet.subscription_check_interval if fleet.subscription_check_interval > 0 else 0.0
-    return {"send": sends * CREDITS["send"], "filter": filters * CREDITS["filter"],
-            "receive": receives * CREDITS["receive"], "management": checks * CREDITS["management"]}
+    return {"send": beats * CREDITS["send"], "filter": beats * subs * CREDITS["filter"],
+            "receive": beats * (n - 1) * CREDITS["receive"], "management": checks * CREDITS["management"]}
+
+
+def _per_second(fleet: Fleet, b: float) -> dict[str, float]:
+    messages = fleet.nodes * fleet.emits_per_second / b  # emit messages per second from the region
+    per_message = credits_per_message(fleet)
+    fixed = fixed_credits_per_second(fleet)
+    return {kind: messages * per_message[kind] + fixed[kind] for kind in per_message}
 
 
 def _standard_cost(operations: float) -> float:
