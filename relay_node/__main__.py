@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from socketio_servicebus._extras import require_extra
+from socketio_servicebus.extras import require_extra
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
 
 from socketio_servicebus.history_token import MAX_TTL, MIN_KEY_CHARS
 from socketio_servicebus.servicebus.clients import ConnectionSettingsError, parse_connection_string
+from socketio_servicebus.servicebus.proxy import ProxySettings, parse_proxy_url
 
 PROG = "relay-node"
 
@@ -61,41 +61,6 @@ _APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message names the flag and what to fix."""
-
-
-@dataclass(frozen=True)
-class ProxySettings:
-    """An HTTP proxy for Service Bus over WebSockets (``--http-proxy http://[user:password@]host:port``)."""
-
-    hostname: str
-    port: int
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-
-    @property
-    def display(self) -> str:
-        """``http://[user:***@]host:port``: safe to log."""
-        auth = f"{self.username}:***@" if self.username else ""
-        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
-        return f"http://{auth}{host}:{self.port}"
-
-    def url(self) -> str:
-        """``http://[user:password@]host:port`` (percent-encoded) for azure-core's ``proxies``."""
-        auth = ""
-        if self.username:
-            auth = f"{quote(self.username, safe='')}:{quote(self.password or '', safe='')}@"
-        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
-        return f"http://{auth}{host}:{self.port}"
-
-    def to_sdk(self) -> dict[str, object]:
-        """The SDK's ``http_proxy`` dict. The async SDK hands ``proxy_hostname`` to aiohttp, which
-        needs a URL: a bare host fails with ``InvalidURL``, so it is given as ``http://host``."""
-        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
-        out: dict[str, object] = {"proxy_hostname": f"http://{host}", "proxy_port": self.port}
-        if self.username:
-            out["username"] = self.username
-            out["password"] = self.password or ""
-        return out
 
 
 @dataclass
@@ -224,40 +189,12 @@ def _float(text: str | None, default: float, flag: str, minimum: float = 0.0) ->
 _PROXY_FORM = "--http-proxy must look like http://[user:password@]host:port"
 
 
-def _masked(text: str) -> str:
-    """``text`` with any password replaced by ``***`` (error messages must not echo it)."""
-    scheme, sep, rest = text.partition("://") if "://" in text else ("", "", text)
-    if "@" not in rest:
-        return text
-    userinfo, _, host = rest.rpartition("@")
-    if ":" not in userinfo:
-        return text
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
-
-
 def parse_proxy(text: str) -> ProxySettings:
-    """Validate ``--http-proxy``: scheme http, a host, a port; user:password allowed."""
-    raw = text.strip()
-    shown = _masked(raw)
-    if "://" not in raw:
-        raise ConfigError(f"{_PROXY_FORM}: add the scheme, e.g. http://{shown} (not {shown!r})")
-    parts = urlsplit(raw)
-    if parts.scheme.lower() != "http":
-        raise ConfigError(f"{_PROXY_FORM}: the proxy is spoken to in plain HTTP (CONNECT), so use http://, "
-                          f"not {parts.scheme}:// ({shown!r})")
+    """Validate ``--http-proxy`` (one rule with the library: :func:`parse_proxy_url`)."""
     try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"{_PROXY_FORM}: the port must be 1-65535 ({shown!r})") from None
-    if not parts.hostname:
-        raise ConfigError(f"{_PROXY_FORM}: no host in {shown!r}")
-    if port is None or port == 0:
-        raise ConfigError(f"{_PROXY_FORM}: add the proxy's port, e.g. http://{parts.hostname}:3128 ({shown!r})")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"{_PROXY_FORM}: no path or query after the port ({shown!r})")
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
-    return ProxySettings(parts.hostname, port, user, password)
+        return parse_proxy_url(text, _PROXY_FORM)
+    except ConnectionSettingsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def parse_cors(text: str | None) -> list[str] | None:

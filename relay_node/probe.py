@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -24,7 +23,6 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ServiceRequestError,
 )
-from azure.servicebus import TransportType
 from azure.servicebus.exceptions import (
     MessagingEntityDisabledError,
     MessagingEntityNotFoundError,
@@ -33,9 +31,10 @@ from azure.servicebus.exceptions import (
     ServiceBusError,
 )
 
-from socketio_servicebus.servicebus.clients import admin_client, is_emulator, servicebus_client
+from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
 
 from .config import RelayConfig
+from .sdk_options import SdkOptions, endpoint_of, key_name_of, sdk_options
 
 log = logging.getLogger("relay_node.probe")
 
@@ -44,56 +43,6 @@ class StartupError(RuntimeError):
     def __init__(self, message: str, *, fatal: bool):
         super().__init__(message)
         self.fatal = fatal
-
-
-def endpoint_of(cfg: RelayConfig) -> str:
-    if cfg.connection_string:
-        for part in cfg.connection_string.split(";"):
-            key, _, value = part.partition("=")
-            if key.strip().lower() == "endpoint":
-                return value.strip().rstrip("/")
-    return f"sb://{cfg.fully_qualified_namespace}"
-
-
-def key_name_of(cfg: RelayConfig) -> str:
-    if cfg.connection_string:
-        for part in cfg.connection_string.split(";"):
-            key, _, value = part.partition("=")
-            if key.strip().lower() == "sharedaccesskeyname":
-                return value.strip()
-        return "(shared access signature)"
-    return "DefaultAzureCredential"
-
-
-def needs_tunnel(cfg: RelayConfig) -> bool:
-    """The emulator's plain ``ws://`` through a proxy: aiohttp would not ask for CONNECT
-    (see ``socketio_servicebus.servicebus.tunnel``), so the node opens the tunnel itself."""
-    return (cfg.transport == "websockets" and cfg.http_proxy is not None
-            and bool(cfg.connection_string) and is_emulator(cfg.connection_string))
-
-
-def client_kwargs(cfg: RelayConfig) -> dict[str, Any]:
-    """Transport and proxy settings for every Service Bus client the node opens.
-
-    ``servicebus_client`` then derives what the SDK does not: ``custom_endpoint_address`` for the
-    emulator's port and an ``http://`` URL as ``proxy_hostname`` (``websocket_options``).
-    """
-    kwargs: dict[str, Any] = {}
-    if cfg.transport == "websockets":
-        kwargs["transport_type"] = TransportType.AmqpOverWebsocket
-    if cfg.custom_endpoint_address:  # the emulator through the local CONNECT tunnel
-        kwargs["custom_endpoint_address"] = cfg.custom_endpoint_address
-    elif cfg.http_proxy is not None:
-        kwargs["http_proxy"] = cfg.http_proxy.to_sdk()
-    return kwargs
-
-
-def admin_kwargs(cfg: RelayConfig) -> dict[str, Any]:
-    """The admin API is HTTPS (plain HTTP to the emulator): azure-core's ``proxies`` carries the same proxy."""
-    if cfg.http_proxy is None:
-        return {}
-    url = cfg.http_proxy.url()
-    return {"proxies": {"https": url, "http": url}}
 
 
 def _classify(exc: BaseException, cfg: RelayConfig, what: str) -> StartupError:
@@ -144,14 +93,9 @@ def _classify(exc: BaseException, cfg: RelayConfig, what: str) -> StartupError:
     return StartupError(f"cannot reach Service Bus at {where} ({what}): {text}", fatal=False)
 
 
-async def _probe_once(cfg: RelayConfig, credential: Any, link_timeout: float) -> None:
-    kwargs = dict(client_kwargs(cfg), retry_total=0, retry_backoff_factor=0.2, retry_backoff_max=1)
-    client = servicebus_client(
-        connection_string=cfg.connection_string,
-        fully_qualified_namespace=cfg.fully_qualified_namespace,
-        credential=credential,
-        **kwargs,
-    )
+async def _probe_once(cfg: RelayConfig, options: SdkOptions, link_timeout: float) -> None:
+    client = servicebus_client(**options.credentials,
+                               **dict(options.client, retry_total=0, retry_backoff_factor=0.2, retry_backoff_max=1))
     async with client:
         what = f"open topic {cfg.topic!r} for sending"
         try:
@@ -169,13 +113,7 @@ async def _probe_once(cfg: RelayConfig, credential: Any, link_timeout: float) ->
             raise _classify(exc, cfg, what) from exc
     if not cfg.subscription:
         what = f"read topic {cfg.topic!r} through the admin API"
-        admin = admin_client(
-            connection_string=cfg.connection_string,
-            fully_qualified_namespace=cfg.fully_qualified_namespace,
-            credential=credential,
-            retry_total=0,
-            **admin_kwargs(cfg),
-        )
+        admin = admin_client(**options.credentials, retry_total=0, **options.admin)
         async with admin:
             try:
                 await admin.get_topic(cfg.topic)
@@ -183,8 +121,10 @@ async def _probe_once(cfg: RelayConfig, credential: Any, link_timeout: float) ->
                 raise _classify(exc, cfg, what) from exc
 
 
-async def probe(cfg: RelayConfig, credential: Any = None, *, deadline: float | None = None) -> None:
-    """Raise StartupError unless Service Bus accepts this node's settings before ``deadline``."""
+async def probe(cfg: RelayConfig, options: SdkOptions | None = None, *, deadline: float | None = None) -> None:
+    """Raise StartupError unless Service Bus accepts this node's settings (``options``: what
+    :func:`~relay_node.sdk_options.sdk_options` made of them) before ``deadline``."""
+    options = options if options is not None else sdk_options(cfg)
     deadline = deadline if deadline is not None else time.monotonic() + cfg.startup_timeout
     delay = 0.5
     last: StartupError | None = None
@@ -194,7 +134,7 @@ async def probe(cfg: RelayConfig, credential: Any = None, *, deadline: float | N
             raise last or StartupError(f"no answer from Service Bus at {endpoint_of(cfg)} in time", fatal=False)
         try:
             async with asyncio.timeout(left):
-                await _probe_once(cfg, credential, link_timeout=min(left, 10.0))
+                await _probe_once(cfg, options, link_timeout=min(left, 10.0))
             return
         except TimeoutError:
             raise StartupError(

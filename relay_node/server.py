@@ -22,6 +22,7 @@ import socketio  # type: ignore[import-untyped]
 import uvicorn
 
 from socketio_servicebus.manager.client_manager import ServiceBusManager
+from socketio_servicebus.manager.options import ClusterOptions
 from socketio_servicebus.servicebus.clients import emulator_address
 from socketio_servicebus.servicebus.tunnel import ConnectTunnel
 
@@ -32,7 +33,8 @@ from .history import EVENT as HISTORY_TOKEN_EVENT
 from .history import HistoryTokenIssuer
 from .loading import LoadError, setup_apps
 from .metrics import CONTENT_TYPE, make_registry
-from .probe import StartupError, admin_kwargs, client_kwargs, endpoint_of, needs_tunnel, probe
+from .probe import StartupError, probe
+from .sdk_options import SdkOptions, endpoint_of, needs_tunnel, sdk_options
 
 log = logging.getLogger("relay_node")
 
@@ -165,24 +167,17 @@ class RelayNode:
         return True, {**body, "ready": True}
 
     # ------------------------------------------------------------------ building
-    def _make_manager(self) -> Any:
+    def _make_manager(self, options: SdkOptions) -> Any:
         kwargs: dict[str, Any] = dict(
-            connection_string=self.cfg.connection_string,
-            fully_qualified_namespace=self.cfg.fully_qualified_namespace,
-            credential=self.credential,
-            topic=self.cfg.topic,
+            connection=options.connection(self.cfg),
+            cluster=ClusterOptions(auto_delete_on_idle=self.cfg.auto_delete_on_idle,
+                                   subscription_check_interval=self.cfg.subscription_check_interval),
             node_id=self.cfg.node_id,
             region=self.cfg.region,
-            subscription=self.cfg.subscription,
-            receive_mode=self.cfg.receive_mode,
             logger=logging.getLogger("relay_node.manager"),
-            auto_delete_on_idle=self.cfg.auto_delete_on_idle,
-            subscription_check_interval=self.cfg.subscription_check_interval,
         )
-        if self.manager_factory is not None:
-            return self.manager_factory(**kwargs)
-        return ServiceBusManager(**kwargs, client_options=client_kwargs(self.cfg),
-                                 admin_options=admin_kwargs(self.cfg))
+        factory = self.manager_factory if self.manager_factory is not None else ServiceBusManager
+        return factory(**kwargs)
 
     async def _guard(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         if self.draining:
@@ -192,9 +187,9 @@ class RelayNode:
         environ["relay.claims"] = claims
         self._counts["connects"] += 1
 
-    async def build(self) -> None:
+    async def build(self, options: SdkOptions | None = None) -> None:
         """Manager, server and apps, without network I/O."""
-        self.manager = self._make_manager()
+        self.manager = self._make_manager(options if options is not None else sdk_options(self.cfg, self.credential))
         cors: Any = self.cfg.cors_origins
         if cors == ["*"]:
             cors = "*"
@@ -266,11 +261,12 @@ class RelayNode:
             log.info("transport: AMQP over WebSockets%s",
                      f" through the HTTP proxy {cfg.http_proxy.display}" if cfg.http_proxy else "")
         if needs_tunnel(cfg):
-            await self._open_tunnel()
+            await self._open_tunnel()  # sets cfg.custom_endpoint_address: before the options
+        options = sdk_options(cfg, self.credential)
         deadline = time.monotonic() + cfg.startup_timeout
         if self.run_probe:
             try:
-                await probe(cfg, self.credential, deadline=deadline)
+                await probe(cfg, options, deadline=deadline)
             except StartupError as exc:
                 tunnel = self.tunnel
                 if tunnel is not None and tunnel.failed and not tunnel.opened and cfg.http_proxy is not None:
@@ -278,7 +274,7 @@ class RelayNode:
                                        f"{tunnel.last_error}", fatal=exc.fatal) from exc
                 raise
         try:
-            await self.build()
+            await self.build(options)
         except LoadError as exc:
             raise StartupError(str(exc), fatal=True) from exc
         tokens = self.history_tokens

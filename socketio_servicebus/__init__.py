@@ -3,14 +3,25 @@
 ``ServiceBusManager`` is the python-socketio client manager; the rest of this namespace is the
 public wire-format API (envelopes and batches, see ``docs/wire-format.md``). Layers:
 
-* ``socketio_servicebus.wire`` - envelopes, batches, application properties (pure);
+* ``socketio_servicebus.errors``, ``socketio_servicebus.metrics`` - every public exception, the counters;
+* ``socketio_servicebus.wire`` - envelopes, batches, application properties, dispatch (pure);
 * ``socketio_servicebus.topology`` - names on the bus, read from ``topology.json`` (also read by Bicep);
-* ``socketio_servicebus.servicebus`` - SDK clients, the per-node subscription, retry rules;
-* ``socketio_servicebus.manager`` - the client manager and its bookkeeping (outbox, dedupe, metrics).
+* ``socketio_servicebus.servicebus`` - SDK clients, the per-node subscription, retry rules, the transport;
+* ``socketio_servicebus.manager`` - the client manager, its option groups, outbox and cluster.
+
+See ``docs/architecture.md`` for which layer may import which.
 """
 
 from socketio_servicebus._version import __version__
-from socketio_servicebus.manager import ManagerClosed, ManagerMetrics, ServiceBusManager
+from socketio_servicebus.manager import (
+    BatchingOptions,
+    ClusterOptions,
+    ConnectionOptions,
+    Limits,
+    ManagerClosed,
+    ManagerMetrics,
+    ServiceBusManager,
+)
 from socketio_servicebus.wire.envelope import (
     BATCH_OVERHEAD,
     DEFAULT_BATCH_BYTES,
@@ -71,4 +82,8 @@ __all__ = [
     "ServiceBusManager",
     "ManagerClosed",
     "ManagerMetrics",
+    "ConnectionOptions",
+    "BatchingOptions",
+    "ClusterOptions",
+    "Limits",
 ]

@@ -1,42 +1,5 @@
-"""One-line errors for a command whose optional dependencies (a pip extra) are not installed."""
+"""Old private name of :mod:`socketio_servicebus.extras` (kept for one release)."""
 
-from __future__ import annotations
+from socketio_servicebus.extras import EXTRAS, missing_modules, require_extra
 
-import importlib.util
-import sys
-from collections.abc import Sequence
-
-#: What each extra brings, by the import name of its modules.
-EXTRAS: dict[str, tuple[str, ...]] = {
-    "relay": ("uvicorn", "prometheus_client", "jwt"),
-    "emulator": ("proton",),
-    "functions": ("azure.functions", "azure.data.tables", "azure.messaging.webpubsubservice"),
-}
-
-
-def missing_modules(extra: str) -> list[str]:
-    """The modules of ``extra`` that cannot be imported here."""
-    missing = []
-    for name in EXTRAS[extra]:
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except ModuleNotFoundError:  # a parent package is missing
-            found = False
-        if not found:
-            missing.append(name)
-    return missing
-
-
-def require_extra(extra: str, prog: str, *, also: Sequence[str] = ()) -> None:
-    """Exit with status 2 and one line naming the extra to install when any module is missing."""
-    missing = missing_modules(extra)
-    if not missing:
-        return
-    extras = ",".join([extra, *also])
-    print(
-        f"{prog}: error: missing module {missing[0]!r}: install the '{extra}' extra: "
-        f"pip install 'socketio-servicebus[{extras}]'",
-        file=sys.stderr,
-        flush=True,
-    )
-    raise SystemExit(2)
+__all__ = ["EXTRAS", "missing_modules", "require_extra"]

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from socketio_servicebus.errors import KeyConfigError, TokenError
+
 __all__ = [
     "AUDIENCE",
     "DEFAULT_TTL",
@@ -59,19 +61,6 @@ MIN_KEY_CHARS = 32
 MAX_TOKEN_CHARS = 4096
 _MAX_FIELD_CHARS = 1024
 _B64URL = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-class KeyConfigError(ValueError):
-    """A history token key that cannot be used (too short); the message names the setting."""
-
-
-class TokenError(Exception):
-    """A refused token. ``status`` is 401 (not a valid token) or 403 (valid, but not for this room)."""
-
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True)

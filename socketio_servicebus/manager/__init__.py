@@ -1,7 +1,9 @@
-"""The python-socketio client manager over a Service Bus topic and its bookkeeping parts."""
+"""The python-socketio client manager over a Service Bus topic and its parts."""
 
 from socketio_servicebus.manager.client_manager import ServiceBusManager
 from socketio_servicebus.manager.lifecycle import ManagerClosed
-from socketio_servicebus.manager.metrics import ManagerMetrics
+from socketio_servicebus.manager.options import BatchingOptions, ClusterOptions, ConnectionOptions, Limits
+from socketio_servicebus.metrics import ManagerMetrics
 
-__all__ = ["ManagerClosed", "ManagerMetrics", "ServiceBusManager"]
+__all__ = ["BatchingOptions", "ClusterOptions", "ConnectionOptions", "Limits", "ManagerClosed", "ManagerMetrics",
+           "ServiceBusManager"]

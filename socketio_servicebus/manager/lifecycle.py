@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import enum
 
+from socketio_servicebus.errors import ManagerClosed
+
 __all__ = ["Lifecycle", "ManagerClosed", "State"]
-
-
-class ManagerClosed(RuntimeError):
-    """The manager is closing or closed: the emit (or request) was not queued."""
 
 
 class State(enum.Enum):

@@ -35,8 +35,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
+from socketio_servicebus.errors import PartialSendError
 from socketio_servicebus.manager.linger import Linger
-from socketio_servicebus.manager.metrics import ManagerMetrics
+from socketio_servicebus.metrics import ManagerMetrics
 from socketio_servicebus.servicebus.retry import backoff
 from socketio_servicebus.wire.envelope import (
     ENVELOPE_SEPARATOR_BYTES,
@@ -51,21 +52,12 @@ from socketio_servicebus.wire.envelope import (
     encode_envelope,
 )
 
-__all__ = ["Outbox", "PartialSendError", "SendFn"]
+__all__ = ["Outbox", "PartialSendError", "SendFn", "fit"]
 
 #: ``None``: all sent; else per message ``None`` (sent) or why it was refused for good.
 SendResult = list[str | None] | None
 SendFn = Callable[[list[tuple[Batch, bytes]]], Awaitable[SendResult]]
 
-
-class PartialSendError(Exception):
-    """The transport finished the first ``len(done)`` messages (see :data:`SendResult`), then
-    failed with ``cause``; the rest were not sent."""
-
-    def __init__(self, done: list[str | None], cause: BaseException) -> None:
-        super().__init__(f"{len(done)} message(s) finished, then {type(cause).__name__}: {cause}")
-        self.done = done
-        self.cause = cause
 
 #: Bytes of body budget reserved per extra message when several go out in one AMQP transfer.
 _PER_MESSAGE_RESERVE = 512
@@ -77,6 +69,19 @@ class _Item:
     key: BatchKey
     data: bytes
     t: float  # monotonic time it was queued
+
+
+def fit(env: Envelope, body_limit: int) -> bytes:
+    """Encode ``env``; raises :class:`EnvelopeTooLarge` if it needs a message body over ``body_limit``."""
+    data = encode_envelope(env)
+    total = batch_overhead(0, (env.origin_region,)) + len(data)
+    if total > body_limit:
+        raise EnvelopeTooLarge(
+            f"envelope {env.id} ({env.kind.value}) needs a {total}-byte message > limit {body_limit}",
+            total,
+            body_limit,
+        )
+    return data
 
 
 class Outbox:
@@ -91,8 +96,6 @@ class Outbox:
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
         drop_log_interval: float = 10.0,
-        on_error: Callable[[BaseException], None] | None = None,
-        on_success: Callable[[], None] | None = None,
         linger: float = 0.0,
     ) -> None:
         self._send = send
@@ -105,8 +108,6 @@ class Outbox:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.drop_log_interval = drop_log_interval
-        self._on_error = on_error
-        self._on_success = on_success
         self._items: deque[_Item] = deque()
         self._inflight = 0  # items at the head of _items currently being sent
         self._wakeup = asyncio.Event()
@@ -119,15 +120,7 @@ class Outbox:
     # ------------------------------------------------------------------ producer side
     def check(self, env: Envelope) -> bytes:
         """Encode ``env``; raises :class:`EnvelopeTooLarge` if it can never fit in one message."""
-        data = encode_envelope(env)
-        total = batch_overhead(0, (env.origin_region,)) + len(data)
-        if total > self.body_limit:
-            raise EnvelopeTooLarge(
-                f"envelope {env.id} ({env.kind.value}) needs a {total}-byte message > limit {self.body_limit}",
-                total,
-                self.body_limit,
-            )
-        return data
+        return fit(env, self.body_limit)
 
     def put(self, env: Envelope) -> None:
         """Queue ``env``; raises :class:`EnvelopeTooLarge` if it can never fit in one message."""
@@ -239,8 +232,6 @@ class Outbox:
                     self._finish(messages, exc.done)
                     exc = exc.cause if isinstance(exc.cause, Exception) else exc
                 self.metrics.publish_errors += 1
-                if self._on_error is not None:
-                    self._on_error(exc)
                 if delays is None:
                     delays = backoff(self.backoff_initial, self.backoff_max)
                 delay = next(delays)
@@ -258,8 +249,6 @@ class Outbox:
             self.linger.sent(started, time.monotonic())
             self._inflight = 0
             self._finish(messages, result if result is not None else [None] * len(messages))
-            if self._on_success is not None:
-                self._on_success()
 
     def _finish(self, messages: list[tuple[Batch, bytes, int]], done: list[str | None]) -> None:
         """Take the envelopes of the first ``len(done)`` messages off the head: published, or

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-from socketio_servicebus.manager.metrics import ManagerMetrics
+from socketio_servicebus.metrics import ManagerMetrics
 from socketio_servicebus.servicebus.retry import backoff
 
 __all__ = ["Supervisor"]

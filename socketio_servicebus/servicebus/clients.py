@@ -19,7 +19,6 @@ the SDK does not derive, which :func:`websocket_options` fills in for :func:`ser
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.pipeline.transport import AioHttpTransport
@@ -27,9 +26,8 @@ from azure.servicebus import TransportType
 from azure.servicebus.aio import ServiceBusClient
 from azure.servicebus.aio.management import ServiceBusAdministrationClient
 
-
-class ConnectionSettingsError(ValueError):
-    """A connection string or namespace setting that cannot work; the message says what to fix."""
+from socketio_servicebus.errors import ConnectionSettingsError as ConnectionSettingsError
+from socketio_servicebus.servicebus.proxy import host_and_port
 
 
 def parse_connection_string(conn_str: str) -> dict[str, str]:
@@ -70,14 +68,8 @@ def emulator_address(conn_str: str) -> tuple[str, int]:
     """Host and port of an emulator connection string's ``Endpoint=sb://host[:port]``."""
     endpoint = parse_connection_string(conn_str)["endpoint"]
     authority = endpoint[len("sb://"):].split("/", 1)[0]
-    parsed = urlsplit("//" + authority)
-    try:
-        port = parsed.port
-    except ValueError:
-        raise ConnectionSettingsError(f"Endpoint {endpoint!r}: the port must be a number 1-65535") from None
-    if not parsed.hostname:
-        raise ConnectionSettingsError(f"Endpoint {endpoint!r} names no host")
-    return parsed.hostname, port or EMULATOR_DEFAULT_PORT
+    host, port = host_and_port("//" + authority, f"Endpoint {endpoint!r}")
+    return host, port or EMULATOR_DEFAULT_PORT
 
 
 def aio_proxy(proxy: dict[str, Any]) -> dict[str, Any]:

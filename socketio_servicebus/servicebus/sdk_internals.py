@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from socketio_servicebus.manager.metrics import ManagerMetrics
+from socketio_servicebus.metrics import ManagerMetrics
 
 __all__ = ["PrefetchProbe", "prefetched_count"]
 

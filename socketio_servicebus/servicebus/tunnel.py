@@ -23,16 +23,14 @@ import base64
 import contextlib
 import logging
 
+from socketio_servicebus.errors import TunnelError as TunnelError
+
 log = logging.getLogger("socketio_servicebus.servicebus.tunnel")
 
 CHUNK = 64 * 1024
 MAX_HEAD = 16 * 1024
 #: after one direction ends, how long the other may still run
 CLOSE_GRACE = 5.0
-
-
-class TunnelError(ConnectionError):
-    """The proxy did not open the tunnel; the message says what it answered."""
 
 
 def _authority(host: str, port: int) -> str:

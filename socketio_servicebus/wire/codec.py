@@ -30,6 +30,8 @@ import binascii
 import json
 from typing import Any
 
+from socketio_servicebus.errors import EnvelopeError, EnvelopeTooLarge
+
 __all__ = [
     "MAX_DEPTH",
     "EnvelopeError",
@@ -50,35 +52,6 @@ TAG_ESC = "_esc"
 _TAGS = (TAG_B64, TAG_ESC)
 _TAG_TOKENS = ('"_b64"', '"_esc"')
 _TAG_TOKENS_B = (b'"_b64"', b'"_esc"')
-
-
-class EnvelopeError(ValueError):
-    """Invalid envelope or batch.
-
-    ``reason`` is a short machine-friendly code (``"not-json"``,
-    ``"bad-version"``, ``"bad-field:kind"``, ...); ``description`` is a
-    human-readable explanation.  ``str(exc)`` is ``"<reason>: <description>"``.
-    """
-
-    def __init__(self, reason: str, description: str = "") -> None:
-        self.reason = reason
-        self.description = description or reason
-        super().__init__(f"{reason}: {self.description}")
-
-    def __reduce__(self) -> tuple[Any, ...]:  # keep picklable (e.g. across process pools)
-        return (type(self), (self.reason, self.description))
-
-
-class EnvelopeTooLarge(EnvelopeError):
-    """A single envelope does not fit in one message (reason ``too-large``)."""
-
-    def __init__(self, description: str = "", size: int = 0, limit: int = 0) -> None:
-        super().__init__("too-large", description or f"{size} bytes > limit {limit}")
-        self.size = size
-        self.limit = limit
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.description, self.size, self.limit))
 
 
 _ENC_UTF8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)

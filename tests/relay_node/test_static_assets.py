@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from socketio_servicebus import _extras
+from socketio_servicebus import extras as _extras
 
 ROOT = Path(__file__).resolve().parents[2]
 VENDOR = ROOT / "relay_node" / "static" / "vendor"

@@ -17,7 +17,7 @@ from relay_node.chat import ChatError, chat_text, room_name
 from relay_node.config import DEFAULT_APP, ConfigError, from_args, parse_cors, parse_proxy
 from relay_node.loading import LoadError, load_ref, setup_apps
 from relay_node.metrics import translate_snapshot
-from relay_node.probe import admin_kwargs, client_kwargs, needs_tunnel
+from relay_node.sdk_options import admin_kwargs, client_kwargs, needs_tunnel
 from socketio_servicebus.manager.metrics import ManagerMetrics
 from socketio_servicebus.servicebus.clients import emulator_address, servicebus_client, websocket_options
 

@@ -1,0 +1,233 @@
+"""The cluster of nodes sharing a topic: heartbeats, the node registry, and request/reply
+(``fetch_sockets``, ``server_side_emit``).
+
+:class:`Cluster` does no I/O of its own: every method that means something must be sent
+*returns* the envelope(s), and the manager queues them. What it needs of python-socketio (the
+number of clients, the local sockets of a room) the manager passes in as arguments.
+
+Request/reply: a request is broadcast once; each node answers with a response envelope whose
+``target_node`` is the requester, so only the requester's subscription receives it. A
+``fetch_sockets`` answer too large for one message goes in parts
+(:class:`~socketio_servicebus.manager.requests.RequestTracker` joins them).
+
+Extension points: requests to other regions only need another ``expected`` set in
+:meth:`Cluster.open_request` and another ``target``; envelopes are built in one place,
+:meth:`Cluster.envelope`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from socketio_servicebus.errors import EnvelopeError, EnvelopeTooLarge
+from socketio_servicebus.manager.registry import NodeRegistry
+from socketio_servicebus.manager.requests import PendingRequest, Reply, RequestTracker
+from socketio_servicebus.metrics import ManagerMetrics
+from socketio_servicebus.wire.envelope import Envelope, Kind
+
+__all__ = ["Cluster", "ServerEventHandler"]
+
+#: ``handler(*args)`` -> ack value (or an awaitable of it).
+ServerEventHandler = Callable[..., Any]
+#: Sockets per fetch_sockets reply envelope (halved again while a part is too large).
+SOCKETS_PER_PART = 500
+
+
+class Cluster:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        region: str,
+        heartbeat_interval: float,
+        node_timeout: float,
+        request_timeout: float,
+        max_concurrent_requests: int,
+        check: Callable[[Envelope], object],
+        metrics: ManagerMetrics,
+        logger: logging.Logger,
+    ) -> None:
+        self.node_id = node_id
+        self.region = region
+        self.heartbeat_interval = heartbeat_interval
+        self.node_timeout = node_timeout
+        self.request_timeout = request_timeout
+        self.max_concurrent_requests = max(1, max_concurrent_requests)
+        #: raises EnvelopeTooLarge for an envelope that can never be sent (the outbox's rule)
+        self.check = check
+        self.metrics = metrics
+        self.log = logger
+        self.registry = NodeRegistry(node_timeout)
+        self.requests = RequestTracker()
+        self.handlers: dict[tuple[str, str], ServerEventHandler] = {}
+        self.requests_active = 0
+
+    def envelope(self, kind: Kind, body: dict[str, Any], ns: str = "/", target: str | None = None,
+                 persist: bool = False) -> Envelope:
+        return Envelope(kind=kind, origin_node=self.node_id, origin_region=self.region, ns=ns or "/",
+                        target_node=target, body=body, persist=persist)
+
+    # ------------------------------------------------------------------ heartbeats / registry
+    def heartbeat(self, clients: int, *, hello: bool = False, bye: bool = False, to: str | None = None) -> Envelope:
+        body: dict[str, Any] = {"clients": clients, "interval": self.heartbeat_interval}
+        if hello:
+            body["hello"] = True
+        if bye:
+            body["bye"] = True
+        return self.envelope(Kind.HEARTBEAT, body, "/", to)
+
+    def prune(self) -> None:
+        """Forget nodes whose heartbeats stopped (and stop waiting for their replies)."""
+        for gone in self.registry.prune(time.monotonic()):
+            self.log.info("node %s timed out (no heartbeat for %.1fs)", gone, self.node_timeout)
+            self.requests.forget_node(gone)
+        self.metrics.nodes = self.server_count()
+
+    def on_heartbeat(self, env: Envelope) -> bool:
+        """Record a heartbeat; ``True`` when the sender should get this node's heartbeat now
+        (it joined, or says hello)."""
+        b = env.body
+        node = env.origin_node
+        answer = False
+        if b.get("bye"):
+            if self.registry.remove(node):
+                self.log.info("node %s left", node)
+            self.requests.forget_node(node)
+        else:
+            clients = b.get("clients")
+            clients = clients if type(clients) is int else 0
+            joined = self.registry.seen(node, env.origin_region, clients, time.time(), time.monotonic())
+            if joined:
+                self.log.info("node %s (region %s) joined", node, env.origin_region)
+            answer = joined or bool(b.get("hello"))
+        self.metrics.nodes = self.server_count()
+        return answer
+
+    def nodes(self, clients: int) -> list[dict[str, Any]]:
+        """Live nodes from heartbeats, this one first."""
+        me = {"node_id": self.node_id, "region": self.region, "clients": clients, "last_seen": time.time()}
+        return [me] + [i.as_dict() for i in self.registry.live(time.monotonic())]
+
+    def server_count(self) -> int:
+        return 1 + len(self.registry.live(time.monotonic()))
+
+    # ------------------------------------------------------------------ requests sent
+    def open_request(self, op: str, ns: str, body: dict[str, Any]) -> tuple[PendingRequest, Envelope] | None:
+        """A request to every live node and its envelope; ``None`` when no other node lives."""
+        expected = self.registry.live_ids(time.monotonic())
+        if not expected:
+            return None
+        req = self.requests.open(op, expected)
+        self.metrics.requests_sent += 1
+        return req, self.envelope(Kind.REQUEST, {"rid": req.rid, "op": op, **body}, ns)
+
+    async def replies(self, req: PendingRequest, timeout: float | None) -> list[Reply]:  # noqa: ASYNC109 - public API
+        await self.requests.wait(req, self.request_timeout if timeout is None else timeout)
+        if req.missing:
+            self.metrics.requests_timed_out += 1
+            self.log.warning("%s: no reply from node(s) %s within timeout", req.op, ", ".join(sorted(req.missing)))
+        return list(req.replies.values())
+
+    @staticmethod
+    def sockets_from(replies: list[Reply]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for r in sorted(replies, key=lambda r: r.node):
+            if r.ok and isinstance(r.data, list):
+                out.extend(s for s in r.data if isinstance(s, dict))
+        return out
+
+    def acks_from(self, event: str, replies: list[Reply]) -> list[Any]:
+        acks = []
+        for r in sorted(replies, key=lambda r: r.node):
+            if r.ok:
+                acks.append(r.data)
+            elif r.error != "no-handler":
+                self.log.warning("server_side_emit %r: node %s failed: %s", event, r.node, r.error)
+        return acks
+
+    def on_response(self, env: Envelope) -> None:
+        b = env.body
+        rid = b.get("rid")
+        if not isinstance(rid, str):
+            return
+        part, parts = b.get("part", 0), b.get("parts", 1)
+        if type(part) is not int or type(parts) is not int or not 0 <= part < parts:
+            return
+        reply = Reply(env.origin_node, bool(b.get("ok")), b.get("data"), b.get("error"))
+        self.requests.deliver(rid, reply, part, parts)
+
+    # ------------------------------------------------------------------ requests served
+    def admit(self, env: Envelope) -> list[Envelope] | None:
+        """``None``: serve ``env`` (counted until :meth:`served`); else the ``busy`` answer to
+        send at once (at most ``max_concurrent_requests`` are served at a time)."""
+        if self.requests_active < self.max_concurrent_requests:
+            self.requests_active += 1
+            return None
+        self.metrics.requests_refused += 1
+        self.log.warning("request %s from node %s refused: %d requests already being served",
+                         env.body.get("op"), env.origin_node, self.requests_active)
+        rid = env.body.get("rid")
+        if not isinstance(rid, str):
+            return []
+        return [self.envelope(Kind.RESPONSE, {"rid": rid, "ok": False, "data": None, "error": "busy"},
+                              env.ns, env.origin_node)]
+
+    def served(self, _: object = None) -> None:
+        self.requests_active -= 1
+
+    async def serve(self, env: Envelope, sockets: list[dict[str, Any]]) -> list[Envelope]:
+        """The answer to the request ``env``; ``sockets``: this node's sockets for fetch_sockets."""
+        b = env.body
+        rid, op = b.get("rid"), b.get("op")
+        if not isinstance(rid, str):
+            return []
+        ok, data, error = True, None, None
+        try:
+            if op == "fetch_sockets":
+                return self._socket_parts(env, rid, sockets)
+            if op == "server_side_emit":
+                handler = self.handlers.get((env.ns, str(b.get("event"))))
+                if handler is None:
+                    ok, error = False, "no-handler"
+                else:
+                    data = handler(*(b.get("args") or []))
+                    if inspect.isawaitable(data):
+                        data = await data
+            else:
+                ok, error = False, f"unknown op {op!r}"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the handler's error is the reply; the requester logs it
+            ok, data, error = False, None, f"{type(exc).__name__}: {exc}"[:500]
+        try:
+            reply = self.envelope(Kind.RESPONSE, {"rid": rid, "ok": ok, "data": data, "error": error},
+                                  env.ns, env.origin_node)
+            self.check(reply)
+        except EnvelopeError as exc:  # unserialisable or too large ack
+            reply = self.envelope(Kind.RESPONSE, {"rid": rid, "ok": False, "data": None, "error": str(exc)},
+                                  env.ns, env.origin_node)
+        return [reply]
+
+    def _socket_parts(self, env: Envelope, rid: str, sockets: list[dict[str, Any]]) -> list[Envelope]:
+        per = SOCKETS_PER_PART
+        while True:
+            chunks = [sockets[i:i + per] for i in range(0, len(sockets), per)] or [[]]
+            envs = [
+                self.envelope(Kind.RESPONSE, {"rid": rid, "ok": True, "data": c, "part": i, "parts": len(chunks)},
+                              env.ns, env.origin_node)
+                for i, c in enumerate(chunks)
+            ]
+            try:
+                for e in envs:  # size check before queueing anything
+                    self.check(e)
+            except EnvelopeTooLarge:
+                if per == 1:
+                    raise
+                per = max(1, per // 2)
+                continue
+            return envs

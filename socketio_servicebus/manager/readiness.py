@@ -1,0 +1,59 @@
+"""Whether the manager is ready, as one explicit state with its reason (pure, no I/O).
+
+It is derived, never stored: from the lifecycle, the supervised tasks that died, and the links'
+health (:class:`~socketio_servicebus.servicebus.transport.LinkHealth`). The first that applies:
+
+* ``STOPPED``: the lifecycle is not ``running`` (new, closing, closed);
+* ``TASK_FAILED``: a background task died (it is restarted);
+* ``NOT_CONNECTED``: the sender (or, unless write-only, the receiver) is not up;
+* ``NO_SUBSCRIPTION``: connected, but the own subscription is not there;
+* ``READY``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from socketio_servicebus.manager.lifecycle import State
+from socketio_servicebus.servicebus.transport import LinkHealth, ReceiverState, SenderState
+
+__all__ = ["Readiness", "ReadinessState", "readiness"]
+
+
+class Readiness(enum.Enum):
+    READY = "ready"
+    STOPPED = "stopped"
+    TASK_FAILED = "task-failed"
+    NOT_CONNECTED = "not-connected"
+    NO_SUBSCRIPTION = "no-subscription"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadinessState:
+    state: Readiness
+    #: why not ready (``None`` when ready)
+    reason: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state is Readiness.READY
+
+
+def connected(link: LinkHealth, write_only: bool) -> bool:
+    return link.sender is SenderState.UP and (write_only or link.receiver is ReceiverState.UP)
+
+
+def readiness(life: State, failures: Mapping[str, str], link: LinkHealth, *, write_only: bool) -> ReadinessState:
+    if life is not State.RUNNING:
+        return ReadinessState(Readiness.STOPPED, f"manager {life.value}")
+    if failures:
+        return ReadinessState(Readiness.TASK_FAILED, "background task died: "
+                              + "; ".join(f"{k}: {v}" for k, v in sorted(failures.items())))
+    suffix = f": {link.error}" if link.error else ""
+    if not connected(link, write_only):
+        return ReadinessState(Readiness.NOT_CONNECTED, "servicebus not connected" + suffix)
+    if not (write_only or link.subscription_ready):
+        return ReadinessState(Readiness.NO_SUBSCRIPTION, "subscription not ready" + suffix)
+    return ReadinessState(Readiness.READY)
