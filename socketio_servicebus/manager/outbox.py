@@ -21,8 +21,10 @@
   is held to ``max_delay``. Emitters wait (:meth:`Outbox.admit`) while the oldest waiting
   envelope is older than half of it, for at most as long again; then their envelope is dropped
   (``backpressure_dropped``). A waiting envelope older than ``max_delay`` is dropped
-  (``expired_dropped``). Both are logged at most once per ``drop_log_interval``. Ages count
-  from the end of the last outage, so what an outage buffered is still sent once it ends.
+  (``expired_dropped``). Both are logged at most once per ``drop_log_interval``. A send in
+  flight for longer than ``max_delay`` counts as an outage too (the SDK retrying inside one
+  call); ages count from the end of the last outage, so what an outage buffered is still sent
+  once it ends.
 
 The transport is a coroutine ``send(messages)`` taking ``[(Batch, body_bytes), ...]``. It
 returns ``None`` when it sent all of them, or one entry per message: ``None`` (sent) or the
@@ -141,6 +143,8 @@ class Outbox:
         #: set whenever envelopes leave the head (sent, refused or dropped)
         self._drained = asyncio.Event()
         self._last_state_log = 0.0
+        #: when the send in flight started (None: none in flight)
+        self._send_started: float | None = None
         #: envelopes queued since the start (credit-aware batching reads the rate from it)
         self.queued_total = 0
 
@@ -215,8 +219,12 @@ class Outbox:
         return True
 
     def _reachable(self) -> bool:
-        """The broker answers (flowing or throttled), as opposed to an outage."""
-        return self.state is not SendState.FAILING
+        """The broker answers (flowing or throttled), as opposed to an outage (failed sends, or
+        a send in flight for longer than ``max_delay``)."""
+        if self.state is SendState.FAILING:
+            return False
+        started = self._send_started
+        return started is None or time.monotonic() - started <= self.max_delay
 
     def _expire(self, now: float) -> None:
         """Drop waiting envelopes older than ``max_delay`` (not during an outage)."""
@@ -308,12 +316,15 @@ class Outbox:
                 if not messages:
                     raise RuntimeError(f"outbox: head envelope {self._items[0].env.id} fits in no message")
                 self._inflight = sum(c for _, _, c in messages)
+                self._send_started = started
                 result = await self._send([(b, body) for b, body, _ in messages])
             except asyncio.CancelledError:
                 self._inflight = 0
+                self._send_started = None
                 raise
             except Exception as exc:  # noqa: BLE001 - transport trouble: keep the envelopes, back off, retry
                 self._inflight = 0
+                self._send_started = None
                 if not messages:
                     raise  # _take() failed: a bug, not the transport; run() ends and its owner reports it
                 if isinstance(exc, PartialSendError):
@@ -345,7 +356,8 @@ class Outbox:
                     pass
                 continue
             delays = None
-            if self.state is SendState.FAILING:
+            self._send_started = None
+            if self.state is SendState.FAILING or time.monotonic() - started > self.max_delay:
                 self._epoch = time.monotonic()  # the outage is over: what it buffered starts its clock now
             self.state = SendState.FLOWING
             self.metrics.throttled = 0
