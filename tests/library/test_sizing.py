@@ -71,3 +71,21 @@ def test_the_command_prints_every_figure() -> None:
                    "batching window needed", "Premium messaging units", "assumption", "monthly cost",
                    "azure.microsoft.com/pricing", "room share 30%"):
         assert needle in out, needle
+
+
+def test_credit_governor_widens_the_window_as_the_fleet_spends_more() -> None:
+    from socketio_servicebus.manager.credits import CreditGovernor
+
+    gov = CreditGovernor(1000, cap=2.0, heartbeat_interval=0, subscription_check_interval=0)
+    assert gov.update(0.0, 0, nodes=20) == 0.0  # first reading: no rate yet
+    queued, windows = 0, []
+    for step in range(1, 41):  # 5 emits/s from this node for 20 s
+        queued += 5 // 2 + (step % 2)
+        windows.append(gov.update(step * 0.5, queued, nodes=20))
+    assert gov.rate == pytest.approx(5, rel=0.1)
+    # 20 nodes x 5/s, 40 credits a message: 4,000 credits/s unbatched; 800 allowed -> 5 per message
+    assert windows[-1] == pytest.approx(1.0, rel=0.15)
+    assert gov.update(20.5, queued, nodes=2) == 0.0 or gov.update(21.0, queued, nodes=2) < 0.05  # a small fleet fits
+    capped = CreditGovernor(1000, cap=0.015, heartbeat_interval=0, subscription_check_interval=0)
+    capped.update(0.0, 0, nodes=20)
+    assert capped.update(1.0, 5, nodes=20) <= 0.015  # never beyond send_interval

@@ -123,3 +123,98 @@ async def test_a_stream_far_above_the_budget_for_60_s(standard: EmulatorProcess)
     assert throttled_ready and all(h["ready"] and h["reason"].startswith("throttled") for h in throttled_ready)
     names = {f.name for f in translate_snapshot(m.snapshot())}
     assert any(n.endswith("sends_throttled") for n in names) and any(n.endswith("throttled") for n in names)
+
+
+@pytest.fixture(scope="module")
+def budget60(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    subs = []
+    for node in ("p", "q"):
+        spec = node_subscription_spec(topic="paired", node_id=node)
+        subs.append({"Name": spec.name, "Properties": {"LockDuration": "PT30S", "DefaultMessageTimeToLive": "PT5M"},
+                     "Rules": [{"Name": spec.rule, "Properties": {"FilterType": "Sql",
+                                                                  "SqlFilter": {"SqlExpression": spec.sql}}}]})
+    config = {"UserConfig": {"Namespaces": [{"Name": "sbemulatorns", "Topics": [
+        {"Name": "paired", "Subscriptions": subs}]}], "Logging": {"Type": "Console"}}}
+    path = tmp_path_factory.mktemp("budget60") / "Config.json"
+    path.write_text(json.dumps(config))
+    proc = EmulatorProcess(path, extra_args=["--tier", "standard", "--credits-per-second", "60"])
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+async def _paired_run(conn: str, credit_budget: float | None, seconds: float = 12.0, rate: float = 20.0) -> dict[str, Any]:
+    """Nodes p and q each emit ``rate``/s to the other's client; the counts after the run."""
+    from socketio_servicebus.manager.options import BatchingOptions
+
+    nodes = []
+    for node in ("p", "q"):
+        spec = node_subscription_spec(topic="paired", node_id=node)
+        mgr = ServiceBusManager(
+            connection=ConnectionOptions(connection_string=conn, topic="paired", subscription=spec.name,
+                                         client_options={"retry_total": 0}),
+            batching=BatchingOptions(send_interval=1.0 if credit_budget else 0.015, credit_budget=credit_budget),
+            cluster=ClusterOptions(heartbeat_interval=1.0), node_id=node)
+        sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=mgr, logger=False)
+        app = web.Application()
+        sio.attach(app)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        nodes.append((mgr, sio, runner, site._server.sockets[0].getsockname()[1]))  # type: ignore[union-attr]
+    clients: list[socketio.AsyncClient] = []
+    latencies: list[float] = []
+    try:
+        for mgr, _, _, port in nodes:
+            await mgr.start()
+            assert await mgr.wait_ready(30), mgr.health()
+            client = socketio.AsyncClient(reconnection=False)
+
+            @client.on("m")
+            async def on_m(data: dict[str, Any]) -> None:
+                latencies.append(time.monotonic() - data["t"])
+
+            await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"], wait_timeout=10)
+            clients.append(client)
+        await asyncio.sleep(2.0)  # heartbeats: each knows the other (the credit estimate counts nodes)
+
+        async def emit(sio: socketio.AsyncServer) -> None:
+            t0 = time.monotonic()
+            for s in range(int(seconds * rate)):
+                delay = t0 + s / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await sio.emit("m", {"t": time.monotonic()})
+
+        published0 = [mgr.metrics.envelopes_published for mgr, *_ in nodes]
+        messages0 = [mgr.metrics.messages_published for mgr, *_ in nodes]
+        await asyncio.gather(*(emit(sio) for _, sio, _, _ in nodes))
+        await asyncio.sleep(3.0)
+        envelopes = sum(mgr.metrics.envelopes_published for mgr, *_ in nodes) - sum(published0)
+        messages = sum(mgr.metrics.messages_published for mgr, *_ in nodes) - sum(messages0)
+        latencies.sort()
+        return {
+            "credit_budget": credit_budget, "messages_per_envelope": round(messages / max(envelopes, 1), 3),
+            "throttled": sum(mgr.metrics.sends_throttled for mgr, *_ in nodes),
+            "window": max(mgr.metrics.credit_window_seconds_last for mgr, *_ in nodes),
+            "p50": round(latencies[len(latencies) // 2], 3), "p99": round(latencies[int(len(latencies) * 0.99)], 3),
+            "delivered": len(latencies),
+        }
+    finally:
+        for client in clients:
+            await client.disconnect()
+        for mgr, _, runner, _ in nodes:
+            await mgr.close()
+            await runner.cleanup()
+
+
+async def test_credit_aware_batching_degrades_into_batches_not_throttling(budget60: EmulatorProcess) -> None:
+    conn = budget60.connection_string("sbemulatorns")
+    default = await _paired_run(conn, None)
+    await asyncio.sleep(2.0)  # the meter's debt from the first run is paid
+    aware = await _paired_run(conn, 60.0)
+    print(f"\ndefault      {default}\ncredit-aware {aware}")
+    assert aware["window"] > 0
+    assert aware["messages_per_envelope"] < default["messages_per_envelope"]
+    assert aware["throttled"] < default["throttled"]
