@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -326,6 +325,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report(fleet, estimate(fleet, credit_budget=a.credit_budget)))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
