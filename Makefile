@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed: make PYTHON=python3.11 ...")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -e ".[relay,emulator,functions,dev]"
+	$(PY) -m pip install --quiet -r requirements.txt -e ".[relay,emulator,functions,otel,dev]"
 	touch $(STAMP)
 
 $(NPM_STAMP): package.json package-lock.json

@@ -15,7 +15,7 @@ import logging
 
 import azure.functions as func
 
-from shared import handlers
+from shared import handlers, telemetry
 from shared.appcontext import AppContext, region_connection_name
 from shared.persistence.hooks import load_hooks_module
 from socketio_servicebus.topology import load_topology
@@ -25,6 +25,7 @@ _SB_FUNCTIONS = ("router", "persist", "webpubsub")
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 ctx = AppContext.from_env()
+telemetry.setup(ctx.settings.region)  # spans exported as OTEL_* / APPLICATIONINSIGHTS_* say; else off
 load_hooks_module(ctx.settings.hooks_module)
 
 

@@ -63,6 +63,30 @@ TOPICS = 12
 # =====================================================================================
 # server node process
 # =====================================================================================
+def _bench_tracing(ratio: float, node: str) -> None:
+    """An SDK as a node would run it (parent-based ratio sampler, batch span processor), whose
+    exporter encodes every batch to OTLP protobuf like the OTLP exporter and drops the bytes:
+    the CPU of recording, sampling and encoding, without a collector's network round trips."""
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    class EncodeOnly(SpanExporter):
+        encoded = 0
+
+        def export(self, spans: Any) -> SpanExportResult:
+            EncodeOnly.encoded += len(encode_spans(spans).SerializeToString())
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench", "service.instance.id": node}),
+                              sampler=ParentBased(TraceIdRatioBased(ratio)))
+    provider.add_span_processor(BatchSpanProcessor(EncodeOnly()))
+    trace.set_tracer_provider(provider)
+
+
 async def server_main(a: argparse.Namespace) -> None:
     import socketio
     from aiohttp import web
@@ -80,6 +104,8 @@ async def server_main(a: argparse.Namespace) -> None:
             from socketio_servicebus.manager import outbox as outbox_mod
 
             outbox_mod.Linger = functools.partial(linger_mod.Linger, **extra.pop("_linger"))  # type: ignore[misc]
+        if "_otel" in extra:  # bench only: tracing on, e.g. {"_otel": {"ratio": 0.01}}
+            _bench_tracing(float(extra.pop("_otel")["ratio"]), f"{a.channel}-{a.index}")
         mgr = ServiceBusManager(connection_string=a.sb_conn, topic=a.topic, node_id=f"{a.channel}-{a.index}",
                                 **extra)
     else:

@@ -97,7 +97,8 @@ def build_http_app(
             try:
                 resp = await invoke(spec, req)
             except Exception as exc:  # noqa: BLE001 - the host answers 500 without details
-                log(f"{spec.name}: {request.method} {request.path_qs[:200]} raised {type(exc).__name__}: {exc}")
+                # the path only: the query may carry ?code=<function key> (never logged)
+                log(f"{spec.name}: {request.method} {request.path[:200]} raised {type(exc).__name__}: {exc}")
                 return web.Response(status=500, headers=cors_h)
             if resp is None:
                 return web.Response(status=204, headers=cors_h)

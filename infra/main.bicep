@@ -117,6 +117,22 @@ param relaySubscriptionAccess string = 'dataOwner'
 @maxValue(30)
 param relayMaxReplicas int = 3
 
+@secure()
+@description('Cloud relay nodes: HS256 secret (>= 32 characters) of the clients\' JWTs. With relayImage set, give it or relayAuthJwtPublicKey (with issuer and audience), or set relayAllowAnonymousClients.')
+param relayAuthJwtKey string = ''
+
+@description('Cloud relay nodes: PEM public key of the identity provider signing the clients\' RS256 JWTs.')
+param relayAuthJwtPublicKey string = ''
+
+@description('Cloud relay nodes: required JWT iss claim.')
+param relayAuthJwtIssuer string = ''
+
+@description('Cloud relay nodes: required JWT aud claim.')
+param relayAuthJwtAudience string = ''
+
+@description('Cloud relay nodes WITHOUT client auth: anyone on the internet may connect, join rooms and chat (a public demo only). Without it and without relayAuthJwtKey/relayAuthJwtPublicKey the deployment fails at validation.')
+param relayAllowAnonymousClients bool = false
+
 // ---------------------------------------------------------------------------------------------
 // Types
 // ---------------------------------------------------------------------------------------------
@@ -369,6 +385,11 @@ module relays 'app/relay-containerapp.bicep' = [
       maxReplicas: relayMaxReplicas
       historyTokenKey: historyTokenKey
       historyUrl: '${api.outputs.uri}/api/history'
+      authJwtKey: relayAuthJwtKey
+      authJwtPublicKey: relayAuthJwtPublicKey
+      authJwtIssuer: relayAuthJwtIssuer
+      authJwtAudience: relayAuthJwtAudience
+      allowAnonymousClients: relayAllowAnonymousClients
     }
     dependsOn: [
       relayEnvironments

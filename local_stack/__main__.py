@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
 import signal
 import sys
 import time
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import aiohttp
 
-from .stack import LocalStack, StackPorts, scrape
+from .dashboard.collector import counter_rate
+from .stack import LocalStack, StackBusy, StackPorts, scrape
 
 RECEIVED = "socketio_servicebus_envelopes_received_total"
 PUBLISHED = "socketio_servicebus_envelopes_published_total"
@@ -33,25 +33,39 @@ def print_table(stack: LocalStack) -> None:
     if stack.dashboard is not None:
         print(f"\ndashboard {stack.dashboard.url}  (live: nodes, regions, subscriptions, dead letters, flow)")
     print(f"\n  emit API key (x-functions-key): {stack.function_key}")
+    print("  clients: anonymous (no client auth) and every service on 127.0.0.1 only: a local development")
+    print("  stack, not a deployment; see docs/security.md for what a deployment must set.")
     print(f"  try: open {stack.node_url('a1')}/ and {stack.node_url('factory1')}/, join the same room, chat.")
     if stack.emulator_data_dir is not None:
         print(f"  emulator state: {stack.emulator_data_dir} (kept across runs; --fresh starts empty)")
+    print(f"  history (Azurite tables): {stack.azurite_dir} (kept across runs; --fresh starts empty)")
+    if stack.supervisor is not None:
+        print("  a process that dies is restarted (1 s backoff, doubling up to 30 s); see the dashboard")
     print("  logs: .run/logs/   stop: Ctrl-C\n", flush=True)
 
 
 async def status_loop(stack: LocalStack, stop: asyncio.Event, interval: float) -> None:
-    last_total, last_time = None, time.monotonic()
+    # per node: a node that restarts starts its counters from zero again; that counts from zero,
+    # never as a negative rate
+    last: dict[str, tuple[float, float]] = {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         while not stop.is_set():
             scraped = await asyncio.gather(*(scrape(session, stack.node_url(n.node_id)) for n in stack.nodes))
             up = sum(1 for s in scraped if s)
             clients = int(sum(s.get(CLIENTS, 0) for s in scraped))
-            total = sum(s.get(RECEIVED, 0) + s.get(PUBLISHED, 0) for s in scraped)
             now = time.monotonic()
-            rate = 0.0 if last_total is None else (total - last_total) / max(now - last_time, 1e-6)
-            last_total, last_time = total, now
+            rate = 0.0
+            for node, values in zip(stack.nodes, scraped, strict=True):
+                if not values:
+                    continue
+                total = values.get(RECEIVED, 0) + values.get(PUBLISHED, 0)
+                rate += counter_rate(last.get(node.node_id), now, total) or 0.0
+                last[node.node_id] = (now, total)
             dead = [n for n, p in stack.processes.items() if not p.alive()]
             extra = f"  DOWN: {', '.join(dead)}" if dead else ""
+            restarted = {r["name"]: r["restarts"] for r in stack.service_rows() if r.get("restarts")}
+            if restarted:
+                extra += "  restarted: " + ", ".join(f"{n} x{c}" for n, c in restarted.items())
             line = f"nodes {up}/{len(stack.nodes)}  clients {clients}  envelopes/s {rate:8.1f}{extra}"
             if sys.stdout.isatty():
                 print("\r" + line.ljust(100), end="", flush=True)
@@ -63,12 +77,19 @@ async def status_loop(stack: LocalStack, stop: asyncio.Event, interval: float) -
 
 async def run(args: argparse.Namespace) -> int:
     ports = StackPorts.ephemeral() if args.ephemeral else StackPorts()
-    stack = LocalStack(ports=ports, **({"run_dir": Path(args.run_dir)} if args.run_dir else {}))
+    stack = LocalStack(ports=ports, supervise=not args.no_supervise,
+                       **({"run_dir": Path(args.run_dir)} if args.run_dir else {}))
     stack.emulator_tier = args.tier
     if not args.emulator_in_memory:
         stack.emulator_data_dir = stack.run_dir / "servicebus-data"
-        if args.fresh and stack.emulator_data_dir.exists():
-            shutil.rmtree(stack.emulator_data_dir)
+    try:
+        stack.acquire()  # before anything is touched: a running stack's processes, logs and data stay
+    except StackBusy as exc:
+        print(f"local-stack: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if args.fresh:
+        for path in stack.clear_state():
+            print(f"--fresh: deleted {path}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -78,6 +99,7 @@ async def run(args: argparse.Namespace) -> int:
         await stack.start()
     except Exception as exc:  # noqa: BLE001 - report and exit non-zero, everything already stopped
         print(f"local-stack: could not start: {exc}", file=sys.stderr)
+        stack.release()
         return 1
     print_table(stack)
     deadline = time.monotonic() + args.duration if args.duration else None
@@ -107,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emulator-in-memory", action="store_true",
                         help="run the emulator without --data-dir (its state is gone when it stops)")
     parser.add_argument("--fresh", action="store_true",
-                        help="start the emulator empty: delete RUN_DIR/servicebus-data first")
+                        help="start empty: delete the emulator's RUN_DIR/servicebus-data and Azurite's RUN_DIR/azurite "
+                             "(the history) first")
+    parser.add_argument("--no-supervise", action="store_true",
+                        help="do not restart processes that die (they stay down, shown as DOWN)")
     args = parser.parse_args(argv)
     return asyncio.run(run(args))
 

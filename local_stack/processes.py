@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import os
 import re
 import signal
@@ -23,6 +24,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+class ProcessState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    #: exited without being asked to (crash, kill from outside): the supervisor restarts it
+    EXITED = "exited"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
 @dataclass
 class ManagedProcess:
     """One child process; its stdout+stderr go to a log file and a short in-memory tail."""
@@ -32,17 +42,41 @@ class ManagedProcess:
     env: dict[str, str] = field(default_factory=dict)
     ready_pattern: str | None = None
     log_dir: Path | None = None
+    #: what :meth:`stop` sends first (Azurite saves its tables on SIGINT only)
+    stop_signal: int = signal.SIGTERM
     proc: asyncio.subprocess.Process | None = None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=200))
     matches: dict[str, str] = field(default_factory=dict)
     _reader: asyncio.Task[None] | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopping: bool = False
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc else None
+
+    @property
+    def state(self) -> ProcessState:
+        if self.proc is None:
+            return ProcessState.NEW
+        if self.proc.returncode is None:
+            return ProcessState.STOPPING if self._stopping else ProcessState.RUNNING
+        return ProcessState.STOPPED if self._stopping else ProcessState.EXITED
+
     async def start(self, ready_within: float = 30.0) -> None:
+        """Start the process (again, after it exited: same arguments, the log file is appended to)."""
+        if self.proc is not None:  # a restart: reap the old process, its reader ends with its pipe
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.proc.wait(), 5)
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader, 2)
+        self._ready = asyncio.Event()
+        self._stopping = False
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = await asyncio.create_subprocess_exec(
             *self.args,
@@ -103,10 +137,11 @@ class ManagedProcess:
                 os.killpg(self.proc.pid, sig)
 
     async def stop(self, grace: float = 15.0) -> int | None:
-        """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
+        """``stop_signal`` (SIGTERM) to the process group, SIGKILL after ``grace`` seconds."""
         if self.proc is None:
             return None
-        self.signal(signal.SIGTERM)
+        self._stopping = True
+        self.signal(self.stop_signal)
         try:
             await asyncio.wait_for(self.proc.wait(), grace)
         except TimeoutError:

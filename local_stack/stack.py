@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import secrets
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +28,29 @@ from typing import Any
 from socketio_servicebus.topology import load_topology
 
 from .dashboard import Collector, Dashboard, NodeTarget, RegionTarget
+from .ports import port_holder
 from .processes import ROOT, ManagedProcess, free_port, python_args
+from .supervisor import Supervisor
 from .topology_config import ROOT_KEY_NAME, RegionSpec, connection_string, emulator_config
 from .webpubsub import STATS_PATH
 from .webpubsub import connection_string as webpubsub_connection_string
 
 STATE_FILE = "stack.json"
+LOCK_FILE = "stack.lock"
+
+
+def _say(text: str) -> None:
+    """A supervisor line; on a terminal it overwrites the live status line, which is redrawn next."""
+    if sys.stdout.isatty():
+        print("\r" + text.ljust(100), flush=True)
+    else:
+        print(text, flush=True)
+
+
+class StackBusy(RuntimeError):
+    """Another stack runs from this run directory, or something else holds one of its ports.
+
+    ``python -m local_stack`` prints it and exits 2, touching nothing of the other stack."""
 
 
 def _running(pid: int) -> bool:
@@ -102,6 +121,13 @@ class LocalStack:
     #: serve the live dashboard (local_stack/dashboard/) and link every node's chat page to it
     with_dashboard: bool = True
     dashboard: Dashboard | None = None
+    #: every process exports its spans to the dashboard's collector (``/v1/traces``, ``/traces``)
+    #: and, when set, to OTEL_EXPORTER_OTLP_ENDPOINT; False: no process traces (unless that is set)
+    tracing: bool = True
+    #: restart processes that die, with backoff (``make run``); off for tests that kill on purpose
+    supervise: bool = False
+    supervisor: Supervisor | None = None
+    _lock: Any = None
 
     # -- addresses -------------------------------------------------------------------------
     def region(self, name: str) -> RegionSpec:
@@ -146,6 +172,79 @@ class LocalStack:
         )
 
     # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def azurite_dir(self) -> Path:
+        return self.run_dir / "azurite"
+
+    def fixed_ports(self) -> dict[str, int]:
+        """The ports this stack will listen on that are fixed in advance (0 = chosen at start)."""
+        ports = {"azurite": self.ports.azurite, "functions": self.ports.functions,
+                 "web pubsub service": self.ports.webpubsub}
+        if self.with_dashboard:
+            ports["dashboard"] = self.ports.dashboard
+        if self.ports.emulator:
+            ports.update({f"emulator {r.name}": self.ports.emulator + i for i, r in enumerate(self.regions)})
+        if self.ports.first_node:
+            ports.update({f"relay node {n.node_id}": self.ports.first_node + i for i, n in enumerate(self.nodes)})
+        return {k: v for k, v in ports.items() if v}
+
+    def acquire(self) -> None:
+        """Own the run directory, or raise :class:`StackBusy` without touching anything.
+
+        An exclusive ``flock`` on ``RUN_DIR/stack.lock``, held while this process lives (a
+        SIGKILLed launcher releases it; its orphans are then stopped by :meth:`clean_stale`). Then
+        every fixed port must be free: a port held by another process is named with its PID.
+        """
+        if self._lock is not None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(self.run_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the stack's life
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise StackBusy(self._busy_message()) from None
+        self._lock = lock
+        try:
+            self.clean_stale()
+            for what, port in self.fixed_ports().items():
+                holder = port_holder(port)
+                if holder is not None:
+                    raise StackBusy(f"port {port} ({what}) is in use by {holder}; stop it, or use --ephemeral")
+            self._record_state()
+        except BaseException:
+            self.release()
+            raise
+
+    def _busy_message(self) -> str:
+        try:
+            state = json.loads((self.run_dir / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            state = {}
+        owner = state.get("owner", "?")
+        ports = state.get("ports") or {}
+        held = ", ".join(f"{what} on port {port}" for what, port in list(ports.items())[:3]) or "its ports"
+        return (f"a local stack is already running from {self.run_dir} (PID {owner}, {held}); "
+                f"stop it first (Ctrl-C where it runs, or kill {owner}), or use --run-dir and --ephemeral "
+                "for a second one")
+
+    def release(self) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    def clear_state(self) -> list[Path]:
+        """``--fresh``: delete the emulator's data dir and Azurite's tables (needs :meth:`acquire`)."""
+        assert self._lock is not None, "acquire() first: never clear a running stack's state"
+        cleared = []
+        for path in (self.emulator_data_dir, self.azurite_dir):
+            if path is not None and path.exists():
+                shutil.rmtree(path)
+                cleared.append(path)
+        return cleared
+
     def clean_stale(self) -> list[int]:
         """Stop what a previous run that crashed left behind (by the PIDs it recorded)."""
         state = self.run_dir / STATE_FILE
@@ -177,7 +276,10 @@ class LocalStack:
     def _record_state(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         pids = [p.pid for p in self.processes.values() if p.pid]
-        (self.run_dir / STATE_FILE).write_text(json.dumps({"pids": pids, "started": time.time()}))
+        ports = dict(self.fixed_ports())
+        ports.update({f"relay node {n.node_id}": n.port for n in self.nodes if n.port})
+        state = {"owner": os.getpid(), "pids": pids, "ports": ports, "started": time.time()}
+        (self.run_dir / STATE_FILE).write_text(json.dumps(state))
 
     async def _spawn(self, proc: ManagedProcess, ready_within: float = 40.0) -> ManagedProcess:
         self.processes[proc.name] = proc
@@ -186,7 +288,7 @@ class LocalStack:
         return proc
 
     async def start(self) -> None:
-        self.clean_stale()
+        self.acquire()
         logs = self.run_dir / "logs"
         if logs.exists():
             shutil.rmtree(logs)
@@ -198,6 +300,18 @@ class LocalStack:
         except BaseException:
             await self.stop()
             raise
+        if self.supervise:
+            self.supervisor = Supervisor(lambda: self.processes, self.restart_process, say=_say)
+            self.supervisor.start()
+
+    async def restart_process(self, name: str) -> None:
+        """Start the process ``name`` again (the supervisor's restart), on the same ports."""
+        if name == "emulator":
+            await self.restart_emulator()
+            return
+        proc = self.processes[name]
+        await proc.start(ready_within=60)
+        self._record_state()
 
     async def _start_emulator(self, config_path: Path, logs: Path, port: int, timeout: float = 40.0) -> ManagedProcess:  # noqa: ASYNC109
         return await self._spawn(
@@ -262,9 +376,7 @@ class LocalStack:
         azurite_bin = ROOT / "node_modules" / ".bin" / "azurite-table"
         if not azurite_bin.exists():
             raise RuntimeError("node_modules/.bin/azurite-table is missing: run `npm install` (make run does it)")
-        azurite_dir = self.run_dir / "azurite"
-        if azurite_dir.exists():
-            shutil.rmtree(azurite_dir)
+        azurite_dir = self.azurite_dir  # kept across runs, like the emulator's data dir (--fresh clears both)
         await asyncio.gather(
             self._spawn(
                 ManagedProcess(
@@ -273,6 +385,8 @@ class LocalStack:
                      "--location", str(azurite_dir), "--skipApiVersionCheck", "--loose", "--disableTelemetry"],
                     ready_pattern=r"successfully (started|listening)",
                     log_dir=logs,
+                    # SIGTERM ends Azurite without saving what it wrote in the last 5 s (its autosave)
+                    stop_signal=signal.SIGINT,
                 )
             ),
             self._spawn(
@@ -289,6 +403,17 @@ class LocalStack:
         if self.with_dashboard:
             await self._start_dashboard()
 
+    def tracing_env(self) -> dict[str, str]:
+        """OTEL_* for a child process: export to the stack's collector too, 100 % sampled (unless the
+        environment says otherwise), exported every 200 ms so the trace view follows."""
+        if not (self.tracing and self.with_dashboard):
+            return {}
+        env = {"SIO_OTEL_EXTRA_ENDPOINTS": f"http://127.0.0.1:{self.ports.dashboard}",
+               "OTEL_BSP_SCHEDULE_DELAY": os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "200")}
+        if not os.environ.get("OTEL_TRACES_SAMPLER"):
+            env["OTEL_TRACES_SAMPLER"] = "parentbased_always_on"
+        return env
+
     def functions_env(self) -> dict[str, str]:
         topo = load_topology()
         settings = topo["appSettings"]
@@ -302,6 +427,7 @@ class LocalStack:
             settings["webPubSubConnection"]: self.webpubsub_connection_string,
             "FUNCTIONS_LOCAL_KEY": self.function_key,
             settings["historyTokenKey"]: self.history_token_key,
+            **self.tracing_env(),
         }
         for region in self.regions:
             name = str(topo["regionConnectionTemplate"]).replace("{region}", region.name)
@@ -340,13 +466,16 @@ class LocalStack:
             ManagedProcess(
                 f"node-{node.node_id}",
                 python_args("relay_node", *args),
-                env={"SERVICEBUS_CONNECTION_STRING": conn, "SIO_HISTORY_TOKEN_KEY": self.history_token_key},
+                env={"SERVICEBUS_CONNECTION_STRING": conn, "SIO_HISTORY_TOKEN_KEY": self.history_token_key,
+                     **self.tracing_env()},
                 ready_pattern=r"relay-node listening on http://[^:]+:(?P<port>\d+)",
                 log_dir=logs,
             ),
             ready_within=60,
         )
         node.port = int(proc.matches["port"])
+        proc.args[proc.args.index("--port") + 1] = str(node.port)  # a restart comes back on the same port
+        self._record_state()
 
     def dashboard_targets(self) -> tuple[list[NodeTarget], list[RegionTarget]]:
         """What the dashboard probes, read on every tick (node ports are known once they listen)."""
@@ -357,14 +486,34 @@ class LocalStack:
                    for r in self.regions if r.name in self.namespace_ports]
         return nodes, regions
 
+    def service_rows(self) -> list[dict[str, Any]]:
+        """Every process with its supervision state, restarts and the port to probe."""
+        ports = {"functions": self.ports.functions, "azurite": self.ports.azurite,
+                 "webpubsub": self.ports.webpubsub}
+        ports.update({f"node-{n.node_id}": n.port for n in self.nodes if n.port})
+        if self.namespace_ports:
+            ports["emulator"] = self.namespace_ports[self.regions[0].name]
+        if self.supervisor is not None:
+            rows = self.supervisor.rows()
+        else:
+            rows = [{"name": name, "state": "running" if p.alive() else "exited", "pid": p.pid if p.alive() else None,
+                     "restarts": 0, "lastExit": p.returncode} for name, p in self.processes.items()]
+        for row in rows:
+            row["port"] = ports.get(row["name"])
+            row["supervised"] = self.supervisor is not None
+        return rows
+
     async def _start_dashboard(self) -> None:
         collector = Collector(lambda: self.dashboard_targets()[0], lambda: self.dashboard_targets()[1],
-                              webpubsub=lambda: self.webpubsub_url + STATS_PATH)
+                              webpubsub=lambda: self.webpubsub_url + STATS_PATH,
+                              services=self.service_rows)
         self.dashboard = Dashboard(collector, host="127.0.0.1", port=self.ports.dashboard)
         await self.dashboard.start()
 
     async def stop(self) -> None:
         """Stop everything started, relay nodes first (they delete their subscriptions)."""
+        if self.supervisor is not None:
+            await self.supervisor.stop()
         if self.dashboard is not None:
             await self.dashboard.stop()
             self.dashboard = None
@@ -372,7 +521,9 @@ class LocalStack:
         services = [self.processes[n] for n in ("functions", "webpubsub", "azurite") if n in self.processes]
         for group in (nodes, services, [self.processes.get("emulator")]):
             await asyncio.gather(*(p.stop() for p in group if p is not None))
-        (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+        if self._lock is not None:
+            (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+        self.release()
 
     # -- status ----------------------------------------------------------------------------
     def describe(self) -> list[tuple[str, str, str]]:
@@ -385,6 +536,8 @@ class LocalStack:
         rows.append(("functions", "all", f"{self.functions_url}/emit  /history  /history/server  /negotiate"))
         rows.append(("azurite tables", "-", f"http://127.0.0.1:{self.ports.azurite}"))
         rows.append(("web pubsub (local)", "-", f"{self.webpubsub_url}  (stats {STATS_PATH})"))
+        if self.tracing_env():
+            rows.append(("traces", "all", f"{self.dashboard_url}traces  (OTLP in: {self.dashboard_url}v1/traces)"))
         return rows
 
 

@@ -5,8 +5,15 @@ Client → server events (each answers through the ack; errors also arrive as an
 - ``join`` ``"room"`` → ``{"ok": true, "room", "node", "region"}``
 - ``leave`` ``"room"`` → ``{"ok": true, "room"}``
 - ``chat`` ``{"room", "text"}`` → ``{"ok": true, "id"}``; every member of the room on every node
-  receives ``chat`` ``{"room", "text", "sid", "node", "region", "id", "ts"[, "user"]}``
-- ``who`` ``"room"`` → ``{"room", "members": [{"sid", "node", "region"}...], "count"}``
+  receives ``chat`` ``{"room", "text", "sid", "node", "region", "id", "ts"[, "user"][, "trace"]}``
+  (``trace``: the trace id of this message when the node traces, see docs/observability.md)
+- ``who`` ``"room"`` → ``{"room", "members": [{"sid", "node", "region"}...], "count", "missing"}``, only
+  for a room the socket is in (each call asks every node); ``missing`` lists the ids of the nodes
+  that did not answer within the manager's request timeout (their members are not in
+  ``members``); empty when every node answered
+
+``join`` asks the node's ``authorize_room`` hook first (:mod:`relay_node.authorize`); a refused
+join answers ``{"error": "not allowed to join ..."}``.
 
 Chat rooms live under the socket.io room ``chat:<name>`` so a client can never join another
 client's private sid room. ``chat`` events are marked ``persist`` for the Functions history store
@@ -23,7 +30,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
+from socketio_servicebus.tracing import Tracing
+
+from . import authorize
+
 log = logging.getLogger("relay_node.chat")
+_TRACING = Tracing()
 
 NAMESPACE = "/"
 ROOM_PREFIX = "chat:"
@@ -105,6 +119,8 @@ def setup(sio: Any) -> None:
                 raise ChatError(f"at most {MAX_ROOMS_PER_CLIENT} rooms per connection")
         except ChatError as exc:
             return await fail(sid, "join", exc)
+        if await authorize.of(sio).admit(sio, NAMESPACE, sid, ROOM_PREFIX + room) is authorize.Grant.DENIED:
+            return await fail(sid, "join", ChatError(f"not allowed to join {room!r}"))
         await sio.enter_room(sid, ROOM_PREFIX + room, namespace=NAMESPACE)
         return {"ok": True, "room": room, "node": node, "region": region}
 
@@ -115,6 +131,7 @@ def setup(sio: Any) -> None:
         except ChatError as exc:
             return await fail(sid, "leave", exc)
         await sio.leave_room(sid, ROOM_PREFIX + room, namespace=NAMESPACE)
+        authorize.of(sio).forget(sio, NAMESPACE, sid, ROOM_PREFIX + room)
         return {"ok": True, "room": room}
 
     @_on(sio, "chat")
@@ -135,21 +152,32 @@ def setup(sio: Any) -> None:
         user = user_of(sid)
         if user:
             message["user"] = user
-        await manager.emit("chat", message, namespace=NAMESPACE, room=ROOM_PREFIX + room, **persist_kw)
-        return {"ok": True, "id": message["id"]}
+        # the span of this chat message; the manager's emit span hangs under it (docs/observability.md)
+        with _TRACING.span("chat " + ROOM_PREFIX + room, kind=SpanKind.SERVER, attributes={
+                "chat.message_id": message["id"], "socketio.room": ROOM_PREFIX + room, "socketio.event": "chat",
+                "socketio.namespace": NAMESPACE, "socketio.node_id": node}) as span:
+            if span is not None:
+                message["trace"] = format(span.get_span_context().trace_id, "032x")  # shown small, for support
+            await manager.emit("chat", message, namespace=NAMESPACE, room=ROOM_PREFIX + room, **persist_kw)
+        reply = {"ok": True, "id": message["id"]}
+        if "trace" in message:
+            reply["trace"] = message["trace"]
+        return reply
 
     @_on(sio, "who")
     async def who(sid: str, data: Any = None) -> dict[str, Any]:
         try:
             room = room_name(data)
+            if room not in joined(sid):  # a member list costs one request to every node
+                raise ChatError(f"join {room!r} before asking who is in it")
         except ChatError as exc:
             return await fail(sid, "who", exc)
         try:
-            members = await room_members(sio, NAMESPACE, ROOM_PREFIX + room, node, region)
+            members, missing = await room_members(sio, NAMESPACE, ROOM_PREFIX + room, node, region)
         except Exception as exc:  # noqa: BLE001 - a failed cross-node query answers with the error, logged
             log.warning("who %s failed: %s", room, exc)
             return await fail(sid, "who", ChatError(f"member list unavailable: {exc}"))
-        return {"room": room, "members": members, "count": len(members)}
+        return {"room": room, "members": members, "count": len(members), "missing": missing}
 
 
 def _member(item: Any, node: str, regions: dict[str, str]) -> dict[str, Any]:
@@ -161,8 +189,11 @@ def _member(item: Any, node: str, regions: dict[str, str]) -> dict[str, Any]:
     return {"sid": str(sid), "node": where, "region": regions.get(where, "")}
 
 
-async def room_members(sio: Any, namespace: str, room: str, node: str, region: str) -> list[dict[str, Any]]:
-    """Members of ``room`` on every node, with their node and region.
+async def room_members(
+    sio: Any, namespace: str, room: str, node: str, region: str
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Members of ``room`` on every node, with their node and region, and the ids of the nodes
+    that did not answer (the ``missing`` of the manager's result; none for a plain manager).
 
     ``manager.fetch_sockets`` (which names each socket's node) is preferred over
     ``manager.room_members`` (sids only); a plain manager answers with the local members.
@@ -179,4 +210,5 @@ async def room_members(sio: Any, namespace: str, room: str, node: str, region: s
     else:
         items = [sid for sid, _ in manager.get_participants(namespace, room)]
     members = [_member(i, node, regions) for i in items]
-    return sorted(members, key=lambda m: (m["node"], m["sid"]))
+    missing = sorted(str(n) for n in getattr(items, "missing", ()))
+    return sorted(members, key=lambda m: (m["node"], m["sid"])), missing

@@ -14,6 +14,9 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+from socketio_servicebus.extras import missing_modules
 
 from .config import PROG, ConfigError, RelayConfig, from_args
 
@@ -22,10 +25,11 @@ def _error(message: str) -> None:
     print(f"{PROG}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+def _setup_logging(level: str, *, traced: bool = False) -> None:
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if traced:  # records carry trace_id/span_id (socketio_servicebus.tracing.install_log_correlation)
+        fmt += " trace_id=%(trace_id)s span_id=%(span_id)s"
+    logging.basicConfig(level=level, stream=sys.stderr, format=fmt, force=True)
     if level != "DEBUG":
         # one line per lifecycle step: keep the SDK's and uvicorn's chatter out
         for name in ("azure", "uamqp", "uvicorn", "uvicorn.error", "engineio", "socketio"):
@@ -91,11 +95,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _error(str(exc))
         return 2
-    _setup_logging(cfg.log_level)
+    provider = _setup_tracing(cfg)
+    _setup_logging(cfg.log_level, traced=provider is not None)
     try:
         return asyncio.run(run(cfg))
     except KeyboardInterrupt:  # pragma: no cover - signal handlers normally take it
         return 130
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush the last spans
+
+
+def _setup_tracing(cfg: RelayConfig) -> Any:
+    """Spans exported as the OTEL_* variables say (docs/observability.md); None when off."""
+    missing = missing_modules("otel")
+    if missing:
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("SIO_OTEL_EXTRA_ENDPOINTS") \
+                or os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+            print(f"{PROG}: warning: tracing is asked for but module {missing[0]!r} is missing: install the "
+                  "'otel' extra: pip install 'socketio-servicebus[relay,otel]'", file=sys.stderr, flush=True)
+        return None
+    from socketio_servicebus import otel
+
+    settings = otel.settings_from_env("relay-node", cfg.node_id, region=cfg.region)
+    return otel.configure(settings) if settings is not None else None
 
 
 if __name__ == "__main__":

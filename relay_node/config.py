@@ -38,9 +38,16 @@ ENV_VARS: dict[str, str] = {
     "apps": "RELAY_APPS",
     "auth_jwt_key": "RELAY_AUTH_JWT_KEY",
     "auth_jwt_public_key_file": "RELAY_AUTH_JWT_PUBLIC_KEY_FILE",
+    "auth_jwt_public_key": "RELAY_AUTH_JWT_PUBLIC_KEY",
     "auth_jwt_audience": "RELAY_AUTH_JWT_AUDIENCE",
     "auth_jwt_issuer": "RELAY_AUTH_JWT_ISSUER",
     "auth_callback": "RELAY_AUTH_CALLBACK",
+    "authorize_room": "RELAY_AUTHORIZE_ROOM",
+    "rate_limit": "RELAY_RATE_LIMIT",
+    "rate_burst": "RELAY_RATE_BURST",
+    "rate_limit_disconnect_after": "RELAY_RATE_LIMIT_DISCONNECT_AFTER",
+    "max_connections": "RELAY_MAX_CONNECTIONS",
+    "ops_port": "RELAY_OPS_PORT",
     "history_url": "RELAY_HISTORY_URL",
     "dashboard_url": "RELAY_DASHBOARD_URL",
     # the Function App's setting of the same name (socketio_servicebus/topology.json appSettings.historyTokenKey)
@@ -57,6 +64,8 @@ ENV_VARS: dict[str, str] = {
 }
 
 DEFAULT_APP = "relay_node.chat:setup"
+#: an HS256 client-auth secret shorter than this is refused (RFC 7518 3.2: a key of >= 256 bits)
+MIN_JWT_KEY_CHARS = 32
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -71,7 +80,7 @@ class RelayConfig:
     port: int = 8000
     node_id: str = ""
     region: str = "local"
-    connection_string: str | None = None
+    connection_string: str | None = field(default=None, repr=False)
     fully_qualified_namespace: str | None = None
     topic: str = "socketio"
     subscription: str | None = None
@@ -84,11 +93,22 @@ class RelayConfig:
     #: ``None`` = same origin only (python-socketio's default); ``["*"]`` = any origin
     cors_origins: list[str] | None = None
     apps: list[str] = field(default_factory=lambda: [DEFAULT_APP])
-    auth_jwt_key: str | None = None
+    auth_jwt_key: str | None = field(default=None, repr=False)
     auth_jwt_public_key: str | None = None
     auth_jwt_audience: str | None = None
     auth_jwt_issuer: str | None = None
     auth_callback: str | None = None
+    #: ``module:function`` ``authorize_room(claims, room) -> bool | "read-history"``; none = anyone joins
+    authorize_room: str | None = None
+    #: per-socket token bucket: events per second, and the burst a socket may send at once
+    rate_limit: float = 20.0
+    rate_burst: float = 60.0
+    #: refused events in a row after which the socket is disconnected (0 = never)
+    rate_limit_disconnect_after: int = 100
+    #: Engine.IO sessions this node accepts at once; more are answered 503 (0 = no cap)
+    max_connections: int = 10_000
+    #: serve /metrics and /readyz on this port only (same host); ``None`` = on the public port
+    ops_port: int | None = None
     history_url: str | None = None
     #: a dashboard the demo page links to (the local stack sets it); none = no link
     dashboard_url: str | None = None
@@ -151,6 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("--auth-jwt-issuer", dest="auth_jwt_issuer", help="required JWT iss claim (optional)")
     add("--auth-callback", dest="auth_callback",
         help="module:function, async def authorize(environ, auth) -> bool | dict")
+    add("--auth-jwt-public-key", dest="auth_jwt_public_key",
+        help="PEM public key text (instead of a file; for a container secret): clients must present an RS256 JWT")
+    add("--authorize-room", dest="authorize_room",
+        help="module:function, authorize_room(claims, room) -> bool | 'read-history', asked before every join "
+        "(default: anyone may join, no history older than the join)")
+    add("--rate-limit", dest="rate_limit",
+        help="events per second one socket may send, on average (default 20; 0 = no limit)")
+    add("--rate-burst", dest="rate_burst", help="events one socket may send at once (default 60)")
+    add("--rate-limit-disconnect-after", dest="rate_limit_disconnect_after",
+        help="refused events in a row after which a socket is disconnected (default 100; 0 = never)")
+    add("--max-connections", dest="max_connections",
+        help="connections this node holds at once; more are answered 503 (default 10000; 0 = no cap)")
+    add("--ops-port", dest="ops_port",
+        help="serve /metrics and /readyz on this port (same host) instead of the public one")
     add("--history-url", dest="history_url",
         help="base URL of the Functions history API the demo page calls after a reconnect")
     add("--dashboard-url", dest="dashboard_url",
@@ -307,7 +341,15 @@ def from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> RelayConfig
             raise ConfigError(f"--app {spec!r}: expected package.module:setup")
     cfg.apps = apps
 
-    cfg.auth_jwt_key = pick("auth_jwt_key")
+    cfg.auth_jwt_key = (pick("auth_jwt_key") or "").strip() or None
+    if cfg.auth_jwt_key is not None and len(cfg.auth_jwt_key) < MIN_JWT_KEY_CHARS:
+        raise ConfigError(
+            f"--auth-jwt-key / {ENV_VARS['auth_jwt_key']} is {len(cfg.auth_jwt_key)} characters long: use at least "
+            f"{MIN_JWT_KEY_CHARS} random characters (a short HS256 secret can be guessed offline from one token)"
+        )
+    cfg.auth_jwt_public_key = pick("auth_jwt_public_key")
+    if cfg.auth_jwt_public_key and "PUBLIC KEY" not in cfg.auth_jwt_public_key:
+        raise ConfigError(f"--auth-jwt-public-key / {ENV_VARS['auth_jwt_public_key']}: not a PEM public key")
     key_file = pick("auth_jwt_public_key_file")
     if key_file:
         try:
@@ -321,6 +363,19 @@ def from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> RelayConfig
     cfg.auth_callback = pick("auth_callback")
     if cfg.auth_callback and not _APP_SPEC.match(cfg.auth_callback):
         raise ConfigError(f"--auth-callback {cfg.auth_callback!r}: expected package.module:function")
+    cfg.authorize_room = pick("authorize_room")
+    if cfg.authorize_room and not _APP_SPEC.match(cfg.authorize_room):
+        raise ConfigError(f"--authorize-room {cfg.authorize_room!r}: expected package.module:function")
+    cfg.rate_limit = _float(pick("rate_limit"), cfg.rate_limit, "--rate-limit")
+    cfg.rate_burst = _float(pick("rate_burst"), cfg.rate_burst, "--rate-burst", 1.0)
+    cfg.rate_limit_disconnect_after = int(_float(pick("rate_limit_disconnect_after"), cfg.rate_limit_disconnect_after,
+                                                 "--rate-limit-disconnect-after"))
+    cfg.max_connections = int(_float(pick("max_connections"), cfg.max_connections, "--max-connections"))
+    ops_port = pick("ops_port")
+    if ops_port is not None:
+        if not ops_port.isdigit() or not 0 <= int(ops_port) <= 65535:
+            raise ConfigError(f"--ops-port must be 0..65535, not {ops_port!r}")
+        cfg.ops_port = int(ops_port)
 
     history = pick("history_url")
     if history:

@@ -27,14 +27,19 @@ from socketio_servicebus.servicebus.clients import emulator_address
 from socketio_servicebus.servicebus.tunnel import ConnectTunnel
 from socketio_servicebus.topology import load_topology
 
+from . import authorize
 from .auth import Authorizer
 from .config import RelayConfig
+from .connection_cap import ConnectionCap
 from .guard import install_connect_guard
 from .history import EVENT as HISTORY_TOKEN_EVENT
 from .history import HistoryTokenIssuer
-from .loading import LoadError, setup_apps
+from .loading import LoadError, load_ref, setup_apps
 from .metrics import CONTENT_TYPE, make_registry
+from .ops import OPS_SCOPE_KEY, OpsServer
+from .oversize import hard_cap, refuse_oversized
 from .probe import StartupError, probe
+from .ratelimit import RateLimiter, install_rate_limit
 from .sdk_options import SdkOptions, endpoint_of, needs_tunnel, sdk_options
 
 log = logging.getLogger("relay_node")
@@ -83,6 +88,8 @@ class _DrainGate:
                     await _respond_json(send, 413, {"error": f"request body over {limit} bytes"},
                                         extra=[(b"connection", b"close")])
                     return
+        if scope["type"] == "websocket":  # an oversized event gets an error, not a closed connection
+            receive = refuse_oversized(receive, send, self.node.cfg.max_http_buffer_size)
         await self.app(scope, receive, send)
 
 
@@ -116,6 +123,11 @@ class RelayNode:
         self.asgi: Any = None
         self.authorizer = Authorizer.from_config(cfg)
         self.history_tokens: HistoryTokenIssuer | None = None
+        self.room_access: authorize.RoomAccess | None = None
+        self.rate_limiter = RateLimiter(rate=cfg.rate_limit, burst=cfg.rate_burst,
+                                        disconnect_after=cfg.rate_limit_disconnect_after)
+        self.connection_cap: ConnectionCap | None = None
+        self.ops: OpsServer | None = None
         self._uvicorn: _Uvicorn | None = None
         self._serve_task: asyncio.Task[Any] | None = None
         self._stopped = asyncio.Event()
@@ -146,6 +158,15 @@ class RelayNode:
             ("history_tokens_issued", "history tokens issued", self.history_tokens.issued if self.history_tokens else 0),
             ("history_tokens_refused", "history token requests refused",
              self.history_tokens.refused if self.history_tokens else 0),
+            ("history_tokens_resumed", "history tokens that resumed an earlier membership",
+             self.history_tokens.resumed if self.history_tokens else 0),
+            ("room_joins_refused", "joins refused by the authorize_room hook",
+             self.room_access.refused if self.room_access else 0),
+            ("events_rate_limited", "client events refused by the per-socket rate limit", self.rate_limiter.limited),
+            ("clients_disconnected_rate_limit", "clients disconnected for exceeding the rate limit persistently",
+             self.rate_limiter.disconnected),
+            ("connections_refused_max", "connections refused with 503 at --max-connections",
+             self.connection_cap.refused if self.connection_cap else 0),
         ]
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -205,13 +226,19 @@ class RelayNode:
             logger=False,
             engineio_logger=False,
         )
+        hook = load_ref(self.cfg.authorize_room, "--authorize-room") if self.cfg.authorize_room else authorize.allow_join
+        self.room_access = authorize.attach(self.sio, authorize.RoomAccess(hook))
         await setup_apps(self.sio, self.cfg.apps)
         namespaces = install_connect_guard(self.sio, self._guard)  # last: it wraps what the apps registered
         self.history_tokens = HistoryTokenIssuer(
             self.sio, key=self.cfg.history_token_key, ttl=self.cfg.history_token_ttl, node_id=self.cfg.node_id,
             history_url=self.cfg.history_url)
         self.history_tokens.install(namespaces)
-        self.asgi = _DrainGate(self, socketio.ASGIApp(self.sio, other_asgi_app=self._routes))
+        install_rate_limit(self.sio, self.rate_limiter)  # after every handler is registered
+        self.connection_cap = ConnectionCap(socketio.ASGIApp(self.sio, other_asgi_app=self._routes),
+                                            limit=self.cfg.max_connections,
+                                            count=lambda: len(getattr(self.sio.eio, "sockets", {})))
+        self.asgi = _DrainGate(self, self.connection_cap)
 
     # ------------------------------------------------------------------ HTTP routes
     async def _routes(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -234,6 +261,8 @@ class RelayNode:
             body = {"status": "ok", "node": self.cfg.node_id, "region": self.cfg.region,
                     "uptime": round(time.time() - self.started_at, 3), "draining": self.draining}
             await _respond_json(send, 200, body)
+        elif path in ("/readyz", "/metrics") and self.cfg.ops_port is not None and not scope.get(OPS_SCOPE_KEY):
+            await _respond(send, 404, b"not found (served on the ops port)\n", "text/plain; charset=utf-8")
         elif path == "/readyz":
             ok, body = self.readiness()
             await _respond_json(send, 200 if ok else 503, body)
@@ -288,6 +317,9 @@ class RelayNode:
         else:
             log.warning("history tokens: off (SIO_HISTORY_TOKEN_KEY not set): this node's clients cannot read "
                         "the history API after a reconnect")
+        if not self.authorizer.enabled:
+            log.warning("client auth: off (no --auth-jwt-key, --auth-jwt-public-key[-file] or --auth-callback): any "
+                        "client that reaches %s:%s may connect, join rooms and chat", cfg.host, cfg.port)
         self.sio.manager_initialized = True
         await self.manager.start()
         ready = await self.manager.wait_ready(max(1.0, deadline - time.monotonic()))
@@ -302,9 +334,9 @@ class RelayNode:
         config = uvicorn.Config(
             self.asgi, log_config=None, access_log=False, lifespan="off", ws="auto",
             timeout_graceful_shutdown=2, ws_ping_interval=20, ws_ping_timeout=20,
-            # refuse an oversized WebSocket message while it arrives (close 1009) instead of
-            # buffering up to uvicorn's 16 MiB default before engine.io checks it
-            ws_max_size=cfg.max_http_buffer_size + 1024,
+            # up to the hard cap an oversized message is answered with an error (relay_node/oversize.py);
+            # above it, it is refused while it arrives (close 1009), not buffered up to uvicorn's 16 MiB
+            ws_max_size=hard_cap(cfg.max_http_buffer_size),
             log_level="debug" if cfg.log_level == "DEBUG" else "warning",
         )
         self._uvicorn = _Uvicorn(config)
@@ -315,6 +347,12 @@ class RelayNode:
                 raise StartupError(f"cannot serve on {cfg.host}:{self.port}", fatal=False)
             await asyncio.sleep(0.02)
         url_host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        if cfg.ops_port is not None:
+            self.ops = OpsServer(self._routes)
+            ops_port = await self.ops.start(_bind(cfg.host, cfg.ops_port))
+            log.info("ops port: /metrics, /readyz, /healthz on http://%s:%d (not on the public port)", url_host,
+                     ops_port)
+            print(f"relay-node ops port on http://{url_host}:{ops_port}", flush=True)
         log.info("listening on http://%s:%d", url_host, self.port)
         print(f"relay-node listening on http://{url_host}:{self.port}", flush=True)
 
@@ -388,6 +426,8 @@ class RelayNode:
                 except Exception as exc:  # noqa: BLE001 - stopping anyway; logged
                     log.warning("uvicorn did not stop cleanly (%s: %s); forcing exit", type(exc).__name__, exc)
                     self._uvicorn.force_exit = True
+        if self.ops is not None:
+            await self.ops.stop()
         await self.close_tunnel()
         if self.credential is not None and hasattr(self.credential, "close"):
             with contextlib.suppress(Exception):
@@ -396,22 +436,38 @@ class RelayNode:
         self._stopped.set()
 
     async def _move_clients(self, left: Callable[[], float]) -> None:
-        """Tell every client to go: ``relay:reconnect``, then close its Engine.IO transport.
+        """Tell every client to go: ``relay:reconnect``, then drop its Engine.IO transport.
 
-        A transport close (not a socket.io-level disconnect) makes the official clients
-        reconnect on their own, through the load balancer, to a node that is still ready.
+        The transport is closed without an Engine.IO ``close`` packet (and so without a socket.io
+        disconnect): to the official clients (JS, python-socketio) that is a lost connection, which
+        they reconnect from on their own, with their default backoff, through the load balancer to
+        a node that is still ready. A ``close`` packet would be a server disconnect, which
+        python-socketio's client never reconnects from.
         """
         eio_sids = list(getattr(self.sio.eio, "sockets", {}).keys())
         if not eio_sids:
             return
-        log.info("disconnecting %d client(s) so they reconnect elsewhere", len(eio_sids))
+        log.info("closing %d client connection(s) so they reconnect elsewhere", len(eio_sids))
         with contextlib.suppress(Exception):
             await self.sio.emit("relay:reconnect", {"reason": "draining", "node": self.cfg.node_id},
                                 ignore_queue=True)
         await asyncio.sleep(min(0.2, left()))
         for eio_sid in eio_sids:
             with contextlib.suppress(Exception):
-                await self.sio.eio.disconnect(eio_sid)
+                await _drop_transport(self.sio.eio, eio_sid)
+
+
+async def _drop_transport(eio: Any, eio_sid: str) -> None:
+    """Close one Engine.IO session like a lost connection: the server forgets it (socket.io
+    disconnect handlers run), no ``close`` packet is sent, the WebSocket is closed after what was
+    queued before (the writer stops at the ``None``) and a pending long-poll returns empty; the
+    client's next poll finds no session (400), a transport error it reconnects from."""
+    sock = eio.sockets.get(eio_sid)
+    if sock is None:
+        return
+    await sock.close(wait=False, abort=True, reason=eio.reason.TRANSPORT_CLOSE)
+    sock.queue.put_nowait(None)
+    eio.sockets.pop(eio_sid, None)
 
 
 class _NothingToDrain(Exception):

@@ -26,7 +26,7 @@ Differences from Azure, on purpose:
 - AutoDeleteOnIdle, DuplicateDetectionHistoryTimeWindow and DefaultMessageTimeToLive accept any
   positive duration (Azure: AutoDeleteOnIdle >= 5 minutes, duplicate window >= 20 s), so tests can
   watch an idle subscription disappear after a second or two. Only subscriptions auto-delete.
-- Stored and reported but not enforced: RequiresSession, Status, ForwardTo,
+- Stored and reported but not enforced: Status, ForwardTo,
   ForwardDeadLetteredMessagesTo, EnableBatchedOperations, MaxSizeInMegabytes (the namespace's
   per-entity quota applies), MaxMessageSizeInKilobytes, DeadLetteringOnFilterEvaluationExceptions,
   UserMetadata, topic and queue AutoDeleteOnIdle.
@@ -46,6 +46,7 @@ from aiohttp import web
 
 from . import admin_xml as ax
 from . import entity_fields as ef
+from . import origin_guard
 from .config import QueueConfig, RuleConfig, SubscriptionConfig, TopicConfig
 from .entities import DEFAULT_RULE, Namespace, Queue, Rule, Subscription, Topic
 from .entity_fields import NEVER
@@ -79,7 +80,7 @@ TOPIC_EXTRAS = {
     "EnableExpress",
 }
 QUEUE_EXTRAS = {
-    "MaxSizeInMegabytes", "EnableBatchedOperations", "RequiresSession", "Status", "ForwardTo",
+    "MaxSizeInMegabytes", "EnableBatchedOperations", "Status", "ForwardTo",
     "ForwardDeadLetteredMessagesTo", "UserMetadata", "EnablePartitioning", "EnableExpress",
     "MaxMessageSizeInKilobytes", "SupportOrdering",
 }
@@ -399,8 +400,6 @@ class AdminApi:
         self._check_common(fields)
         extra = self.extras(queue)
         changes = ef.updated(fields, ef.QUEUE, queue.config, "queue")
-        if "RequiresSession" in fields and fields["RequiresSession"] != extra.get("RequiresSession", False):
-            raise BadRequest("RequiresSession cannot be changed on an existing queue.")  # kept with the extras
         queue.update(replace(queue.config, **changes), self.now())
         extra.update(self._extras_from(fields, QUEUE_EXTRAS))
 
@@ -442,7 +441,6 @@ class AdminApi:
         values: dict[str, Any] = {
             **ef.described(cfg, ef.QUEUE),
             "MaxSizeInMegabytes": size_mb,
-            "RequiresSession": False,
             "EnableBatchedOperations": True,
             "SizeInBytes": queue.store.size_bytes + queue.dlq.size_bytes,
             "MessageCount": active + dead,
@@ -663,7 +661,8 @@ def make_admin_app(runtime: Runtime, *first: Callable[[web.Application], None]) 
     """The namespace's HTTP application: ``first`` add their routes (AMQP over WebSockets) ahead
     of the management API, whose catch-all route comes last."""
     api = AdminApi(runtime)
-    app = web.Application(client_max_size=ax.MAX_BODY_BYTES)
+    # foreign Host / browser Origin refused before any handler, HTTP and WebSocket alike
+    app = web.Application(client_max_size=ax.MAX_BODY_BYTES, middlewares=[origin_guard.middleware(runtime)])
     for add_routes in first:
         add_routes(app)
     app.router.add_route("*", "/{tail:.*}", api.handle)

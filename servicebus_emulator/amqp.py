@@ -16,12 +16,9 @@ import uuid
 from typing import Any
 
 from proton import (
-    UNDESCRIBED,
-    Array,
     Collector,
     Condition,
     Connection,
-    Data,
     Delivery,
     Disposition,
     Endpoint,
@@ -31,26 +28,30 @@ from proton import (
     Terminus,
     Transport,
     symbol,
-    timestamp,
     ulong,
 )
 
 from .amqp_frames import FrameFixer
+from .amqp_management import ManagementContext, charge_send, management_op
 from .codec import encode_entry, parse_transfer, to_stored
-from .entities import Namespace, Queue, Topic, split_path
+from .entities import Namespace, split_path
 from .errors import (
     BadRequest,
     EmulatorError,
     InternalError,
+    InvalidOperation,
     MessageTooLarge,
-    NotImplementedOperation,
+    OperationTimeout,
     QuotaExceeded,
+    SessionLockLost,
     Unauthorized,
 )
 from .meter import Op
 from .runtime import Runtime
 from .sas import Grant, verify_token
+from .sessions import LOCK_LOST_TEXT, Session, SessionStore
 from .store import Entry, MessageStore
+from .token_expiry import ExpiryWatch, remember, uncovered
 
 log = logging.getLogger("servicebus_emulator.amqp")
 
@@ -73,24 +74,28 @@ def _condition(exc: EmulatorError) -> Condition:
 
 
 SESSION_FILTER = symbol(VENDOR + "session-filter")
+SESSION_LOCKED_UNTIL = symbol(VENDOR + "locked-until-utc")
+OPERATION_TIMEOUT = symbol(VENDOR + "timeout")
+#: how long a receiver for the next available session waits when it does not say (ms)
+DEFAULT_SESSION_WAIT_MS = 60_000
+#: .NET ticks (100 ns) at the Unix epoch: ``com.microsoft:locked-until-utc`` is in ticks
+DOTNET_EPOCH_TICKS = 621_355_968_000_000_000
 
 
-def _asks_for_a_session(link: Link) -> bool:
-    """A receiver link whose source carries ``com.microsoft:session-filter`` (the SDK's session
-    receivers, with or without a session id). Serving it as a plain receiver would hand out
-    messages with no session lock and no session state, which looks like it works and does not."""
-    data = link.remote_source.filter
-    data.rewind()
-    filters = data.get_object() if data.next() is not None else None
-    return isinstance(filters, dict) and SESSION_FILTER in filters
+class SessionAsk:
+    """What a receiver link's source asks for: ``com.microsoft:session-filter`` absent (a plain
+    receiver), present with a session id, or present and null (the next available session)."""
 
-
-def _array_values(value: Any) -> list[Any]:
-    if isinstance(value, Array):
-        return list(value.elements)
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
+    def __init__(self, link: Link):
+        data = link.remote_source.filter
+        data.rewind()
+        filters = data.get_object() if data.next() is not None else None
+        self.wanted = isinstance(filters, dict) and SESSION_FILTER in filters
+        value = filters.get(SESSION_FILTER) if isinstance(filters, dict) else None
+        self.session_id: str | None = None if value is None else str(value)
+        props = link.remote_properties or {}
+        wait = props.get(OPERATION_TIMEOUT) if isinstance(props, dict) else None
+        self.wait_seconds = (DEFAULT_SESSION_WAIT_MS if wait is None else int(wait)) / 1000.0
 
 
 class EntitySender:
@@ -126,9 +131,31 @@ class EntitySender:
         stay locked until their ``locked_until``; then the lock expires, the delivery count goes
         up by one, and they are delivered again (or dead-lettered at MaxDeliveryCount). Messages
         the SDK did not hand out it releases itself before closing (AMQP released: unlocked at
-        once, not a delivery attempt)."""
+        once, not a delivery attempt). A session receiver's session lock is released at once."""
         self.store.detach(self, time.time())
         self.unsettled.clear()
+
+
+class SessionSender(EntitySender):
+    """Our sending end of a session receiver's link (a ``sessions.SessionConsumer``). Its attach
+    is answered once it holds a session: at once for a named session, or when one becomes
+    available for the next available session (or, at the receiver's timeout, refused)."""
+
+    store: SessionStore
+
+    def session_granted(self, session: Session) -> None:
+        self.conn.open_session_link(self, session)
+
+    def session_wait_timed_out(self) -> None:
+        self.conn.refuse_link(self.link, OperationTimeout(
+            f"The operation did not complete within the allotted timeout: no session of "
+            f"'{self.store.path}' became available."))
+        self.conn.drop_sender(self)
+
+    def session_lost(self, session: Session) -> None:
+        self.conn.refuse_link(self.link, SessionLockLost(
+            f"{LOCK_LOST_TEXT} ({self.store.path}, session '{session.session_id}')"))
+        self.conn.drop_sender(self)
 
 
 class AmqpConnection(asyncio.Protocol):
@@ -149,6 +176,7 @@ class AmqpConnection(asyncio.Protocol):
         self.frames = FrameFixer(max_frame=MAX_FRAME)
         self.io: asyncio.Transport | None = None
         self.grants: list[Grant] = []
+        self.expiry = ExpiryWatch(self._on_token_expiry)
         self.senders: list[EntitySender] = []
         self._flush_scheduled = False
         self._closed = False
@@ -180,6 +208,7 @@ class AmqpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self.expiry.cancel()
         self.runtime.connection_closed(self)
         if self._admitted:
             self._admitted = False
@@ -284,36 +313,36 @@ class AmqpConnection(asyncio.Protocol):
                 link.ctx = ("cbs",)
             elif parts and parts[-1].lower() == "$management":
                 self._authorize(parts[:-1], "Listen" if link.is_sender else None)
+                remember(link, parts[:-1], "Listen" if link.is_sender else None)
                 link.ctx = ("mgmt", parts[:-1])
             elif link.is_receiver:
                 self._authorize(parts, "Send")
+                remember(link, parts, "Send")
                 entity = self.namespace.sender_for(address)
                 link.ctx = ("entity-in", entity)
             else:
                 self._authorize(parts, "Listen")
-                if _asks_for_a_session(link):
-                    raise NotImplementedOperation(
-                        f"Session receivers are not supported by the local Service Bus emulator "
-                        f"('{'/'.join(parts)}'); see docs/emulator.md, 'Differences from Azure Service Bus'.")
+                remember(link, parts, "Listen")
                 store = self.namespace.store_for(address)
                 rad = link.remote_snd_settle_mode == Link.SND_SETTLED
+                ask = SessionAsk(link)
+                if isinstance(store, SessionStore) != ask.wanted:
+                    raise InvalidOperation(
+                        f"It is not possible for an entity that requires sessions to create a non-sessionful "
+                        f"message receiver ('{'/'.join(parts)}')." if not ask.wanted else
+                        f"A sessionful message receiver cannot be created on an entity that does not require "
+                        f"sessions ('{'/'.join(parts)}'). Ensure RequiresSession is set to true when creating "
+                        f"a Queue or Subscription to enable sessionful behavior.")
+                if isinstance(store, SessionStore):
+                    self._attach_session_receiver(link, store, ask, rad)
+                    return
                 sender = EntitySender(self, link, store, rad)
                 self.senders.append(sender)
                 link.ctx = ("entity-out", sender)
         except EmulatorError as exc:
-            # As Service Bus does: answer the attach with a null terminus on our side, then
-            # detach with the error. The SDK turns that into the matching exception
-            # (MessagingEntityNotFoundError, ServiceBusAuthorizationError ...) instead of a
-            # retryable "link detached" connection error.
-            link.ctx = ("refused",)
-            if link.is_receiver:
-                link.target.type = Terminus.UNSPECIFIED
-            else:
-                link.source.type = Terminus.UNSPECIFIED
-            link.open()
-            link.condition = _condition(exc)
-            link.close()
+            self.refuse_link(link, exc)
             return
+        self.expiry.watch(self.grants, time.time())
         if link.is_receiver and link.ctx[0] == "entity-in":
             # the SDK sizes a ServiceBusMessageBatch by this vendor property
             link.properties = {symbol(VENDOR + "max-message-batch-size"): self.namespace.config.max_message_bytes}
@@ -323,6 +352,58 @@ class AmqpConnection(asyncio.Protocol):
         elif link.ctx[0] == "entity-out":
             link.ctx[1].store.attach(link.ctx[1], time.time())
 
+    def refuse_link(self, link: Link, exc: EmulatorError) -> None:
+        """Answer an attach with an error, or end an attached link with one.
+
+        As Service Bus does: answer the attach with a null terminus on our side, then detach
+        with the error. The SDK turns that into the matching exception
+        (MessagingEntityNotFoundError, ServiceBusAuthorizationError, SessionCannotBeLockedError,
+        OperationTimeoutError ...) instead of a retryable "link detached" connection error."""
+        link.ctx = ("refused",)
+        if link.state & Endpoint.LOCAL_UNINIT:
+            if link.is_receiver:
+                link.target.type = Terminus.UNSPECIFIED
+            else:
+                link.source.type = Terminus.UNSPECIFIED
+            link.open()
+        if not link.state & Endpoint.LOCAL_CLOSED:
+            link.condition = _condition(exc)
+            link.close()
+        self.schedule_flush()
+
+    def drop_sender(self, sender: EntitySender) -> None:
+        if sender in self.senders:
+            self.senders.remove(sender)
+
+    def _attach_session_receiver(self, link: Link, store: SessionStore, ask: SessionAsk, rad: bool) -> None:
+        """A session receiver: its attach is answered once it holds a session's lock (see
+        SessionSender); a named session locked elsewhere is refused (SessionCannotBeLocked)."""
+        sender = SessionSender(self, link, store, rad)
+        now = time.time()
+        session = store.accept_session(sender, ask.session_id, now, now + ask.wait_seconds)
+        self.senders.append(sender)
+        link.ctx = ("entity-out", sender)
+        store.attach(sender, now)
+        if session is not None:
+            self.open_session_link(sender, session)
+
+    def open_session_link(self, sender: SessionSender, session: Session) -> None:
+        """Answer a session receiver's attach: the session id in the source's session filter and
+        the lock's expiry (in .NET ticks) in ``com.microsoft:locked-until-utc``, as the SDK reads
+        them."""
+        link = sender.link
+        flt = link.source.filter
+        flt.clear()
+        flt.put_map()
+        flt.enter()
+        flt.put_symbol(SESSION_FILTER)
+        flt.put_string(session.session_id)
+        flt.exit()
+        ticks = DOTNET_EPOCH_TICKS + int(session.locked_until * 10_000_000)
+        link.properties = {SESSION_LOCKED_UNTIL: ticks}
+        link.open()
+        self.schedule_flush()
+
     def _on_detach(self, link: Link) -> None:
         ctx = getattr(link, "ctx", None)
         if ctx and ctx[0] == "entity-out":
@@ -330,6 +411,10 @@ class AmqpConnection(asyncio.Protocol):
             sender.closed()
             if sender in self.senders:
                 self.senders.remove(sender)
+        if link.state & Endpoint.LOCAL_UNINIT:  # a session receiver that gave up waiting
+            link.ctx = ("refused",)
+            link.source.type = Terminus.UNSPECIFIED
+            link.open()
         if link.state & Endpoint.LOCAL_ACTIVE:
             link.close()
 
@@ -346,8 +431,7 @@ class AmqpConnection(asyncio.Protocol):
             if gone(sender.store.path):
                 sender.closed()
                 self.senders.remove(sender)
-                sender.link.condition = _condition(exc)
-                sender.link.close()
+                self.refuse_link(sender.link, exc)  # also a session receiver still waiting for its attach
         link = self.connection.link_head(Endpoint.LOCAL_ACTIVE)
         while link is not None:
             following = link.next(Endpoint.LOCAL_ACTIVE)
@@ -357,6 +441,24 @@ class AmqpConnection(asyncio.Protocol):
                 link.condition = _condition(exc)
                 link.close()
             link = following
+        self.schedule_flush()
+
+    def _on_token_expiry(self) -> None:
+        """A token expired: detach every link no other unexpired token covers (token_expiry.py)."""
+        if self._closed:
+            return
+        now = time.time()
+        for link in list(uncovered(self.connection, self.grants, now)):
+            ctx = getattr(link, "ctx", None)
+            if ctx and ctx[0] == "entity-out" and ctx[1] in self.senders:
+                ctx[1].closed()
+                self.senders.remove(ctx[1])
+            link.condition = _condition(Unauthorized(
+                "ExpiredToken: the token this link was attached under has expired; put a new token on $cbs "
+                "before it expires."))
+            link.close()
+        self.grants = [g for g in self.grants if g.expires_at > now]
+        self.expiry.watch(self.grants, now)
         self.schedule_flush()
 
     def _authorize(self, parts: list[str], right: str | None) -> None:
@@ -413,17 +515,12 @@ class AmqpConnection(asyncio.Protocol):
         messages = parse_transfer(payload)
         now = time.time()
         stored = [to_stored(m) for m in messages]
-        self._charge_send(entity, len(stored))
+        charge_send(self.namespace, entity, len(stored))
+        for msg in stored:
+            entity.intake.check(msg)
         entity.check_quota(sum(m.size for m in stored))
         for msg in stored:
             entity.accept(msg, now)
-
-    def _charge_send(self, entity: Topic | Queue, count: int) -> None:
-        """A send of ``count`` messages: 1 credit each, and to a topic 1 per filter evaluation
-        (every rule of every subscription); refused as a whole when throttled."""
-        filters = entity.filter_count() * count if isinstance(entity, Topic) else 0
-        counts = {Op.SEND: count, Op.FILTER: filters} if filters else {Op.SEND: count}
-        self.namespace.meter.charge(entity.name, counts)
 
     def _on_disposition(self, delivery: Delivery) -> None:
         ctx = getattr(delivery, "ctx", None)
@@ -505,6 +602,7 @@ class AmqpConnection(asyncio.Protocol):
             )
             self.grants = [g for g in self.grants if g.expires_at > time.time()]
             self.grants.append(grant)
+            self.expiry.watch(self.grants, time.time())
         except EmulatorError as exc:
             status, description = exc.status, str(exc)
         reply = Message(
@@ -523,7 +621,9 @@ class AmqpConnection(asyncio.Protocol):
         app_props: dict[str, Any] = {}
         value: Any = None
         try:
-            value, status = self._management_op(entity_parts, operation, body)
+            value, status = management_op(
+                ManagementContext(self.namespace, self._authorize,
+                                  [s for s in self.senders if isinstance(s, SessionSender)]), entity_parts, operation, body)
             app_props = {"statusCode": status, "statusDescription": "OK" if status == 200 else "No Content"}
         except EmulatorError as exc:
             app_props = {
@@ -541,78 +641,6 @@ class AmqpConnection(asyncio.Protocol):
         reply = Message(correlation_id=request.id, properties=app_props, body=value)
         address = request.reply_to or "/".join(entity_parts + ["$management"])
         self._send_reply(self._reply_link(address) or self._reply_link("/".join(entity_parts + ["$management"])), reply)
-
-    def _management_op(self, parts: list[str], operation: str, body: dict[Any, Any]) -> tuple[Any, int]:
-        path = "/".join(parts)
-        now = time.time()
-        get = {str(k): v for k, v in body.items()}
-        if operation == VENDOR + "renew-lock":
-            self._authorize(parts, "Listen")
-            store = self.namespace.store_for(path)
-            tokens = [uuid.UUID(str(t)) for t in _array_values(get.get("lock-tokens"))]
-            expirations = [timestamp(int(store.renew(t, now) * 1000)) for t in tokens]
-            return {symbol("expirations"): Array(UNDESCRIBED, Data.TIMESTAMP, *expirations)}, 200  # type: ignore[arg-type]
-        if operation == VENDOR + "peek-message":
-            self._authorize(parts, "Listen")
-            store = self.namespace.store_for(path)
-            entries = store.peek(int(get.get("from-sequence-number", 0)), int(get.get("message-count", 1)))
-            self.namespace.meter.charge(store.path, {Op.PEEK: max(len(entries), 1)})
-            if not entries:
-                return None, 204
-            return {symbol("messages"): [{symbol("message"): encode_entry(e, peek=True)} for e in entries]}, 200
-        if operation == VENDOR + "receive-by-sequence-number":
-            self._authorize(parts, "Listen")
-            store = self.namespace.store_for(path)
-            seqs = [int(s) for s in _array_values(get.get("sequence-numbers"))]
-            lock = int(get.get("receiver-settle-mode", 1)) != 0
-            self.namespace.meter.charge(store.path, {Op.RECEIVE: max(len(seqs), 1)})
-            entries = store.receive_deferred(seqs, now, lock)
-            out = []
-            for entry in entries:
-                item: dict[Any, Any] = {symbol("message"): encode_entry(entry)}
-                if lock and entry.lock_token is not None:
-                    item[symbol("lock-token")] = entry.lock_token
-                out.append(item)
-            return {symbol("messages"): out}, 200
-        if operation == VENDOR + "update-disposition":
-            self._authorize(parts, "Listen")
-            store = self.namespace.store_for(path)
-            status = str(get.get("disposition-status", ""))
-            for raw in _array_values(get.get("lock-tokens")):
-                token = uuid.UUID(str(raw))
-                if status == "completed":
-                    store.complete(token, now)
-                elif status == "abandoned":
-                    store.abandon(token, now)
-                elif status == "defered":
-                    store.defer(token, now)
-                elif status == "suspended":
-                    store.dead_letter_locked(
-                        token, now, str(get.get("deadletter-reason", "")), str(get.get("deadletter-description", ""))
-                    )
-                else:
-                    raise BadRequest(f"unknown disposition-status {status!r}")
-            return {}, 200
-        if operation == VENDOR + "schedule-message":
-            self._authorize(parts, "Send")
-            entity = self.namespace.sender_for(path)
-            seqs = []
-            items = _array_values(get.get("messages"))
-            self._charge_send(entity, len(items))
-            for item in items:
-                fields = {str(k): v for k, v in item.items()}
-                for parsed in parse_transfer(bytes(fields["message"])):
-                    msg = to_stored(parsed)
-                    entity.check_quota(msg.size)
-                    seqs.append(entity.accept(msg, now))
-            return {symbol("sequence-numbers"): Array(UNDESCRIBED, Data.LONG, *seqs)}, 200  # type: ignore[arg-type]
-        if operation == VENDOR + "cancel-scheduled-message":
-            self._authorize(parts, "Send")
-            entity = self.namespace.sender_for(path)
-            for seq in _array_values(get.get("sequence-numbers")):
-                entity.cancel_scheduled(int(seq))
-            return {}, 200
-        raise NotImplementedOperation(f"management operation {operation!r} is not supported by the emulator")
 
 
 __all__ = ["AmqpConnection", "ulong"]

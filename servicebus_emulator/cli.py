@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 
+from . import default_key, origin_guard
 from .config import EmulatorConfig, load_config
 from .errors import ConfigError, DataDirError
 from .persistence import DataDir
@@ -57,6 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="quota, as Azure (default 2000)")
     parser.add_argument("--max-connections", type=int, default=5000,
                         help="AMQP connections per namespace, as Azure (default 5000)")
+    parser.add_argument("--allow-host", action="append",
+                        default=[h for h in os.environ.get("SERVICEBUS_EMULATOR_ALLOWED_HOSTS", "").split(",") if h],
+                        help="also answer HTTP/WebSocket requests whose Host is this name (repeatable; e.g. a "
+                             "container name with --host 0.0.0.0); localhost and the bound address always work")
     parser.add_argument("--log-level", default=os.environ.get("SERVICEBUS_EMULATOR_LOG_LEVEL", "INFO"))
     return parser.parse_args(argv)
 
@@ -72,17 +77,12 @@ def apply_meter_options(config: EmulatorConfig, args: argparse.Namespace) -> Non
 
 
 async def serve(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"servicebus-emulator: configuration error: {exc}", file=sys.stderr)
-        return 2
+    origin_guard.allow_hosts(args.allow_host)
     if args.credits_per_second < 1:
         print("servicebus-emulator: --credits-per-second must be at least 1", file=sys.stderr)
         return 2
-    apply_meter_options(config, args)
     data_dir = None
-    if args.data_dir:
+    if args.data_dir:  # first: a key made up for the configuration is kept there (default_key.py)
         if args.fsync not in ("on", "off"):
             print(f"servicebus-emulator: --fsync must be on or off, not {args.fsync!r}", file=sys.stderr)
             return 2
@@ -93,6 +93,15 @@ async def serve(args: argparse.Namespace) -> int:
             print(f"servicebus-emulator: data dir error: {exc}", file=sys.stderr)
             data_dir.close()
             return 2
+        default_key.use_data_dir(data_dir.path)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"servicebus-emulator: configuration error: {exc}", file=sys.stderr)
+        if data_dir is not None:
+            data_dir.close()
+        return 2
+    apply_meter_options(config, args)
     emulator = Emulator(config, host=args.host, port=args.port, data_dir=data_dir)
     try:
         await emulator.start()
@@ -116,6 +125,10 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     for name, conn in emulator.connection_strings().items():
         print(f"namespace {name}: {conn}", flush=True)
+    if default_key.was_generated():
+        print("key: no SharedAccessPolicies configured, so RootManageSharedAccessKey has a random key made up "
+              f"for this emulator{' (kept in the data dir)' if data_dir is not None else ''}: use the connection "
+              "strings above; SAS_KEY_VALUE is refused", flush=True)
     for name, url in emulator.websocket_endpoints().items():
         print(f"websocket {name}: {url} (AMQP over WebSockets, subprotocol {SUBPROTOCOL}, no TLS)", flush=True)
     if data_dir is not None:

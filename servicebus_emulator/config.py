@@ -9,7 +9,8 @@ Extensions (all optional):
 - ``AutoDeleteOnIdle`` in subscription and queue ``Properties``;
 - ``SharedAccessPolicies`` on a namespace or a topic: ``[{"Name", "Key", "Rights": ["Listen",
   "Send", "Manage"]}]``. A namespace without policies gets ``RootManageSharedAccessKey`` with
-  the official emulator's well-known key ``SAS_KEY_VALUE``;
+  a random key made up at start and printed (``default_key.py``), not the official emulator's
+  public ``SAS_KEY_VALUE``;
 - ``MaxMessageSizeInKilobytes`` (default 256) and ``MaxSizeInMegabytes`` (per entity, default 100)
   on a namespace.
 """
@@ -22,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import default_key
 from . import entity_fields as ef
 from .entity_fields import NEVER as NEVER  # re-exported: its import path before entity_fields.py
 from .errors import ConfigError as ConfigError  # re-exported: its import path before errors.py held it
 
 DEFAULT_KEY_NAME = "RootManageSharedAccessKey"
+#: the official emulator's public key: never used as a default here (default_key.py)
 DEFAULT_KEY = "SAS_KEY_VALUE"
 DEFAULT_NAMESPACE = "sbemulatorns"
 DEFAULT_TOPIC = "socketio"
@@ -119,6 +122,7 @@ class SubscriptionConfig(_DeliveryConfig):
 class QueueConfig(_DeliveryConfig):
     requires_duplicate_detection: bool = ef.REQUIRES_DUPLICATE_DETECTION.default
     duplicate_window: float = ef.DUPLICATE_WINDOW.default
+    requires_session: bool = ef.REQUIRES_SESSION.default
 
 
 @dataclass
@@ -254,7 +258,8 @@ def _queue(obj: dict[str, Any], where: str) -> QueueConfig:
 
 
 def default_policies() -> list[PolicyConfig]:
-    return [PolicyConfig(DEFAULT_KEY_NAME, DEFAULT_KEY, frozenset({"Listen", "Send", "Manage"}))]
+    # a random key, not the public DEFAULT_KEY (default_key.py)
+    return [PolicyConfig(DEFAULT_KEY_NAME, default_key.current(), frozenset({"Listen", "Send", "Manage"}))]
 
 
 def parse_config(data: dict[str, Any]) -> EmulatorConfig:

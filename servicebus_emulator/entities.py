@@ -27,9 +27,18 @@ from .config import (
     SubscriptionConfig,
     TopicConfig,
 )
-from .errors import BadRequest, EntityExists, EntityNotFound, MessageNotFound, MessageTooLarge, QuotaExceeded
+from .errors import (
+    BadRequest,
+    EntityExists,
+    EntityNotFound,
+    InvalidOperation,
+    MessageNotFound,
+    MessageTooLarge,
+    QuotaExceeded,
+)
 from .filters import Filter, FilterError, correlation_filter, sql_action, sql_filter
 from .meter import Meter, Tier
+from .sessions import SessionStore
 from .store import Journal, Message, MessageStore, StoreSettings, new_entry
 
 DLQ = "$deadletterqueue"
@@ -84,7 +93,8 @@ class Subscription:
         path = f"{topic.name}/Subscriptions/{config.name}"
         journal = topic.namespace.journal
         self.dlq = MessageStore(path + "/$DeadLetterQueue", self._settings(), journal=journal)
-        self.store = MessageStore(path, self._settings(), self.dlq, journal=journal)
+        store_kind = SessionStore if config.requires_session else MessageStore
+        self.store = store_kind(path, self._settings(), self.dlq, journal=journal)
         self.store.last_activity = now
         rules = config.rules or [RuleConfig(DEFAULT_RULE)]
         self.rules: dict[str, Rule] = {}
@@ -153,14 +163,24 @@ class Intake:
         self.scheduled: dict[int, Message] = {}
         self._scheduled_heap: list[tuple[float, int]] = []
 
-    def accept(self, msg: Message, now: float) -> int:
-        """Take one message; returns its sequence number (0 for a dropped duplicate)."""
+    def check(self, msg: Message) -> None:
+        """Refuse a message this entity never takes (before any message of a batch is taken)."""
         owner, ns = self.owner, self.owner.namespace
         if msg.size > ns.config.max_message_bytes:
             raise MessageTooLarge(
                 f"The received message (size {msg.size} bytes) exceeds the limit "
                 f"({ns.config.max_message_bytes} bytes) currently allowed on the link."
             )
+        if isinstance(owner, Queue) and owner.config.requires_session and msg.system.get("sessionid") in (None, ""):
+            raise InvalidOperation(
+                "The SessionId was not set on a message, and it cannot be sent to the entity. Entities that "
+                "have session support enabled can only receive messages that have the SessionId set to a "
+                f"valid value. ({ns.name}:queue:{owner.name})")
+
+    def accept(self, msg: Message, now: float) -> int:
+        """Take one message; returns its sequence number (0 for a dropped duplicate)."""
+        owner, ns = self.owner, self.owner.namespace
+        self.check(msg)
         if owner.config.requires_duplicate_detection and msg.message_id is not None:
             self._expire_dedupe(now)
             if msg.message_id in self._dedupe:
@@ -328,7 +348,8 @@ class Queue:
         settings = _queue_settings(config, namespace.config.max_entity_bytes)
         journal = namespace.journal
         self.dlq = MessageStore(f"{config.name}/$DeadLetterQueue", settings, journal=journal)
-        self.store = MessageStore(config.name, settings, self.dlq, journal=journal)
+        store_kind = SessionStore if config.requires_session else MessageStore
+        self.store = store_kind(config.name, settings, self.dlq, journal=journal)
         self.store.last_activity = now
         self.intake = Intake(self, self._enqueue)
         # peek on the queue shows the messages waiting for their scheduled enqueue time, as

@@ -14,7 +14,7 @@ The command line prints them and exits with code 2.
     EmulatorError                 an AMQP condition and an HTTP status
       InternalError, EntityNotFound, EntityExists, QuotaExceeded, MessageTooLarge,
       LockLost, MessageNotFound, Unauthorized, NotImplementedOperation, MethodNotAllowed,
-      ServerBusy, BadRequest
+      ServerBusy, BadRequest, SessionLockLost, SessionCannotBeLocked, OperationTimeout, InvalidOperation
         DecodeError                 a transfer that is not a well-formed AMQP message
         FilterError (ValueError)    a SQL or correlation filter, or a rule action
         AdminXmlError               an admin API request body
@@ -68,6 +68,36 @@ class MessageTooLarge(EmulatorError):
 class LockLost(EmulatorError):
     condition = "com.microsoft:message-lock-lost"
     status = 410
+
+
+class SessionLockLost(EmulatorError):
+    """The session lock expired or was released (the SDK's ``SessionLockLostError``)."""
+
+    condition = "com.microsoft:session-lock-lost"
+    status = 410
+
+
+class SessionCannotBeLocked(EmulatorError):
+    """A named session is locked by another receiver (the SDK's ``SessionCannotBeLockedError``)."""
+
+    condition = "com.microsoft:session-cannot-be-locked"
+    status = 409
+
+
+class OperationTimeout(EmulatorError):
+    """No session became available in the time the receiver asked for (the SDK's
+    ``OperationTimeoutError``)."""
+
+    condition = "com.microsoft:timeout"
+    status = 408
+
+
+class InvalidOperation(EmulatorError):
+    """What .NET reports as ``InvalidOperationException``: a request the entity does not allow
+    (a message without a session id to a session queue, a plain receiver on a session entity)."""
+
+    condition = "amqp:not-allowed"
+    status = 400
 
 
 class MessageNotFound(EmulatorError):

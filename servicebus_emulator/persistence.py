@@ -29,8 +29,11 @@ code 3 rather than acknowledge what it could not store.
 What is kept: entities (topics, subscriptions with their rules, queues: the engine's settings),
 messages (all AMQP sections as sent, with size, enqueued time and sequence number), each copy's
 state (delivery count, lock token and ``locked_until``, deferred, dead-letter reason and source,
-properties set by rule actions or abandon), scheduled messages, and the last sequence number.
-Admin-only fields (``UserMetadata``, ``Status``, a queue's ``RequiresSession`` ...) are kept
+properties set by rule actions or abandon), scheduled messages, the state of each session of a
+session-enabled queue or subscription, and the last sequence number. Session locks are not
+kept: a message locked under a session lock at the stop counts a failed delivery and is ready
+again in its session's order.
+Admin-only fields (``UserMetadata``, ``Status``, ``ForwardTo`` ...) are kept
 with their entity. Not kept: duplicate-detection history, SQL rule parameters as written (the
 substituted expression is kept).
 
@@ -61,6 +64,7 @@ from .codec import HEADER, MESSAGE_ANN, Sections, parse_message, to_stored
 from .config import PolicyConfig, QueueConfig, RuleConfig, SubscriptionConfig, TopicConfig
 from .entities import Namespace
 from .errors import DataDirError, EmulatorError
+from .sessions import SessionStore
 from .store import Entry, Message, MessageStore
 
 log = logging.getLogger("servicebus_emulator.persistence")
@@ -86,6 +90,9 @@ CREATE TABLE IF NOT EXISTS entries(
     deferred INTEGER NOT NULL, overrides BLOB, dl_reason TEXT, dl_description TEXT, dl_source TEXT,
     PRIMARY KEY(ns, store, seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entries_by_seq ON entries(ns, seq);
+CREATE TABLE IF NOT EXISTS session_states(
+    ns TEXT NOT NULL, store TEXT NOT NULL, session_id TEXT NOT NULL, state BLOB NOT NULL,
+    updated_at REAL NOT NULL, PRIMARY KEY(ns, store, session_id)) WITHOUT ROWID;
 """
 
 _KIND_ORDER = {"topic": 0, "queue": 1, "subscription": 2}
@@ -190,11 +197,12 @@ class NamespaceJournal:
         self.entries: dict[tuple[str, int], tuple[MessageStore, Entry]] = {}
         self.messages: dict[int, tuple[str, Message, bool]] = {}
         self.purged: list[str] = []
+        self.session_states: dict[tuple[str, str], tuple[bytes | None, float]] = {}
         self.entities_dirty = False
 
     @property
     def dirty(self) -> bool:
-        return bool(self.entries or self.messages or self.purged or self.entities_dirty)
+        return bool(self.entries or self.messages or self.purged or self.session_states or self.entities_dirty)
 
     def entry_changed(self, store: MessageStore, entry: Entry) -> None:
         self.entries[(store.path, entry.seq)] = (store, entry)
@@ -202,6 +210,7 @@ class NamespaceJournal:
 
     def store_purged(self, store: MessageStore) -> None:
         self.entries = {k: v for k, v in self.entries.items() if v[0] is not store}
+        self.session_states = {k: v for k, v in self.session_states.items() if k[0] != store.path}
         self.purged.append(store.path)
         self.owner.dirty = True
 
@@ -211,6 +220,11 @@ class NamespaceJournal:
 
     def entities_changed(self) -> None:
         self.entities_dirty = True
+        self.owner.dirty = True
+
+    def session_state_changed(self, store: MessageStore, session_id: str, state: bytes | None,
+                              updated_at: float) -> None:
+        self.session_states[(store.path, session_id)] = (state, updated_at)
         self.owner.dirty = True
 
     def commit(self) -> None:
@@ -225,6 +239,13 @@ class NamespaceJournal:
             self._write_entities(db, namespace)
         for path in self.purged:
             db.execute("DELETE FROM entries WHERE ns=? AND store=?", (ns, path))
+            db.execute("DELETE FROM session_states WHERE ns=? AND store=?", (ns, path))
+        for (path, session_id), (state, updated_at) in self.session_states.items():
+            if state is None:
+                db.execute("DELETE FROM session_states WHERE ns=? AND store=? AND session_id=?", (ns, path, session_id))
+            else:
+                db.execute("INSERT OR REPLACE INTO session_states VALUES (?,?,?,?,?)",
+                           (ns, path, session_id, state, updated_at))
         gc: set[int] = set()
         if self.messages:
             rows = []
@@ -260,6 +281,7 @@ class NamespaceJournal:
         self.entries.clear()
         self.messages.clear()
         self.purged.clear()
+        self.session_states.clear()
         self.entities_dirty = False
 
     def _write_entities(self, db: sqlite3.Connection, namespace: Namespace) -> None:
@@ -290,7 +312,7 @@ class NamespaceJournal:
     def restore(self, db: sqlite3.Connection, namespace: Namespace) -> dict[str, int]:
         """Put the persisted state of this namespace into ``namespace`` (built from the config)."""
         ns = self.ns_name
-        counts = {"entities": 0, "messages": 0, "entries": 0, "scheduled": 0, "dropped": 0}
+        counts = {"entities": 0, "messages": 0, "entries": 0, "scheduled": 0, "dropped": 0, "session_states": 0}
         rows = db.execute("SELECT kind, path, created_at, updated_at, config FROM entities WHERE ns=?",
                           (ns,)).fetchall()
         rows.sort(key=lambda r: _KIND_ORDER.get(r[0], 9))
@@ -306,6 +328,8 @@ class NamespaceJournal:
                     continue
                 obj = namespace.create_topic(_topic_config(data))
             elif kind == "queue":
+                # before sessions, a queue's RequiresSession was kept with its admin-only fields
+                data.setdefault("requires_session", bool(extras.pop("RequiresSession", False)))
                 declared = namespace.queues.get(path.lower())
                 if declared is not None:
                     declared.admin_extras.update(extras)
@@ -376,6 +400,19 @@ class NamespaceJournal:
                 dead_letter_source=source,
             ))
             counts["entries"] += 1
+        for path, session_id, state, updated_at in db.execute(
+            "SELECT store, session_id, state, updated_at FROM session_states WHERE ns=?", (ns,)
+        ):
+            try:
+                store = namespace.store_for(path)
+            except EmulatorError:
+                store = None
+            if isinstance(store, SessionStore):
+                store.restore_state(session_id, bytes(state), updated_at)
+                counts["session_states"] += 1
+            else:
+                counts["dropped"] += 1
+                log.warning("state of session %r of %s dropped: the entity no longer requires sessions", session_id, path)
         counts["messages"] = len(messages)
         namespace.restore_last_seq(last)
         self.namespace = namespace
@@ -412,10 +449,17 @@ class DataDir:
         where = str(self.path)
         if self.path.exists() and not self.path.is_dir():
             raise DataDirError(f"--data-dir {where} is a file, not a directory: give a directory path")
+        created = not self.path.exists()
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            # it holds the keys of the entities and every message body: this user only
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if created:
+                os.chmod(self.path, 0o700)  # whatever the umask
         except OSError as exc:
             raise DataDirError(f"cannot create --data-dir {where}: {exc.strerror}; create it or pick another path") from exc
+        if not created and self.path.stat().st_mode & 0o077:
+            log.warning("--data-dir %s can be read by other users (mode %o): it holds keys and message bodies; "
+                        "chmod 700 it", where, self.path.stat().st_mode & 0o777)
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise DataDirError(f"--data-dir {where} is not writable by this user: fix its permissions or pick another")
         try:

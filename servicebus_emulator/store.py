@@ -94,6 +94,11 @@ class Journal(Protocol):
     def entities_changed(self) -> None:
         """Entities or their settings or rules changed (created, updated, deleted)."""
 
+    def session_state_changed(self, store: MessageStore, session_id: str, state: bytes | None,
+                              updated_at: float) -> None:
+        """The state of session ``session_id`` of the session store ``store`` was set at
+        ``updated_at`` (``state`` None: cleared)."""
+
 
 class Consumer(Protocol):
     """A receiver link as seen by a store."""
@@ -154,7 +159,7 @@ class MessageStore:
     def add(self, entry: Entry, now: float) -> None:
         self.entries[entry.seq] = entry
         self.size_bytes += entry.msg.size
-        heapq.heappush(self.ready, entry.seq)
+        self._make_ready(entry)
         if entry.expires_at < float("inf"):
             heapq.heappush(self._expiry_heap, (entry.expires_at, entry.seq))
         if self.journal is not None:
@@ -170,9 +175,13 @@ class MessageStore:
             self.locks[entry.lock_token] = entry
             heapq.heappush(self._lock_heap, (entry.locked_until, next(self._tie), entry.lock_token))
         elif not entry.deferred:
-            heapq.heappush(self.ready, entry.seq)
+            self._make_ready(entry)
         if entry.expires_at < float("inf"):
             heapq.heappush(self._expiry_heap, (entry.expires_at, entry.seq))
+
+    def _make_ready(self, entry: Entry) -> None:
+        """``entry`` can be delivered (again); a session store keeps one queue per session."""
+        heapq.heappush(self.ready, entry.seq)
 
     def _touch(self, entry: Entry) -> None:
         if self.journal is not None:
@@ -300,7 +309,7 @@ class MessageStore:
         entry.lock_token = None
         self._touch(entry)
         if not entry.deferred:
-            heapq.heappush(self.ready, entry.seq)
+            self._make_ready(entry)
         self.dispatch(now)
 
     def abandon(self, token: uuid.UUID, now: float, properties: dict[str, Any] | None = None) -> None:
@@ -342,7 +351,7 @@ class MessageStore:
             )
             return
         if not entry.deferred:
-            heapq.heappush(self.ready, entry.seq)
+            self._make_ready(entry)
         self.dispatch(now)
 
     def dead_letter(self, entry: Entry, now: float, reason: str, description: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import azure.functions as func
 
+from shared import telemetry
 from shared.appcontext import AppContext
 from shared.edge import webpubsub as wps
 from shared.edge.emit_api import EmitRequestError, parse_emit_request, publish_emit
@@ -47,7 +48,9 @@ class MalformedMessage(ValueError):
 
 # ---------------------------------------------------------------- Service Bus triggers
 async def router(ctx: AppContext, region: str, msg: func.ServiceBusMessage) -> RoutePlan:
-    return await route_message(ctx, region, msg)
+    with telemetry.message_span("route", ctx.settings.topic, "router", region, lambda: message_body(msg),
+                                msg.message_id):
+        return await route_message(ctx, region, msg)
 
 
 def _decode(kind: str, region: str, msg: func.ServiceBusMessage) -> Batch:
@@ -64,21 +67,28 @@ def _decode(kind: str, region: str, msg: func.ServiceBusMessage) -> Batch:
 async def persist(ctx: AppContext, region: str, msg: func.ServiceBusMessage) -> int:
     """Store the persisted emits of one message, then run the hooks. Returns the number stored."""
     batch = _decode("persist", region, msg)
-    events = [ev for env in batch.envelopes if env.persist and (ev := hist.stored_event(env, region))]
-    if not events:
-        return 0
-    table = ctx.table_client()
-    await hist.store_events(table, events)
-    registry: HookRegistry = ctx.hooks if ctx.hooks is not None else default_hooks
-    for ev in events:
-        await registry.run(ev)
-    log.info("persist[%s] message %s: stored %d event(s)", region, msg.message_id, len(events))
-    return len(events)
+    with telemetry.batch_span("persist", ctx.settings.topic, "persist", region, batch, msg.message_id) as span:
+        events = [ev for env in batch.envelopes if env.persist and (ev := hist.stored_event(env, region))]
+        if not events:
+            return 0
+        table = ctx.table_client()
+        events = await hist.store_events(table, events)  # with their cursors (a redelivery: the first ones)
+        registry: HookRegistry = ctx.hooks if ctx.hooks is not None else default_hooks
+        for ev in events:
+            await registry.run(ev)
+        log.info("persist[%s] message %s: stored %d event(s)", region, msg.message_id, len(events))
+        if span is not None:
+            span.set_attribute("socketio.stored", len(events))
+        return len(events)
 
 
 async def webpubsub(ctx: AppContext, region: str, msg: func.ServiceBusMessage) -> int:
     batch = _decode("webpubsub", region, msg)
-    return await wps.push_batch(ctx, batch)
+    with telemetry.batch_span("webpubsub", ctx.settings.topic, "webpubsub", region, batch, msg.message_id) as span:
+        pushed = await wps.push_batch(ctx, batch)
+        if span is not None:
+            span.set_attribute("socketio.delivered", pushed)
+        return pushed
 
 
 # ---------------------------------------------------------------- HTTP
@@ -123,8 +133,9 @@ def _history_query(req: func.HttpRequest) -> _HistoryQuery | func.HttpResponse:
     return _HistoryQuery(ns, room, after, limit)
 
 
-async def _history_page(ctx: AppContext, q: _HistoryQuery) -> func.HttpResponse:
-    page = await hist.query_history(ctx.table_client(), ns=q.ns, room=q.room, after=q.after, limit=q.limit)
+async def _history_page(ctx: AppContext, q: _HistoryQuery, *, since: float = 0.0) -> func.HttpResponse:
+    page = await hist.query_history(ctx.table_client(), ns=q.ns, room=q.room, after=q.after, limit=q.limit,
+                                    since=since)
     return _json(200, page.to_json(), headers={"Cache-Control": "no-store"})
 
 
@@ -149,12 +160,24 @@ def _unauthorized(reason: str, *, key_given: bool = False) -> func.HttpResponse:
 
 
 async def history_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
+    with telemetry.http_span("GET", "/api/history", req.headers, _room_attrs(req)) as span:
+        return telemetry.status(span, await _history_http(ctx, req))
+
+
+def _room_attrs(req: func.HttpRequest) -> dict[str, str]:
+    return {k: v for k, v in (("socketio.namespace", req.params.get("ns") or "/"),
+                              ("socketio.room", req.params.get("room") or "")) if v}
+
+
+async def _history_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/history?ns=/&room=R&after=<cursor>&limit=N`` with ``Authorization: Bearer <history token>``
     -> ``{"events": [...], "next": cursor|null}``.
 
     The function is anonymous at the host (browsers hold no function key); it requires a history
     token minted by a relay node for this namespace and room (``socketio_servicebus.history_token``):
-    401 without a valid one, 403 for another room, 503 while the key is not configured.
+    401 without a valid one, 403 for another room, 503 while the key is not configured. It serves
+    nothing older than the token's ``since`` (the time its socket joined the room), unless the
+    token grants the whole history (``since`` 0, only when the node's ``authorize_room`` hook says so).
     """
     keys = ctx.settings.history_keys
     if not keys.configured:
@@ -179,7 +202,8 @@ async def history_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpRespo
                  claims.sub or "-", claims.sid or "-", claims.iss or "-", q.ns, q.room)
         return _json(403, {"error": "the token does not cover this namespace and room"},
                      headers={"Cache-Control": "no-store"})
-    return await _history_page(ctx, q)
+    # nothing older than the time the socket joined, unless the node's authorize_room hook granted it all
+    return await _history_page(ctx, q, since=claims.since)
 
 
 async def history_server_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
@@ -188,14 +212,20 @@ async def history_server_http(ctx: AppContext, req: func.HttpRequest) -> func.Ht
     ``authLevel: function``: the Functions host (and ``function_runner`` locally) answers 401 before
     this runs unless the request carries a function (or host) key in ``x-functions-key`` or ``?code=``.
     """
-    q = _history_query(req)
-    if isinstance(q, func.HttpResponse):
-        return q
-    return await _history_page(ctx, q)
+    with telemetry.http_span("GET", "/api/history/server", req.headers, _room_attrs(req)) as span:
+        q = _history_query(req)
+        if isinstance(q, func.HttpResponse):
+            return telemetry.status(span, q)
+        return telemetry.status(span, await _history_page(ctx, q))
 
 
 async def emit_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
     """``POST /api/emit`` with ``{namespace, room | to, event, data, persist}`` -> 202 ``{"id"}``."""
+    with telemetry.http_span("POST", "/api/emit", req.headers) as span:
+        return telemetry.status(span, await _emit_http(ctx, req))
+
+
+async def _emit_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
     try:
         emit = parse_emit_request(
             req.get_body() or b"", max_bytes=ctx.settings.emit_max_bytes, content_type=req.headers.get("content-type")
@@ -206,8 +236,10 @@ async def emit_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse
     if not region:
         return _error(503, "SIO_REGION is not configured")
     sender = await ctx.home_sender()
+    body = {"method": "emit", "event": emit.event, "room": emit.room}
     try:
-        env = await publish_emit(sender, emit, region=region)
+        with telemetry.emit_span(ctx.settings.topic, body, emit.namespace) as (tp, ts):
+            env = await publish_emit(sender, emit, region=region, traceparent=tp, tracestate=ts)
     except EmitRequestError as exc:
         return _error(400, str(exc))
     except Exception:

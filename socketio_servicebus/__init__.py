@@ -16,7 +16,9 @@ from socketio_servicebus._version import __version__
 from socketio_servicebus.manager import (
     BatchingOptions,
     ClusterOptions,
+    ClusterResult,
     ConnectionOptions,
+    IncompleteResult,
     Limits,
     ManagerClosed,
     ManagerMetrics,
@@ -81,6 +83,8 @@ __all__ = [
     "pack_batches",
     "ServiceBusManager",
     "ManagerClosed",
+    "ClusterResult",
+    "IncompleteResult",
     "ManagerMetrics",
     "ConnectionOptions",
     "BatchingOptions",

@@ -13,6 +13,7 @@ __all__ = [
     "ConnectionSettingsError",
     "EnvelopeError",
     "EnvelopeTooLarge",
+    "IncompleteResult",
     "KeyConfigError",
     "ManagerClosed",
     "PartialSendError",
@@ -63,6 +64,24 @@ class TunnelError(ConnectionError):
 # ---------------------------------------------------------------------- manager
 class ManagerClosed(RuntimeError):
     """The manager is closing or closed: the emit (or request) was not queued."""
+
+
+class IncompleteResult(TimeoutError):
+    """``fetch_sockets`` / ``server_side_emit`` with ``raise_on_missing=True``: some nodes did not
+    answer in time.
+
+    ``result`` is the partial :class:`~socketio_servicebus.manager.results.ClusterResult` (the
+    answers that arrived); ``missing`` (also ``result.missing``) names the nodes. A
+    ``TimeoutError``, so ``except TimeoutError`` catches it too.
+    """
+
+    def __init__(self, op: str, result: Any) -> None:
+        self.result = result
+        self.missing: tuple[str, ...] = tuple(result.missing)
+        super().__init__(
+            f"{op}: no answer from node(s) {', '.join(self.missing)} within {result.elapsed:.1f}s "
+            f"({len(result)} item(s) from the others)"
+        )
 
 
 class PartialSendError(Exception):

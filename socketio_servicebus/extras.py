@@ -12,6 +12,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "relay": ("uvicorn", "prometheus_client", "jwt"),
     "emulator": ("proton",),
     "functions": ("azure.functions", "azure.data.tables", "azure.messaging.webpubsubservice"),
+    "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http", "azure.monitor.opentelemetry.exporter"),
 }
 
 

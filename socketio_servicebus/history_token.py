@@ -11,6 +11,9 @@ no JWT dependency. Header ``{"alg": "HS256", "typ": "JWT", "kid": <key id>}``; c
 
 * ``aud`` = ``"sio-history"`` (a token for anything else signed with the same key is refused),
 * ``ns``, ``room``: the only namespace/room it opens,
+* ``since``: the history API serves nothing older than this (seconds since the epoch): the time
+  the socket joined the room, or ``0`` when the node's ``authorize_room`` hook granted the whole
+  history (``"read-history"``); a token without it is refused,
 * ``sub`` (the user from the connection's claims, if any), ``sid`` (the socket it was minted
   for), ``iss`` (the minting node): for audit logs; the API does not check them against anything,
 * ``iat``, ``exp`` (required; lifetime at most :data:`MAX_TTL`), ``jti``.
@@ -73,6 +76,12 @@ class HistoryClaims:
     sid: str | None = None
     iss: str | None = None
     kid: str | None = None
+    #: oldest event time the token opens (seconds since the epoch); ``0`` = the whole history
+    since: float = 0.0
+
+    @property
+    def whole_history(self) -> bool:
+        return self.since <= 0
 
     def covers(self, ns: str, room: str | None) -> bool:
         return self.ns == ns and room is not None and self.room == room
@@ -126,6 +135,15 @@ def _unb64(text: str) -> bytes:
     return data
 
 
+def _checked_key(key: object) -> str:
+    """``key`` if it is a ``str`` of at least :data:`MIN_KEY_CHARS`; raises :class:`KeyConfigError`."""
+    if not isinstance(key, str):
+        raise KeyConfigError(f"a history token key must be a str, not {type(key).__name__}")
+    if len(key) < MIN_KEY_CHARS:
+        raise KeyConfigError(f"a history token key is {len(key)} characters long; use at least {MIN_KEY_CHARS}")
+    return key
+
+
 def _sign(key: str, signing_input: bytes) -> bytes:
     return hmac.new(key.encode("utf-8"), signing_input, hashlib.sha256).digest()
 
@@ -135,13 +153,18 @@ def mint(
     *,
     ns: str,
     room: str,
+    since: float,
     sub: str | None = None,
     sid: str | None = None,
     issuer: str | None = None,
     ttl: float = DEFAULT_TTL,
     now: float | None = None,
 ) -> str:
-    """A token for ``room`` in ``ns``, valid for ``ttl`` seconds from ``now``."""
+    """A token for ``room`` in ``ns``, valid for ``ttl`` seconds from ``now``, opening the events
+    from ``since`` on (``0`` = the whole history: grant it only when the app says so)."""
+    _checked_key(key)
+    if isinstance(since, bool) or not isinstance(since, (int, float)) or not 0 <= since < float("inf"):
+        raise ValueError("since must be a time (seconds since the epoch) or 0 for the whole history")
     if not ns.startswith("/") or not room:
         raise ValueError("ns must start with '/' and room must not be empty")
     if not 0 < ttl <= MAX_TTL:
@@ -149,7 +172,7 @@ def mint(
     iat = int(time.time() if now is None else now)
     header = {"alg": "HS256", "typ": "JWT", "kid": key_id(key)}
     claims: dict[str, Any] = {"aud": AUDIENCE, "ns": ns, "room": room, "iat": iat, "exp": iat + int(ttl),
-                              "jti": os.urandom(9).hex()}
+                              "since": round(float(since), 3), "jti": os.urandom(9).hex()}
     for name, value in (("sub", sub), ("sid", sid), ("iss", issuer)):
         if value:
             claims[name] = str(value)[:_MAX_FIELD_CHARS]
@@ -170,7 +193,16 @@ def verify(token: str | None, keys: HistoryKeys | Sequence[str], *, now: float |
     time), then the claims (``aud``, ``exp`` with ``leeway``, ``iat`` not in the future, lifetime
     at most :data:`MAX_TTL`, ``ns``/``room`` strings). Whether the token covers the requested room is
     :meth:`HistoryClaims.covers` (403 when not).
+
+    ``keys`` is a :class:`HistoryKeys` or a sequence of ``str`` keys, each of at least
+    :data:`MIN_KEY_CHARS`; a bare ``str`` (which would iterate as one-character keys) or a short
+    key raises :class:`KeyConfigError`: a caller's mistake, not a refused token.
     """
+    if isinstance(keys, (str, bytes, bytearray)):
+        raise KeyConfigError("verify() takes HistoryKeys or a list of keys, not one str (it would iterate "
+                             "as one-character keys)")
+    if not isinstance(keys, HistoryKeys):
+        keys = [_checked_key(k) for k in keys]
     if not token:
         raise _invalid("a history token is required: Authorization: Bearer <token>")
     if len(token) > MAX_TOKEN_CHARS:
@@ -218,9 +250,13 @@ def verify(token: str | None, keys: HistoryKeys | Sequence[str], *, now: float |
     if not isinstance(ns, str) or not isinstance(room, str) or not ns.startswith("/") or not room:
         raise _invalid("token needs 'ns' and 'room' claims")
 
+    since = claims.get("since")
+    if isinstance(since, bool) or not isinstance(since, (int, float)) or not 0 <= since < float("inf"):
+        raise _invalid("token needs a 'since' claim")
+
     def opt(name: str) -> str | None:
         value = claims.get(name)
         return value if isinstance(value, str) else None
 
     return HistoryClaims(ns=ns, room=room, exp=exp, iat=iat, sub=opt("sub"), sid=opt("sid"), iss=opt("iss"),
-                         kid=kid if isinstance(kid, str) else None)
+                         kid=kid if isinstance(kid, str) else None, since=float(since))

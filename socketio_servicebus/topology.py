@@ -26,6 +26,7 @@ __all__ = [
     "PROP_NAMESPACE",
     "PROP_PERSIST",
     "PROP_TARGET_NODE",
+    "PROP_TARGET_REGION",
     "PROP_VISITED",
     "PROP_ROUTE_DONE",
 ]
@@ -60,6 +61,7 @@ PROP_KIND: str = _PROPS["kind"]
 PROP_NAMESPACE: str = _PROPS["namespace"]
 PROP_PERSIST: str = _PROPS["persist"]
 PROP_TARGET_NODE: str = _PROPS["targetNode"]
+PROP_TARGET_REGION: str = _PROPS["targetRegion"]
 PROP_VISITED: str = _PROPS["visited"]
 PROP_ROUTE_DONE: str = _PROPS["routeDone"]
 

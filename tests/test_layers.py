@@ -26,12 +26,13 @@ SINGLE_MODULES = ("function_app",)
 LIB = "socketio_servicebus"
 EMULATOR_ENGINE = tuple(
     f"servicebus_emulator.{name}"
-    for name in ("errors", "config", "entity_fields", "store", "entities", "filters", "sqlfilter", "codec", "sas",
-                 "meter")
+    for name in ("errors", "config", "entity_fields", "store", "sessions", "entities", "filters", "sqlfilter",
+                 "sql_*", "codec", "sas", "meter")
 )
 EMULATOR_IO = tuple(
     f"servicebus_emulator.{name}"
-    for name in ("amqp", "amqp_frames", "websocket", "admin_http", "admin_xml", "persistence", "server", "cli")
+    for name in ("amqp", "amqp_frames", "amqp_management", "websocket", "admin_http", "admin_xml", "persistence",
+                 "server", "cli")
 )
 
 PRIVATE = f"{LIB}*._*"  # a module of the library whose name starts with "_"
@@ -66,12 +67,13 @@ RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = (
     # inside the emulator: the engine does no I/O; the adapters do not know the wiring
     (EMULATOR_ENGINE + ("servicebus_emulator.runtime",), EMULATOR_IO,
      "the emulator's engine and its runtime interface import no I/O module"),
-    (("servicebus_emulator.amqp", "servicebus_emulator.amqp_frames", "servicebus_emulator.websocket",
-      "servicebus_emulator.admin_http", "servicebus_emulator.admin_xml", "servicebus_emulator.persistence"),
+    (("servicebus_emulator.amqp", "servicebus_emulator.amqp_frames", "servicebus_emulator.amqp_management",
+      "servicebus_emulator.websocket", "servicebus_emulator.admin_http", "servicebus_emulator.admin_xml", "servicebus_emulator.persistence"),
      ("servicebus_emulator.server", "servicebus_emulator.cli", "servicebus_emulator.__main__"),
      "the emulator's adapters depend on runtime.Runtime, not on the server that wires them"),
     (("servicebus_emulator.admin_http", "servicebus_emulator.admin_xml", "servicebus_emulator.persistence"),
-     ("servicebus_emulator.amqp", "servicebus_emulator.amqp_frames", "servicebus_emulator.websocket"),
+     ("servicebus_emulator.amqp", "servicebus_emulator.amqp_frames", "servicebus_emulator.amqp_management",
+      "servicebus_emulator.websocket"),
      "admin HTTP and persistence sit beside the AMQP adapter, not on it"),
 )
 

@@ -21,3 +21,37 @@ def test_ruff_is_clean() -> None:
 def test_mypy_strict_on_shared_and_emulator() -> None:
     result = run("mypy")  # packages and strictness from [tool.mypy] in pyproject.toml
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+#: issue 23: "No module outside tests/ and bench/ has more than 700 lines."
+MAX_MODULE_LINES = 700
+#: folders whose modules are not the project's code (tests and benches) or not its own (tooling)
+NOT_MODULES = frozenset({"tests", "bench", ".venv", "venv", "node_modules", "build", "dist", "__pycache__"})
+
+
+def project_modules(root: Path) -> list[Path]:
+    """Every ``.py`` file under ``root``, skipping :data:`NOT_MODULES`, hidden and ``*.egg-info`` folders."""
+    found: list[Path] = []
+    for path in sorted(root.iterdir()):
+        if path.is_dir():
+            if path.name in NOT_MODULES or path.name.startswith(".") or path.name.endswith(".egg-info"):
+                continue
+            found.extend(project_modules(path))
+        elif path.suffix == ".py":
+            found.append(path)
+    return found
+
+
+def test_module_walk_finds_the_projects_code_and_skips_tests() -> None:
+    modules = {path.relative_to(ROOT).as_posix() for path in project_modules(ROOT)}
+    assert {"function_app.py", "servicebus_emulator/sqlfilter.py", "socketio_servicebus/__init__.py"} <= modules
+    assert not any(name.startswith(("tests/", "bench/", ".venv/")) for name in modules)
+
+
+def test_no_module_has_more_than_700_lines() -> None:
+    too_long = {
+        path.relative_to(ROOT).as_posix(): count
+        for path in project_modules(ROOT)
+        if (count := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert not too_long, f"modules over {MAX_MODULE_LINES} lines (split them along their seams): {too_long}"

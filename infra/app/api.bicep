@@ -34,6 +34,9 @@ param deploymentContainerName string
 @description('Application Insights connection string.')
 param applicationInsightsConnectionString string
 
+@description('Share of new traces sampled (parent-based: a traced emit from a node is kept whatever this says).')
+param traceSampleRatio string = '0.01'
+
 @description('Home region: the region whose namespace the default ServiceBusConnection points at (SIO_REGION).')
 param homeRegion string
 
@@ -107,6 +110,11 @@ var coreSettings = {
   AZURE_CLIENT_ID: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // Traces (docs/observability.md): the worker exports its spans to the same Application Insights
+  // (socketio_servicebus.otel); host.json "telemetryMode": "OpenTelemetry" does the same for the host.
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
+  OTEL_TRACES_SAMPLER: 'parentbased_traceidratio'
+  OTEL_TRACES_SAMPLER_ARG: traceSampleRatio
 }
 
 var hookSettings = empty(hooksModule) ? {} : { '${names.hooksModule}': hooksModule }

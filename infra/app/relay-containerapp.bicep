@@ -26,6 +26,9 @@ param registryServer string = ''
 @description('Port the relay listens on inside the container.')
 param targetPort int = 8000
 
+@description('Ops port inside the container (RELAY_OPS_PORT): /metrics and /readyz are served there only, not through the public ingress; the readiness probe uses it.')
+param opsPort int = 9100
+
 @description('Logical region name (RELAY_REGION and key in SIO_REGION_MAP).')
 param regionName string
 
@@ -60,11 +63,47 @@ param historyTokenKey string
 @description('Public URL of the Function App history API the demo page calls (RELAY_HISTORY_URL).')
 param historyUrl string = ''
 
+// ---- client auth: required, unless allowAnonymousClients says otherwise (docs/security.md)
+
+@secure()
+@description('HS256 secret (>= 32 characters) the clients\' JWTs are signed with (RELAY_AUTH_JWT_KEY, a Container Apps secret). Give it or authJwtPublicKey, with authJwtIssuer and authJwtAudience.')
+param authJwtKey string = ''
+
+@description('PEM public key of the identity provider that signs the clients\' RS256 JWTs (RELAY_AUTH_JWT_PUBLIC_KEY). Give it or authJwtKey.')
+param authJwtPublicKey string = ''
+
+@description('Required JWT iss claim (RELAY_AUTH_JWT_ISSUER); needed with authJwtKey or authJwtPublicKey.')
+param authJwtIssuer string = ''
+
+@description('Required JWT aud claim (RELAY_AUTH_JWT_AUDIENCE); needed with authJwtKey or authJwtPublicKey.')
+param authJwtAudience string = ''
+
+@description('''
+true = deploy WITHOUT client auth: anyone on the internet who reaches the relay's public URL may connect,
+join any room the app's authorize_room hook allows (the demo app: every room), chat, and ask for history
+tokens of those rooms (history from the time they joined). Only for a public demo; a deployment without it
+must give authJwtKey or authJwtPublicKey with authJwtIssuer and authJwtAudience, or it fails at validation.
+''')
+param allowAnonymousClients bool = false
+
 @description('CPU cores per replica.')
 param cpu string = '0.5'
 
 @description('Memory per replica.')
 param memory string = '1Gi'
+
+var jwtKeyGiven = !empty(authJwtKey)
+var jwtPublicKeyGiven = !empty(authJwtPublicKey)
+// Evaluated at validation (the tag below uses it), before any resource is created.
+var clientAuthMode = allowAnonymousClients
+  ? 'anonymous'
+  : !(jwtKeyGiven || jwtPublicKeyGiven)
+      ? fail('Client auth is required: set authJwtKey or authJwtPublicKey with authJwtIssuer and authJwtAudience, or set allowAnonymousClients=true to let anyone on the internet connect (docs/security.md).')
+      : jwtKeyGiven && length(authJwtKey) < 32
+          ? fail('authJwtKey must be at least 32 characters long.')
+          : empty(authJwtIssuer) || empty(authJwtAudience)
+              ? fail('Client auth needs authJwtIssuer and authJwtAudience too: without them any token signed with the key is accepted, whoever it was issued for.')
+              : 'jwt'
 
 var topology = loadJsonContent('../../socketio_servicebus/topology.json')
 var preProvisioned = subscriptionAccess == 'preProvisioned'
@@ -152,6 +191,11 @@ var baseEnv = [
     value: string(targetPort)
   }
   {
+    // /metrics and /readyz off the public port (the ingress forwards targetPort only)
+    name: 'RELAY_OPS_PORT'
+    value: string(opsPort)
+  }
+  {
     // a Container Apps secret (below), not a plain value
     name: 'SIO_HISTORY_TOKEN_KEY'
     secretRef: 'history-token-key'
@@ -161,6 +205,14 @@ var baseEnv = [
     value: historyUrl
   }
 ]
+
+// client auth (none with allowAnonymousClients=true)
+var authEnv = concat(
+  jwtKeyGiven ? [{ name: 'RELAY_AUTH_JWT_KEY', secretRef: 'auth-jwt-key' }] : [],
+  jwtPublicKeyGiven ? [{ name: 'RELAY_AUTH_JWT_PUBLIC_KEY', value: authJwtPublicKey }] : [],
+  empty(authJwtIssuer) ? [] : [{ name: 'RELAY_AUTH_JWT_ISSUER', value: authJwtIssuer }],
+  empty(authJwtAudience) ? [] : [{ name: 'RELAY_AUTH_JWT_AUDIENCE', value: authJwtAudience }]
+)
 
 // pre-provisioned: a fixed node id reading its own subscription (no Manage right needed);
 // otherwise every replica makes up its own id and creates node-<id> itself (Data Owner role)
@@ -178,7 +230,7 @@ var preProvisionedEnv = [
 resource relay 'Microsoft.App/containerApps@2024-03-01' = {
   name: name
   location: location
-  tags: union(tags, { 'sio-region': regionName, 'sio-node': nodeId })
+  tags: union(tags, { 'sio-region': regionName, 'sio-node': nodeId, 'sio-client-auth': clientAuthMode })
   identity: {
     type: 'UserAssigned'
     userAssignedIdentities: {
@@ -201,12 +253,12 @@ resource relay 'Microsoft.App/containerApps@2024-03-01' = {
         }
       }
       registries: empty(registryServer) ? [] : [{ server: registryServer, identity: identity.id }]
-      secrets: [
+      secrets: concat([
         {
           name: 'history-token-key'
           value: historyTokenKey
         }
-      ]
+      ], jwtKeyGiven ? [{ name: 'auth-jwt-key', value: authJwtKey }] : [])
     }
     template: {
       containers: [
@@ -217,7 +269,23 @@ resource relay 'Microsoft.App/containerApps@2024-03-01' = {
             cpu: json(cpu)
             memory: memory
           }
-          env: preProvisioned ? concat(baseEnv, preProvisionedEnv) : baseEnv
+          env: concat(preProvisioned ? concat(baseEnv, preProvisionedEnv) : baseEnv, authEnv)
+          probes: [
+            {
+              type: 'Liveness'
+              httpGet: {
+                path: '/healthz'
+                port: targetPort
+              }
+            }
+            {
+              type: 'Readiness'
+              httpGet: {
+                path: '/readyz'
+                port: opsPort
+              }
+            }
+          ]
         }
       ]
       scale: {

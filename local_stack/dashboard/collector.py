@@ -9,6 +9,9 @@ Per tick, all at once, each probe bounded by ``probe_timeout`` (1 s):
   emulator's credit meter (``GET /$emulator/meter``): credits per second, headroom, throttling;
 - the local Web PubSub service (``local_stack/webpubsub``): ``GET /_local/stats``, its
   connections and groups per hub; no answer = down.
+- every process of the stack (``services``: the Functions runner, Azurite, the emulator, the
+  relay nodes...): its supervision row (state, restarts, last exit) plus a TCP connect to its
+  port (``up``); a relay node's row also carries its restarts.
 
 When a subscription's dead-letter count changes, its dead-letter sub-queue is peeked (never
 received) in a task of its own, so a slow peek does not hold the tick up. Rates (envelopes
@@ -90,7 +93,7 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-def _counter_rate(prev: tuple[float, float] | None, now: float, value: float) -> float | None:
+def counter_rate(prev: tuple[float, float] | None, now: float, value: float) -> float | None:
     """Per-second increase since ``prev`` = (time, value); a reset (restart) counts from zero."""
     if prev is None or now <= prev[0]:
         return None
@@ -121,17 +124,20 @@ class Collector:
         probe_timeout: float = 1.0,
         history_seconds: float = HISTORY_SECONDS,
         webpubsub: Callable[[], str | None] = lambda: None,
+        services: Callable[[], Sequence[dict[str, Any]]] | None = None,
     ):
         self.nodes = nodes
         self.regions = regions
         #: the Web PubSub service's stats URL (None: not part of this stack)
         self.webpubsub = webpubsub
+        self.services = services
         self.interval = interval
         self.probe_timeout = probe_timeout
         self.history_seconds = history_seconds
         self.seq = 0
         self.state: dict[str, Any] = {"seq": 0, "ts": time.time(), "nodes": [], "regions": [], "deadLetters": [],
-                                      "webpubsub": None}
+                                      "webpubsub": None,
+                                      "services": []}
         #: plot points ``{"seq", "t", "rates": {region: envelopes/s}, "latencyMs": {region: ms | None}}``
         self.points: deque[dict[str, Any]] = deque()
         self._cond = asyncio.Condition()
@@ -171,13 +177,21 @@ class Collector:
         nodes = list(self.nodes())
         regions = list(self.regions())
         stats_url = self.webpubsub()
+        services = [dict(row) for row in self.services()] if self.services is not None else []
         results = await asyncio.gather(
             *(self.poll_node(session, n) for n in nodes), *(self.poll_region(r, session) for r in regions),
             self.poll_webpubsub(session, stats_url),
+            *(self.poll_service(row) for row in services),
         )
         node_rows = list(results[: len(nodes)])
-        region_rows = list(results[len(nodes):-1])
-        webpubsub = results[-1] if stats_url else None
+        region_rows = list(results[len(nodes):len(nodes) + len(regions)])
+        webpubsub = results[len(nodes) + len(regions)] if stats_url else None
+        by_name = {row["name"]: row for row in services}
+        for row in node_rows:
+            service = by_name.get("node-" + row["id"])
+            if service is not None:
+                row["restarts"] = service.get("restarts", 0)
+                row["process"] = service.get("state")
         now = time.time()
         point: dict[str, Any] = {"t": now, "rates": {}, "latencyMs": {}}
         for region in regions:
@@ -201,7 +215,7 @@ class Collector:
             while self.points and self.points[0]["t"] < now - self.history_seconds:
                 self.points.popleft()
             self.state = {"seq": self.seq, "ts": now, "nodes": node_rows, "regions": region_rows,
-                          "deadLetters": dead_letters, "webpubsub": webpubsub}
+                          "deadLetters": dead_letters, "webpubsub": webpubsub, "services": services}
             self._cond.notify_all()
 
     async def wait_newer(self, seq: int, timeout: float) -> bool:  # noqa: ASYNC109 - a plain bound for SSE keep-alives
@@ -286,6 +300,23 @@ class Collector:
             row["latencyMs"] = round(1000 * lag_sum / lag_count, 2)
         return row
 
+    async def poll_service(self, row: dict[str, Any]) -> dict[str, Any]:
+        """``up``: the process's port accepts a TCP connection within the probe timeout."""
+        port = row.get("port")
+        row["up"] = False
+        if not port:
+            return row
+        try:
+            async with asyncio.timeout(self.probe_timeout):
+                _, writer = await asyncio.open_connection("127.0.0.1", int(port))
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            row["up"] = True
+        except (OSError, TimeoutError):
+            pass
+        return row
+
     async def _get(self, session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
         async with asyncio.timeout(self.probe_timeout), session.get(url) as resp:
             return resp.status, await resp.text()
@@ -293,7 +324,7 @@ class Collector:
     def _rate(self, node_id: str, name: str, now: float, value: float) -> float | None:
         prev = self._counters.get((node_id, name))
         self._counters[(node_id, name)] = (now, value)
-        return _counter_rate(prev, now, value)
+        return counter_rate(prev, now, value)
 
     def _delta(self, node_id: str, name: str, now: float, value: float) -> float | None:
         prev = self._counters.get((node_id, name))

@@ -3,7 +3,8 @@
 Routes: ``/`` (the page), ``/dashboard.js``, ``/vendor/uPlot.iife.min.js`` and
 ``/vendor/uPlot.min.css`` (from ``node_modules/uplot``, locked by ``package-lock.json``; no CDN),
 ``/state.json`` (the current state and plot history, for scripts) and ``/events`` (SSE: one
-``data:`` line of JSON per collector tick, with the plot points the client has not seen yet).
+``data:`` line of JSON per collector tick, with the plot points the client has not seen yet);
+the trace view ``/traces`` with the stack's OTLP collector (``POST /v1/traces``, ``traces.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from .collector import Collector
+from .traces import TraceStore, add_routes
 
 STATIC = Path(__file__).with_name("static")
 UPLOT_DIST = Path(__file__).resolve().parents[2] / "node_modules" / "uplot" / "dist"
@@ -26,6 +28,8 @@ KEEPALIVE_SECONDS = 15.0
 _FILES = {
     "/": (STATIC / "index.html", "text/html"),
     "/dashboard.js": (STATIC / "dashboard.js", "text/javascript"),
+    "/traces": (STATIC / "traces.html", "text/html"),
+    "/traces.js": (STATIC / "traces.js", "text/javascript"),
     "/vendor/uPlot.iife.min.js": (UPLOT_DIST / "uPlot.iife.min.js", "text/javascript"),
     "/vendor/uPlot.min.css": (UPLOT_DIST / "uPlot.min.css", "text/css"),
 }
@@ -38,8 +42,11 @@ def _message(collector: Collector, after: int) -> dict[str, Any]:
 class Dashboard:
     """Serves the collector's state on ``host:port`` (0 = any free port) and runs its loop."""
 
-    def __init__(self, collector: Collector, *, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, collector: Collector, *, host: str = "127.0.0.1", port: int = 0,
+                 traces: TraceStore | None = None):
         self.collector = collector
+        #: the OTLP collector of the stack (``/v1/traces``) and the trace view's data (``/traces``)
+        self.traces = traces if traces is not None else TraceStore()
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -55,6 +62,7 @@ class Dashboard:
             app.router.add_get(path, self._file)
         app.router.add_get("/state.json", self._state)
         app.router.add_get("/events", self._events)
+        add_routes(app, self.traces)
         return app
 
     async def start(self) -> str:

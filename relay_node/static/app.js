@@ -8,6 +8,8 @@
   const joined = new Set();
   const seen = new Set();          // message ids already shown (live + history overlap)
   const lastTs = {};               // room -> ts of the newest message shown
+  const proofs = {};               // room -> the last history token: proves the membership after a reconnect
+  const lastCursor = {};           // room -> history cursor of the newest event read from the history API
   let config = { node: "?", region: "?", historyUrl: null, chatRoomPrefix: "chat:" };
   let socket = null;
 
@@ -41,15 +43,28 @@
     text.className = "text";
     text.textContent = m.text;
     li.append(meta, text);
+    if (typeof m.trace === "string" && /^[0-9a-f]{32}$/.test(m.trace)) {
+      // the trace id of this message (docs/observability.md): small, for support
+      const trace = document.createElement("span");
+      trace.className = "trace";
+      trace.title = "trace id";
+      trace.textContent = m.trace;
+      li.dataset.trace = m.trace;
+      li.append(trace);
+    }
     messages.appendChild(li);
     li.scrollIntoView({ block: "end" });
   }
 
   // A history token for one room, from the node this socket is connected to (relay_node/history.py):
   // short-lived, only for a room this socket is in; the history API requires it (docs/security.md).
-  function historyToken(room) {
+  // It opens the room from the time this socket joined; the previous token ("resume") proves that
+  // this page was in the room before a reconnect, so the new one opens the room from that earlier join.
+  function askToken(room, resume) {
+    const req = { room: config.chatRoomPrefix + room };
+    if (resume) req.resume = resume;
     return new Promise((resolve, reject) => {
-      socket.timeout(10000).emit("relay:history_token", { room: config.chatRoomPrefix + room }, (err, ack) => {
+      socket.timeout(10000).emit("relay:history_token", req, (err, ack) => {
         if (err) reject(new Error("no answer to relay:history_token"));
         else if (!ack || !ack.ok) reject(new Error((ack && ack.error) || "no history token"));
         else resolve(ack.token);
@@ -57,14 +72,27 @@
     });
   }
 
+  async function historyToken(room) {
+    let token;
+    try {
+      token = await askToken(room, proofs[room]);
+    } catch (err) {
+      if (!proofs[room]) throw err;
+      token = await askToken(room, null);  // the proof expired too long ago: from this join on
+    }
+    proofs[room] = token;
+    return token;
+  }
+
   // Missed messages after a reconnect, from the Functions history API (when configured):
   // GET <historyUrl>?ns=/&room=chat:<room>&after=<cursor> with Authorization: Bearer <history token>
   // -> {"events": [{data: {...chat}}], "next"}
-  // The first cursor is built from the newest message shown ("<13-digit ms>-0" sorts before every
-  // event id of that millisecond); duplicates are dropped by id.
+  // The cursor is that of the last event read from the history before; the first time, a live
+  // message carries no cursor, so "<13-digit ms>-0" (which sorts before every sequence cursor)
+  // reads the room from the start of its sequenced events. Duplicates are dropped by id.
   async function fetchHistory(room) {
     if (!config.historyUrl || !lastTs[room]) return;
-    let after = String(Math.floor(lastTs[room] * 1000)).padStart(13, "0") + "-0";
+    let after = lastCursor[room] || String(Math.floor(lastTs[room] * 1000)).padStart(13, "0") + "-0";
     let n = 0;
     try {
       const token = await historyToken(room);
@@ -78,6 +106,7 @@
         if (!res.ok) throw new Error(`HTTP ${res.status}`);
         const body = await res.json();
         for (const ev of body.events || []) {
+          if (ev && ev.cursor) lastCursor[room] = ev.cursor;
           const m = ev && ev.data && ev.data.text !== undefined ? ev.data : null;
           if (m && !(m.id && seen.has(m.id))) { showChat(m); n++; }
         }
@@ -100,7 +129,13 @@
   function connect() {
     const params = new URLSearchParams(location.search);
     const token = params.get("token") || sessionStorage.getItem("relayToken");
-    if (params.get("token")) sessionStorage.setItem("relayToken", params.get("token"));
+    if (params.get("token")) {
+      sessionStorage.setItem("relayToken", params.get("token"));
+      // out of the address bar, so it lands in neither the browser history nor a shared link
+      params.delete("token");
+      const rest = params.toString();
+      history.replaceState(history.state, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+    }
     socket = io({ auth: token ? { token } : {}, transports: params.get("polling") ? ["polling"] : undefined });
 
     socket.on("connect", () => {
@@ -128,6 +163,8 @@
       if (ack && ack.ok) {
         joined.add(room);
         line(`joined ${room} on ${ack.node}/${ack.region}`, "system");
+        // a token now: after a reconnect it proves since when this page is in the room
+        if (config.historyTokens && config.historyUrl) historyToken(room).catch(() => {});
       } else {
         line(`join failed: ${ack && ack.error}`, "error");
       }
@@ -138,8 +175,13 @@
     const room = $("room").value.trim();
     if (!room || !socket) return;
     socket.emit("who", room, (ack) => {
-      if (ack && ack.members) line(`${ack.count} in ${room}: ${ack.members.map((m) => `${m.sid.slice(0, 6)}@${m.node}`).join(", ")}`, "system");
-      else line(`who failed: ${ack && ack.error}`, "error");
+      if (ack && ack.members) {
+        line(`${ack.count} in ${room}: ${ack.members.map((m) => `${m.sid.slice(0, 6)}@${m.node}`).join(", ")}`, "system");
+        const missing = ack.missing || [];
+        if (missing.length) {
+          line(`${missing.length} node${missing.length === 1 ? "" : "s"} did not answer (${missing.join(", ")}): their members are not listed`, "error");
+        }
+      } else line(`who failed: ${ack && ack.error}`, "error");
     });
   });
 

@@ -35,7 +35,11 @@ NODE_ID = f"functions-{socket.gethostname()[:24]}-{os.getpid()}-{uuid.uuid4().he
 
 #: socket.io reserves these event names on the client side.
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"})
+#: the relay nodes' own events (``relay:reconnect``, ``relay:history_token``...): only a node sends them
+RESERVED_PREFIX = "relay:"
 _FIELDS = ("namespace", "room", "to", "event", "data", "persist")
+#: deepest nesting of arrays/objects a body may have (the Service Bus SDK's own decoder caps at 64)
+MAX_DEPTH = 64
 
 
 class EmitRequestError(ValueError):
@@ -57,6 +61,21 @@ def _type(value: Any) -> str:
     )
 
 
+def _depth(doc: Any) -> int:
+    """Nesting depth of arrays/objects in ``doc``, without recursion (a scalar is 0)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, level = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def parse_emit_request(body: bytes, *, max_bytes: int, content_type: str | None = None) -> EmitRequest:
     if len(body) > max_bytes:
         raise EmitRequestError(f"body is {len(body)} bytes; the limit is {max_bytes} bytes (Service Bus message size)")
@@ -70,6 +89,10 @@ def parse_emit_request(body: bytes, *, max_bytes: int, content_type: str | None 
         raise EmitRequestError("body is not UTF-8") from None
     except ValueError as exc:
         raise EmitRequestError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # a body of nested '[[[[...' deeper than the parser's stack
+        raise EmitRequestError(f"body is nested too deeply (at most {MAX_DEPTH} levels)") from None
+    if _depth(doc) > MAX_DEPTH:
+        raise EmitRequestError(f"body is nested too deeply (at most {MAX_DEPTH} levels)")
     if not isinstance(doc, dict):
         raise EmitRequestError(f"body must be a JSON object, got {_type(doc)}")
     unknown = sorted(set(doc) - set(_FIELDS))
@@ -83,6 +106,8 @@ def parse_emit_request(body: bytes, *, max_bytes: int, content_type: str | None 
         errors.append(f"'event' must be a non-empty string, got {_type(event)}")
     elif event in RESERVED_EVENTS:
         errors.append(f"'event' {event!r} is reserved by socket.io")
+    elif event.startswith(RESERVED_PREFIX):
+        errors.append(f"'event' {event[:64]!r} is reserved: '{RESERVED_PREFIX}*' events come from relay nodes only")
     elif len(event) > 256:
         errors.append("'event' is longer than 256 characters")
     ns = doc.get("namespace", "/")
@@ -104,7 +129,8 @@ def parse_emit_request(body: bytes, *, max_bytes: int, content_type: str | None 
     return EmitRequest(event=str(event), data=doc.get("data"), namespace=ns, room=to or room, persist=persist)
 
 
-def build_envelope(req: EmitRequest, *, node_id: str, region: str) -> Envelope:
+def build_envelope(req: EmitRequest, *, node_id: str, region: str, traceparent: str | None = None,
+                   tracestate: str | None = None) -> Envelope:
     message = {
         "method": "emit",
         "event": req.event,
@@ -117,16 +143,18 @@ def build_envelope(req: EmitRequest, *, node_id: str, region: str) -> Envelope:
         "host_id": node_id,
     }
     return Envelope(
-        kind=Kind.EMIT, origin_node=node_id, origin_region=region, ns=req.namespace, persist=req.persist, body=message
+        kind=Kind.EMIT, origin_node=node_id, origin_region=region, ns=req.namespace, persist=req.persist, body=message,
+        traceparent=traceparent, tracestate=tracestate,
     )
 
 
-async def publish_emit(sender: Any, req: EmitRequest, *, node_id: str = NODE_ID, region: str) -> Envelope:
+async def publish_emit(sender: Any, req: EmitRequest, *, node_id: str = NODE_ID, region: str,
+                       traceparent: str | None = None, tracestate: str | None = None) -> Envelope:
     """Publish ``req`` through ``sender`` (an aio topic sender of ``region``'s namespace).
 
     Raises :class:`EmitRequestError` if the emit does not fit in one Service Bus message.
     """
-    env = build_envelope(req, node_id=node_id, region=region)
+    env = build_envelope(req, node_id=node_id, region=region, traceparent=traceparent, tracestate=tracestate)
     try:
         ((batch, body),) = pack_batches([env], max_bytes=DEFAULT_BATCH_BYTES)
     except EnvelopeError as exc:

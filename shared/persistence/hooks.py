@@ -14,8 +14,8 @@ when ``function_app.py`` is loaded)::
     def audit(event: StoredEvent) -> None: ...
 
 Semantics: **at least once**. Hooks run after the table write, in registration order. A hook that
-raises makes the persist invocation fail; Service Bus redelivers the whole message, the table
-upsert repeats harmlessly, and *every* hook of that message runs again - so hooks must be
+raises makes the persist invocation fail; Service Bus redelivers the whole message, its events
+are not stored again (same rows, same cursors), and *every* hook of that message runs again - so hooks must be
 idempotent (``event.id`` is stable across retries). After ``maxDeliveryCount`` (5, from
 ``topology.json``) the message is dead-lettered in the region's ``persist`` subscription: never
 silently lost.

@@ -25,7 +25,15 @@ copy ever returns to a region it has visited.
 
 **route_done.** A copy is sent with ``sio_route_done = TRUE`` when its target has no children of
 its own in O's tree: the target's ``router`` subscription rule (``sio_route_done IS NULL AND
-sio_target_node IS NULL``) then skips it, saving an invocation per leaf region.
+(sio_target_node IS NULL OR sio_target_region <> sio_origin_region)``) then skips it, saving an
+invocation per leaf region.
+
+**Targeted messages** (replies to ``fetch_sockets`` / ``server_side_emit``, callbacks: a
+``target_node`` and its ``target_region``) go to one region only, along a shortest path of the
+graph from the region at hand that avoids every visited region: each router forwards one copy to
+the next region of that path, and the copy that reaches the target region carries
+``sio_route_done``. Regions off the path never see the message; a target region the graph cannot
+reach is :class:`Unroutable` (``unreachable``).
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ class Unroutable(ValueError):
     """A message the router can never forward, whatever the number of retries.
 
     ``reason`` is a short code (``malformed:<envelope reason>``, ``unknown-region``,
-    ``region-mismatch``, ``loop``, ``too-many-hops``); it is logged with the message id and used as the
+    ``region-mismatch``, ``loop``, ``too-many-hops``, ``unreachable``); it is logged with the message id and used as the
     dead-letter reason where the runtime lets us dead-letter (see ``docs/functions.md``).
     """
 
@@ -191,9 +199,13 @@ class RegionMap:
         return frozenset(self.tree(root))
 
     # ------------------------------------------------------------------ the decision
-    def plan(self, here: str, visited: Sequence[str], hops: int) -> RoutePlan:
+    def plan(
+        self, here: str, visited: Sequence[str], hops: int, *, target_region: str | None = None
+    ) -> RoutePlan:
         """Where the router of ``here`` sends a batch with this ``visited`` list and ``hops``.
 
+        With ``target_region`` (a targeted message) the plan is at most one hop: the next region
+        on the way to ``target_region`` (see the module docstring); empty once it is there.
         Raises :class:`Unroutable` for messages that no retry can fix.
         """
         if here not in self.regions:
@@ -214,6 +226,8 @@ class RegionMap:
             raise Unroutable("loop", f"a region appears twice in visited={list(visited)}")
         if hops > len(self.regions) or len(visited) > len(self.regions) + 1:
             raise Unroutable("too-many-hops", f"hops={hops}, visited={list(visited)}")
+        if target_region is not None:
+            return self._plan_targeted(here, visited, target_region)
         root = visited[0]
         tree = self.tree(root)
         seen = set(visited)
@@ -224,3 +238,41 @@ class RegionMap:
             grandchildren = [r for r, p in tree.items() if p == target and r not in seen and r != target]
             out.append(Hop(target, route_done=not grandchildren))
         return RoutePlan(tuple(out))
+
+    def _plan_targeted(self, here: str, visited: tuple[str, ...], target: str) -> RoutePlan:
+        if target not in self.regions:
+            raise Unroutable(
+                "unknown-region", f"target region {target!r} not in SIO_REGION_MAP {sorted(self.regions)}"
+            )
+        if target == here:
+            return RoutePlan()
+        if target in visited:
+            raise Unroutable("loop", f"target region {target!r} already in visited={list(visited)}, now in {here!r}")
+        nxt = self.next_hop(here, target, avoid=visited)
+        if nxt is None:
+            raise Unroutable(
+                "unreachable", f"no path from {here!r} to target region {target!r} avoiding visited={list(visited)}"
+            )
+        return RoutePlan((Hop(nxt, route_done=nxt == target),))
+
+    def next_hop(self, here: str, target: str, *, avoid: Sequence[str] = ()) -> str | None:
+        """First region on a shortest path ``here`` -> ``target`` that enters no region of ``avoid``.
+
+        Breadth-first over :meth:`out_edges` (sorted, so every router picks the same path); None
+        when there is no such path.
+        """
+        blocked = set(avoid)
+        first: dict[str, str] = {}
+        queue = deque([here])
+        seen = {here}
+        while queue:
+            at = queue.popleft()
+            for nxt in self._out.get(at, ()):
+                if nxt in seen or nxt in blocked:
+                    continue
+                seen.add(nxt)
+                first[nxt] = first.get(at, nxt)
+                if nxt == target:
+                    return first[nxt]
+                queue.append(nxt)
+        return None

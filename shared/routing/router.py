@@ -23,9 +23,10 @@ from typing import Any
 
 from azure.servicebus import ServiceBusMessage as SBMessage
 
+from shared import telemetry
 from shared.appcontext import AppContext
 from shared.routing.plan import RoutePlan, Unroutable
-from socketio_servicebus.topology import PROP_ROUTE_DONE, PROP_TARGET_NODE
+from socketio_servicebus.topology import PROP_ROUTE_DONE, PROP_TARGET_NODE, PROP_TARGET_REGION
 from socketio_servicebus.wire.envelope import Batch, EnvelopeError
 
 __all__ = ["ForwardFailed", "Unroutable", "route_message", "message_body", "message_properties"]
@@ -68,16 +69,20 @@ def _truthy(value: Any) -> bool:
 async def route_message(ctx: AppContext, region: str, msg: Any) -> RoutePlan:
     """Forward ``msg`` (received in ``region``) to the next regions; returns what was done."""
     props = message_properties(msg)
-    if _truthy(props.get(PROP_ROUTE_DONE)) or props.get(PROP_TARGET_NODE):
-        # The subscription rule keeps these out; handled anyway so a direct call is harmless.
+    if _truthy(props.get(PROP_ROUTE_DONE)) or (props.get(PROP_TARGET_NODE) and not props.get(PROP_TARGET_REGION)):
+        # The subscription rule keeps these out (a target without a region stays in the region it
+        # was sent in); handled anyway so a direct call is harmless.
         return RoutePlan()
     body = message_body(msg)
     try:
         batch = Batch.decode(body)
     except EnvelopeError as exc:
         raise _unroutable(msg, region, Unroutable(f"malformed:{exc.reason}", exc.description)) from None
+    first = batch.envelopes[0]
+    if first.target_node is not None and first.target_region is None:
+        return RoutePlan()
     try:
-        plan = ctx.settings.region_map.plan(region, batch.visited, batch.hops)
+        plan = ctx.settings.region_map.plan(region, batch.visited, batch.hops, target_region=first.target_region)
     except Unroutable as exc:
         raise _unroutable(msg, region, exc) from None
     if not plan.hops:
@@ -104,8 +109,10 @@ async def route_message(ctx: AppContext, region: str, msg: Any) -> RoutePlan:
         )
         raise ForwardFailed(failed, succeeded)
     log.info(
-        "router[%s] message %s (%d envelopes, hops=%d) -> %s",
-        region, message_id, len(batch.envelopes), batch.hops, list(plan.targets),
+        "router[%s] message %s (%s, %d envelopes, hops=%d%s) -> %s",
+        region, message_id, first.kind.value, len(batch.envelopes), batch.hops,
+        f", to node {first.target_node} in {first.target_region}" if first.target_region else "",
+        list(plan.targets),
     )
     return plan
 
@@ -122,18 +129,18 @@ def _unroutable(msg: Any, region: str, exc: Unroutable) -> Unroutable:
 async def _forward(
     ctx: AppContext, msg: Any, batch: Batch, target: str, route_done: bool, message_id: str
 ) -> None:
-    fwd = batch.forwarded(target)
-    out = SBMessage(
-        fwd.encode(),
-        message_id=message_id,
-        application_properties=fwd.application_properties(route_done=route_done),
-        content_type=getattr(msg, "content_type", None),
-        correlation_id=getattr(msg, "correlation_id", None),
-        subject=getattr(msg, "subject", None) or getattr(msg, "label", None),
-    )
-    sender = await ctx.region_sender(target)
-    try:
-        await sender.send_messages(out)
-    except Exception:
-        await ctx.drop_sender(sender)
-        raise
+    with telemetry.forward_span(ctx.settings.topic, target, batch.forwarded(target)) as fwd:
+        out = SBMessage(
+            fwd.encode(),
+            message_id=message_id,
+            application_properties=fwd.application_properties(route_done=route_done),
+            content_type=getattr(msg, "content_type", None),
+            correlation_id=getattr(msg, "correlation_id", None),
+            subject=getattr(msg, "subject", None) or getattr(msg, "label", None),
+        )
+        sender = await ctx.region_sender(target)
+        try:
+            await sender.send_messages(out)
+        except Exception:
+            await ctx.drop_sender(sender)
+            raise

@@ -17,7 +17,8 @@ done by parts that never call back into it (``docs/architecture.md``):
 
 One emit: ``_publish`` → :meth:`Outbox.put` → (outbox task) :meth:`Transport.send` → Service
 Bus. One receive: :meth:`Transport.receive` → ``_listen`` → :meth:`Dispatcher.route` →
-python-socketio (or the cluster).
+python-socketio (or the cluster). With tracing on, :class:`~socketio_servicebus.tracing.MessagingSpans`
+records ``emit``, ``send``, ``receive`` and ``deliver`` spans around these steps.
 
 Task layout once running (all on the server's event loop, all supervised: a task that dies is
 logged, makes ``health()`` not ready with the reason, and is restarted):
@@ -35,7 +36,9 @@ See ``docs/manager.md`` for usage and guarantees.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import dataclasses
 import functools
 import logging
 import socket
@@ -60,12 +63,15 @@ from socketio_servicebus.manager.options import (
 )
 from socketio_servicebus.manager.outbox import Outbox, SendFn, fit
 from socketio_servicebus.manager.readiness import ReadinessState, connected, readiness
+from socketio_servicebus.manager.requests import PendingRequest
+from socketio_servicebus.manager.results import ClusterResult
 from socketio_servicebus.manager.supervisor import Supervisor
 from socketio_servicebus.metrics import ManagerMetrics
 from socketio_servicebus.servicebus.subscription import node_subscription_spec
 from socketio_servicebus.servicebus.transport import RECEIVE_WAIT, Burst, SenderState, Transport, message_body
+from socketio_servicebus.tracing import MessagingSpans, Tracing
 from socketio_servicebus.wire.dispatch import Dispatcher, Route
-from socketio_servicebus.wire.envelope import MAX_BATCH_BYTES, Envelope, Kind
+from socketio_servicebus.wire.envelope import MAX_BATCH_BYTES, Batch, Envelope, Kind
 
 __all__ = ["ManagerClosed", "ServiceBusManager", "ServerEventHandler"]
 
@@ -78,6 +84,7 @@ _CLOSE_FLUSH_TIMEOUT = 5.0
 _CLIENT_DEFAULTS: dict[str, Any] = {"retry_total": 1, "retry_backoff_factor": 0.5, "retry_backoff_max": 2}
 
 _PERSIST: contextvars.ContextVar[bool] = contextvars.ContextVar("sio_persist", default=False)
+_NO_SPAN = contextlib.nullcontext(None)
 
 
 def _default_node_id() -> str:
@@ -151,7 +158,9 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     ``region`` (``origin_region`` of its envelopes), ``write_only`` (only emit: no
     subscription, no listener, no heartbeats, no ``fetch_sockets`` / ``server_side_emit``),
     ``logger`` (default ``socketio.servicebus``), ``json`` (python-socketio's packet encoding;
-    the wire always uses :mod:`socketio_servicebus.wire.codec`). The flat keywords of 0.x
+    the wire always uses :mod:`socketio_servicebus.wire.codec`), ``tracing`` (``True``: OpenTelemetry
+    spans once an SDK is configured, ``False``: none from this manager, or a
+    :class:`~socketio_servicebus.tracing.Tracing`; ``docs/observability.md``). The flat keywords of 0.x
     (``connection_string=``, ``heartbeat_interval=``, ...) still work for one release, with a
     :class:`DeprecationWarning`.
 
@@ -174,6 +183,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         write_only: bool = False,
         logger: logging.Logger | None = None,
         json: Any = None,
+        tracing: bool | Tracing = True,
         **legacy: Any,
     ) -> None:
         conn, self.batching, cl, self.limits = from_legacy(connection, batching, cluster, limits, legacy)
@@ -190,8 +200,11 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self._transport, self._cluster, self._dispatcher = _parts(self.node_id, region, conn, self.batching, cl,
                                                                   self.limits, self.metrics, self._log)
         self.subscription_name: str = self._transport.subscription_name
+        #: OpenTelemetry spans (emit, send, receive, deliver); nothing until an SDK is configured
+        self._spans = MessagingSpans(tracing if isinstance(tracing, Tracing) else Tracing(enabled=tracing),
+                                     topic=self.topic, subscription=self.subscription_name)
         #: what the outbox sends with (a seam: instrumentation may wrap it before start())
-        self._send: SendFn = self._transport.send
+        self._send: SendFn = self._traced_send
         self._outbox: Outbox | None = None
         self._life = Lifecycle()
         self._supervisor: Supervisor | None = None
@@ -359,6 +372,13 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     def server_count(self) -> int:
         return self._cluster.server_count()
 
+    def _room_size(self, env: Envelope) -> int | None:
+        """This node's clients in the envelope's room (for the deliver span), when it names one."""
+        room = env.body.get("room")
+        if not isinstance(room, str):
+            return None
+        return len(self.rooms.get(env.ns, {}).get(room) or ())
+
     def _client_count(self) -> int:
         return sum(len(ns.get(None, ())) for ns in self.rooms.values())
 
@@ -385,8 +405,13 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             self._life.check_open("emit")  # before the local delivery: all or nothing
         token = _PERSIST.set(bool(persist))
         try:
-            await super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
-                               callback=callback, to=to, **kwargs)
+            if self._spans.tracing.on:
+                with self._spans.emit({"method": "emit", "event": event, "room": to or room}, namespace or "/"):
+                    await super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
+                                       callback=callback, to=to, **kwargs)
+            else:
+                await super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
+                                   callback=callback, to=to, **kwargs)
         finally:
             _PERSIST.reset(token)
 
@@ -405,7 +430,18 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         persist = kind is Kind.EMIT and _PERSIST.get()
         if self._outbox is not None and not await self._outbox.admit():
             return  # counted and logged by the outbox
-        self._put(self._cluster.envelope(kind, data, data.get("namespace") or "/", target, persist))
+        env = self._cluster.envelope(kind, data, data.get("namespace") or "/", target, persist)
+        trace = self._spans.envelope_context()  # None while tracing is off
+        if trace is not None:
+            env = dataclasses.replace(env, traceparent=trace[0], tracestate=trace[1])
+        self._put(env)
+
+    async def _traced_send(self, messages: list[tuple[Batch, bytes]]) -> list[str | None] | None:
+        """The transport's send, in a ``send <topic>`` span linking the emits it carries."""
+        if not self._spans.tracing.on:
+            return await self._transport.send(messages)
+        with self._spans.send([batch for batch, _ in messages]):
+            return await self._transport.send(messages)
 
     async def flush(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - public API
         """Wait until every envelope queued so far has been sent; ``False`` on timeout."""
@@ -449,18 +485,24 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                 self._log.debug("servicebus: envelope %s (from %s, to %s) is not for this node",
                                 env.id, env.origin_node, env.target_node)
             now_wall = time.time()
-            for route, env in routed.envelopes:
-                self.metrics.envelopes_received += 1
-                self.metrics.observe_lag(now_wall - env.ts)
-                if route is Route.SOCKETIO:
-                    yield env.body
-                elif route is Route.HEARTBEAT:
-                    self._on_heartbeat(env)
-                elif route is Route.REQUEST:
-                    self._accept_request(env)
-                else:
-                    self._cluster.on_response(env)
-                dispatcher.handled(env)
+            spans = self._spans.receive(batch, msg.message_id) if self._spans.tracing.on else _NO_SPAN
+            with spans as receive_span:
+                for route, env in routed.envelopes:
+                    self.metrics.envelopes_received += 1
+                    self.metrics.observe_lag(now_wall - env.ts)
+                    if route is Route.SOCKETIO:
+                        if receive_span is None:
+                            yield env.body
+                        else:
+                            with self._spans.deliver(env, receive_span, self._room_size(env)):
+                                yield env.body
+                    elif route is Route.HEARTBEAT:
+                        self._on_heartbeat(env)
+                    elif route is Route.REQUEST:
+                        self._accept_request(env)
+                    else:
+                        self._cluster.on_response(env)
+                    dispatcher.handled(env)
         except Exception:  # noqa: BLE001 - logged with traceback and counted; abandoned with peek_lock
             transport.failed(msg)
             return
@@ -500,44 +542,50 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             raise RuntimeError(f"{what} needs a listening manager (write_only=False)")
         self._ensure_started()
 
-    async def _request(self, op: str, ns: str, body: dict[str, Any], timeout: float | None) -> list[Any]:  # noqa: ASYNC109 - public API
+    async def _request(self, op: str, ns: str, body: dict[str, Any], timeout: float | None) -> PendingRequest:  # noqa: ASYNC109 - public API
         self._life.check_open(op)
-        opened = self._cluster.open_request(op, ns, body)
-        if opened is None:
-            return []
-        req, env = opened
-        self._put(env)
+        req, env = self._cluster.open_request(op, ns, body)
+        if env is not None:
+            self._put(env)
         return await self._cluster.replies(req, timeout)
 
     async def fetch_sockets(
-        self, namespace: str = "/", room: Any = None, timeout: float | None = None  # noqa: ASYNC109 - public API
-    ) -> list[dict[str, Any]]:
-        """Sockets of ``namespace`` (optionally in ``room``) on every live node, this one included.
+        self, namespace: str = "/", room: Any = None, timeout: float | None = None,  # noqa: ASYNC109 - public API
+        *, raise_on_missing: bool = False,
+    ) -> ClusterResult[dict[str, Any]]:
+        """Sockets of ``namespace`` (optionally in ``room``) on every node, this one included.
 
-        Each item: ``{"sid", "namespace", "rooms", "node"}``.  Waits for all nodes in the
-        registry, at most ``timeout`` (default ``request_timeout``) seconds; then returns what
-        arrived and logs the nodes that missed it.
+        Each item: ``{"sid", "namespace", "rooms", "node"}``.  Returns as soon as every live
+        node has answered, at the latest after ``timeout`` (default ``request_timeout``) seconds,
+        with the sockets that arrived; ``result.missing`` names the nodes whose sockets are not
+        in it. With ``raise_on_missing=True`` that case raises
+        :class:`~socketio_servicebus.errors.IncompleteResult` instead (the partial result attached).
         """
         self._require_listener("fetch_sockets")
         out = _local_sockets(self, self.node_id, namespace, room)
-        return out + self._cluster.sockets_from(await self._request("fetch_sockets", namespace, {"room": room}, timeout))
+        req = await self._request("fetch_sockets", namespace, {"room": room}, timeout)
+        return self._cluster.sockets_result(out, req, raise_on_missing)
 
     async def room_members(self, namespace: str, room: Any, timeout: float | None = None) -> list[str]:  # noqa: ASYNC109 - public API
         """Sids in ``room`` across all nodes (sorted)."""
         return sorted(s["sid"] for s in await self.fetch_sockets(namespace, room, timeout))
 
     async def server_side_emit(
-        self, event: str, *args: Any, namespace: str = "/", timeout: float | None = None  # noqa: ASYNC109 - public API
-    ) -> list[Any]:
+        self, event: str, *args: Any, namespace: str = "/", timeout: float | None = None,  # noqa: ASYNC109 - public API
+        raise_on_missing: bool = False,
+    ) -> ClusterResult[Any]:
         """Call the :meth:`on_server_event` handler for ``event`` on every *other* node.
 
         Returns the ack values (handler return values), one per node that has a handler and
-        answered within ``timeout``, ordered by node id.  Nodes without a handler, whose
-        handler raised, or that timed out are left out (and logged).
+        answered, ordered by node id, as soon as every live node has answered and at the latest
+        after ``timeout``. ``result.missing``: nodes that did not answer in time;
+        ``result.errors``: node -> error of handlers that raised (nodes without a handler are
+        in neither). ``raise_on_missing=True`` raises
+        :class:`~socketio_servicebus.errors.IncompleteResult` when some node did not answer.
         """
         self._require_listener("server_side_emit")
-        replies = await self._request("server_side_emit", namespace, {"event": event, "args": list(args)}, timeout)
-        return self._cluster.acks_from(event, replies)
+        req = await self._request("server_side_emit", namespace, {"event": event, "args": list(args)}, timeout)
+        return self._cluster.acks_result(event, req, raise_on_missing)
 
     def _accept_request(self, env: Envelope) -> None:
         """Serve a request from another node in a task, or answer ``busy`` at once."""

@@ -5,14 +5,18 @@
 *returns* the envelope(s), and the manager queues them. What it needs of python-socketio (the
 number of clients, the local sockets of a room) the manager passes in as arguments.
 
-Request/reply: a request is broadcast once; each node answers with a response envelope whose
-``target_node`` is the requester, so only the requester's subscription receives it. A
+Request/reply: a request is broadcast once (the router takes it to every region); each node
+answers with a response envelope whose ``target_node`` is the requester and ``target_region``
+the requester's region, so only the requester's subscription receives it, wherever it is. A
 ``fetch_sockets`` answer too large for one message goes in parts
-(:class:`~socketio_servicebus.manager.requests.RequestTracker` joins them).
+(:class:`~socketio_servicebus.manager.requests.RequestTracker` joins them). A request asks every
+node the registry knows, waits for the ``live`` ones only
+(:class:`~socketio_servicebus.manager.registry.NodeState`) and ends with the last of their
+answers or at the timeout; the caller gets a
+:class:`~socketio_servicebus.manager.results.ClusterResult` naming the nodes that did not answer.
 
-Extension points: requests to other regions only need another ``expected`` set in
-:meth:`Cluster.open_request` and another ``target``; envelopes are built in one place,
-:meth:`Cluster.envelope`.
+Envelopes are built in one place, :meth:`Cluster.envelope`: a targeted one gets its target's
+region from the registry unless the caller knows it.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from socketio_servicebus.errors import EnvelopeError, EnvelopeTooLarge
+from socketio_servicebus.errors import EnvelopeError, EnvelopeTooLarge, IncompleteResult
 from socketio_servicebus.manager.registry import NodeRegistry
 from socketio_servicebus.manager.requests import PendingRequest, Reply, RequestTracker
+from socketio_servicebus.manager.results import ClusterResult
 from socketio_servicebus.metrics import ManagerMetrics
 from socketio_servicebus.wire.envelope import Envelope, Kind
 
@@ -62,15 +67,19 @@ class Cluster:
         self.check = check
         self.metrics = metrics
         self.log = logger
-        self.registry = NodeRegistry(node_timeout)
+        self.registry = NodeRegistry(node_timeout, heartbeat_interval)
         self.requests = RequestTracker()
         self.handlers: dict[tuple[str, str], ServerEventHandler] = {}
         self.requests_active = 0
 
     def envelope(self, kind: Kind, body: dict[str, Any], ns: str = "/", target: str | None = None,
-                 persist: bool = False) -> Envelope:
+                 persist: bool = False, target_region: str | None = None) -> Envelope:
+        """An envelope from this node; a ``target`` whose region is not given gets the region
+        the registry knows for it (none for an unknown node: the message stays in this region)."""
+        if target is not None and target_region is None:
+            target_region = self.registry.region_of(target)
         return Envelope(kind=kind, origin_node=self.node_id, origin_region=self.region, ns=ns or "/",
-                        target_node=target, body=body, persist=persist)
+                        target_node=target, target_region=target_region, body=body, persist=persist)
 
     # ------------------------------------------------------------------ heartbeats / registry
     def heartbeat(self, clients: int, *, hello: bool = False, bye: bool = False, to: str | None = None) -> Envelope:
@@ -101,7 +110,9 @@ class Cluster:
         else:
             clients = b.get("clients")
             clients = clients if type(clients) is int else 0
-            joined = self.registry.seen(node, env.origin_region, clients, time.time(), time.monotonic())
+            interval = b.get("interval")
+            joined = self.registry.seen(node, env.origin_region, clients, time.time(), time.monotonic(),
+                                        float(interval) if isinstance(interval, int | float) else None)
             if joined:
                 self.log.info("node %s (region %s) joined", node, env.origin_region)
             answer = joined or bool(b.get("hello"))
@@ -111,44 +122,68 @@ class Cluster:
     def nodes(self, clients: int) -> list[dict[str, Any]]:
         """Live nodes from heartbeats, this one first."""
         me = {"node_id": self.node_id, "region": self.region, "clients": clients, "last_seen": time.time()}
-        return [me] + [i.as_dict() for i in self.registry.live(time.monotonic())]
+        mono = time.monotonic()
+        return [me] + [i.as_dict(mono) for i in self.registry.live(mono)]
 
     def server_count(self) -> int:
         return 1 + len(self.registry.live(time.monotonic()))
 
     # ------------------------------------------------------------------ requests sent
-    def open_request(self, op: str, ns: str, body: dict[str, Any]) -> tuple[PendingRequest, Envelope] | None:
-        """A request to every live node and its envelope; ``None`` when no other node lives."""
-        expected = self.registry.live_ids(time.monotonic())
-        if not expected:
-            return None
-        req = self.requests.open(op, expected)
+    def open_request(self, op: str, ns: str, body: dict[str, Any]) -> tuple[PendingRequest, Envelope | None]:
+        """A request to every known node (waiting for the live ones) and its envelope; no
+        envelope when no other node is known (the request is then already done)."""
+        mono = time.monotonic()
+        req = self.requests.open(op, self.registry.live_ids(mono), self.registry.awaited_ids(mono))
+        if not req.asked:
+            return req, None
         self.metrics.requests_sent += 1
         return req, self.envelope(Kind.REQUEST, {"rid": req.rid, "op": op, **body}, ns)
 
-    async def replies(self, req: PendingRequest, timeout: float | None) -> list[Reply]:  # noqa: ASYNC109 - public API
+    async def replies(self, req: PendingRequest, timeout: float | None) -> PendingRequest:  # noqa: ASYNC109 - public API
+        """Wait for the request's live nodes (at most ``timeout``); those that did not answer are
+        not waited for again until their next heartbeat."""
         await self.requests.wait(req, self.request_timeout if timeout is None else timeout)
-        if req.missing:
+        if req.overdue:
             self.metrics.requests_timed_out += 1
-            self.log.warning("%s: no reply from node(s) %s within timeout", req.op, ", ".join(sorted(req.missing)))
-        return list(req.replies.values())
+            self.registry.mark_unresponsive(req.overdue)
+            self.log.warning("%s: no reply from node(s) %s within %.1fs; not waited for until their next heartbeat",
+                             req.op, ", ".join(sorted(req.overdue)), req.elapsed)
+        elif req.missing:
+            self.log.info("%s: node(s) %s not waited for (missed heartbeats or a request) and did not answer",
+                          req.op, ", ".join(sorted(req.missing)))
+        return req
 
     @staticmethod
-    def sockets_from(replies: list[Reply]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for r in sorted(replies, key=lambda r: r.node):
+    def _result(op: str, items: list[Any], req: PendingRequest, errors: dict[str, str],
+                raise_on_missing: bool) -> ClusterResult[Any]:
+        result: ClusterResult[Any] = ClusterResult(items, missing=req.missing, errors=errors, elapsed=req.elapsed)
+        if raise_on_missing and result.missing:
+            raise IncompleteResult(op, result)
+        return result
+
+    def sockets_result(self, local: list[dict[str, Any]], req: PendingRequest,
+                       raise_on_missing: bool = False) -> ClusterResult[dict[str, Any]]:
+        """``local`` and the sockets the nodes answered with, ordered by node."""
+        out = list(local)
+        errors: dict[str, str] = {}
+        for r in sorted(req.replies.values(), key=lambda r: r.node):
             if r.ok and isinstance(r.data, list):
                 out.extend(s for s in r.data if isinstance(s, dict))
-        return out
+            elif not r.ok:
+                errors[r.node] = str(r.error)
+        return self._result("fetch_sockets", out, req, errors, raise_on_missing)
 
-    def acks_from(self, event: str, replies: list[Reply]) -> list[Any]:
+    def acks_result(self, event: str, req: PendingRequest, raise_on_missing: bool = False) -> ClusterResult[Any]:
+        """The acks ordered by node; nodes without a handler add none, failed handlers are in ``errors``."""
         acks = []
-        for r in sorted(replies, key=lambda r: r.node):
+        errors: dict[str, str] = {}
+        for r in sorted(req.replies.values(), key=lambda r: r.node):
             if r.ok:
                 acks.append(r.data)
             elif r.error != "no-handler":
+                errors[r.node] = str(r.error)
                 self.log.warning("server_side_emit %r: node %s failed: %s", event, r.node, r.error)
-        return acks
+        return self._result("server_side_emit", acks, req, errors, raise_on_missing)
 
     def on_response(self, env: Envelope) -> None:
         b = env.body
@@ -175,7 +210,7 @@ class Cluster:
         if not isinstance(rid, str):
             return []
         return [self.envelope(Kind.RESPONSE, {"rid": rid, "ok": False, "data": None, "error": "busy"},
-                              env.ns, env.origin_node)]
+                              env.ns, env.origin_node, target_region=env.origin_region)]
 
     def served(self, _: object = None) -> None:
         self.requests_active -= 1
@@ -206,11 +241,11 @@ class Cluster:
             ok, data, error = False, None, f"{type(exc).__name__}: {exc}"[:500]
         try:
             reply = self.envelope(Kind.RESPONSE, {"rid": rid, "ok": ok, "data": data, "error": error},
-                                  env.ns, env.origin_node)
+                                  env.ns, env.origin_node, target_region=env.origin_region)
             self.check(reply)
         except EnvelopeError as exc:  # unserialisable or too large ack
             reply = self.envelope(Kind.RESPONSE, {"rid": rid, "ok": False, "data": None, "error": str(exc)},
-                                  env.ns, env.origin_node)
+                                  env.ns, env.origin_node, target_region=env.origin_region)
         return [reply]
 
     def _socket_parts(self, env: Envelope, rid: str, sockets: list[dict[str, Any]]) -> list[Envelope]:
@@ -219,7 +254,7 @@ class Cluster:
             chunks = [sockets[i:i + per] for i in range(0, len(sockets), per)] or [[]]
             envs = [
                 self.envelope(Kind.RESPONSE, {"rid": rid, "ok": True, "data": c, "part": i, "parts": len(chunks)},
-                              env.ns, env.origin_node)
+                              env.ns, env.origin_node, target_region=env.origin_region)
                 for i, c in enumerate(chunks)
             ]
             try:

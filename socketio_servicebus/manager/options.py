@@ -109,7 +109,9 @@ class ClusterOptions:
 
     :param heartbeat_interval: seconds between heartbeats.
     :param node_timeout: a node without heartbeat for this long is considered gone.
-    :param request_timeout: default timeout of ``fetch_sockets`` / ``server_side_emit``.
+    :param request_timeout: default timeout of ``fetch_sockets`` / ``server_side_emit``: the
+        longest a call waits for a live node that does not answer (a call returns with the last
+        answer). 10 s allows for the router hops of a cross-region call (docs/manager.md).
     :param subscription_ttl: message TTL of the own subscription (default from topology.json).
     :param auto_delete_on_idle: AutoDeleteOnIdle of the own subscription, seconds (Azure's
         minimum is 300).
@@ -119,7 +121,7 @@ class ClusterOptions:
 
     heartbeat_interval: float = 5.0
     node_timeout: float = 15.0
-    request_timeout: float = 5.0
+    request_timeout: float = 10.0
     subscription_ttl: float | None = None
     auto_delete_on_idle: float = 300.0
     subscription_check_interval: float = 60.0

@@ -1,12 +1,18 @@
 """Request/reply bookkeeping for ``fetch_sockets`` and ``server_side_emit`` (pure asyncio).
 
 A request is broadcast once; each node answers with a response envelope whose
-``target_node`` is the requester, so only the requester's subscription receives it.
+``target_node`` is the requester (and ``target_region`` its region, so the router brings it back
+from other regions), so only the requester's subscription receives it.
+
+A request is *asked* of every node the registry knows and *waits* for the ``awaited`` ones (the
+registry's ``LIVE`` nodes): it is done as soon as each of those has answered, and at the timeout
+otherwise. ``missing`` is what was asked and not answered, whether it was waited for or not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,17 +32,28 @@ class Reply:
 class PendingRequest:
     rid: str
     op: str
-    expected: set[str]
+    #: nodes asked (every known node)
+    asked: set[str]
+    #: nodes waited for (a subset of ``asked``)
+    awaited: set[str]
     replies: dict[str, Reply] = field(default_factory=dict)
     parts: dict[str, dict[int, Reply]] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    started: float = field(default_factory=time.monotonic)
+    elapsed: float = 0.0
 
     @property
     def missing(self) -> set[str]:
-        return self.expected - self.replies.keys()
+        """Nodes asked that have not answered (yet)."""
+        return self.asked - self.replies.keys()
+
+    @property
+    def overdue(self) -> set[str]:
+        """Nodes waited for that have not answered (yet): after the wait, the ones that timed out."""
+        return self.awaited - self.replies.keys()
 
     def _check(self) -> None:
-        if not self.missing:
+        if not self.overdue:
             self.done.set()
 
 
@@ -44,8 +61,9 @@ class RequestTracker:
     def __init__(self) -> None:
         self._pending: dict[str, PendingRequest] = {}
 
-    def open(self, op: str, expected: set[str]) -> PendingRequest:
-        req = PendingRequest(uuid.uuid4().hex, op, set(expected))
+    def open(self, op: str, asked: set[str], awaited: set[str] | None = None) -> PendingRequest:
+        """A request to ``asked`` that waits for ``awaited`` (default: all of ``asked``)."""
+        req = PendingRequest(uuid.uuid4().hex, op, set(asked), set(asked if awaited is None else awaited & asked))
         self._pending[req.rid] = req
         req._check()
         return req
@@ -76,20 +94,22 @@ class RequestTracker:
         return True
 
     def forget_node(self, node: str) -> None:
-        """A node left: stop waiting for it."""
+        """A node left or was forgotten: stop asking it (it is not ``missing`` either)."""
         for req in self._pending.values():
-            if node in req.expected and node not in req.replies:
-                req.expected.discard(node)
+            if node in req.asked and node not in req.replies:
+                req.asked.discard(node)
+                req.awaited.discard(node)
                 req._check()
 
     async def wait(self, req: PendingRequest, timeout: float) -> PendingRequest:  # noqa: ASYNC109 - public API
-        """Wait until every expected node replied or ``timeout`` passed; never raises on timeout."""
+        """Wait until every awaited node replied or ``timeout`` passed; never raises on timeout."""
         try:
             await asyncio.wait_for(req.done.wait(), timeout)
         except TimeoutError:
             pass
         finally:
             self._pending.pop(req.rid, None)
+            req.elapsed = time.monotonic() - req.started
         return req
 
     def __len__(self) -> int:

@@ -8,6 +8,7 @@ Only :func:`ensure_node_subscription` and :func:`delete_node_subscription` talk 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -45,10 +46,22 @@ def sql_literal(value: str) -> str:
     return value.replace("'", "''")
 
 
+_NAME_HASH_CHARS = 12
+
+
 def subscription_name_for(node_id: str, prefix: str) -> str:
-    """``<prefix><node_id>`` with characters Service Bus refuses replaced, cut to 50 chars."""
+    """``<prefix><node_id>`` with characters Service Bus refuses replaced; at most 50 chars.
+
+    A longer name keeps its start and ends in ``-<12 hex of SHA-256 of the whole node id>``, so two
+    node ids that share their first 45 characters still get subscriptions of their own (a shared
+    one would hand each node's messages to the other).
+    """
     safe = re.sub(r"[^A-Za-z0-9._-]", "-", node_id)
-    return (prefix + safe)[:_MAX_NAME]
+    name = prefix + safe
+    if len(name) <= _MAX_NAME and safe == node_id:
+        return name
+    digest = hashlib.sha256(node_id.encode("utf-8")).hexdigest()[:_NAME_HASH_CHARS]
+    return f"{name[:_MAX_NAME - _NAME_HASH_CHARS - 1]}-{digest}"
 
 
 @dataclass(frozen=True, slots=True)

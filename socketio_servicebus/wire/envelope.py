@@ -8,7 +8,7 @@ encoded as versioned, compact UTF-8 JSON (never pickle)::
        "b":{"method":"emit","event":"chat","data":["hi"],...}}]}
 
 All envelopes in a batch share :func:`batch_key` (origin node/region, kind,
-namespace, persist, target node); ``hops`` and ``visited`` live on the batch.
+namespace, persist, target node and region); ``hops`` and ``visited`` live on the batch.
 That makes :func:`application_properties` (what subscription SQL rules filter
 on) well defined for the whole message.  See ``docs/wire-format.md``.
 
@@ -38,6 +38,7 @@ from socketio_servicebus.topology import (
     PROP_PERSIST,
     PROP_ROUTE_DONE,
     PROP_TARGET_NODE,
+    PROP_TARGET_REGION,
     PROP_VISITED,
 )
 from socketio_servicebus.wire import codec as wire
@@ -46,6 +47,8 @@ from socketio_servicebus.wire.codec import MAX_DEPTH, EnvelopeError, EnvelopeToo
 __all__ = [
     "VERSION",
     "MAX_DEPTH",
+    "MAX_TRACEPARENT_LEN",
+    "MAX_TRACESTATE_LEN",
     "MAX_BATCH_BYTES",
     "MAX_ENVELOPES",
     "SERVICEBUS_MAX_MESSAGE_BYTES",
@@ -87,6 +90,10 @@ DEFAULT_BATCH_BYTES = SERVICEBUS_MAX_MESSAGE_BYTES - 8 * 1024
 ENVELOPE_SEPARATOR_BYTES = 1
 
 _MAX_ID_LEN = 128
+#: Longest ``traceparent`` / ``tracestate`` kept (W3C: 55 chars for version 00; tracestate
+#: "SHOULD" stay within 512).  Longer values from the wire are dropped, never rejected.
+MAX_TRACEPARENT_LEN = 128
+MAX_TRACESTATE_LEN = 512
 
 
 #: Service Bus application properties, typed as ``ServiceBusMessage`` accepts them.
@@ -112,8 +119,8 @@ SOCKETIO_KINDS = frozenset(
 )
 _KINDS: dict[str, Kind] = {k.value: k for k in Kind}
 
-#: ``(origin_node, origin_region, kind, ns, persist, target_node)``
-BatchKey = tuple[str, str, Kind, str, bool, str | None]
+#: ``(origin_node, origin_region, kind, ns, persist, target_node, target_region)``
+BatchKey = tuple[str, str, Kind, str, bool, str | None, str | None]
 
 
 def _bad(name: str, why: str) -> EnvelopeError:
@@ -144,7 +151,13 @@ class Envelope:
     ts: float = field(default_factory=time.time)
     persist: bool = False
     target_node: str | None = None
+    #: Region of ``target_node`` (only with a target): the router forwards the message there when
+    #: it is not the region it was sent in. Absent, a targeted message stays in its region.
+    target_region: str | None = None
     body: dict[str, Any] = field(hash=False)
+    #: W3C trace context of the emit (``socketio_servicebus.tracing``); None when not traced.
+    traceparent: str | None = field(default=None, hash=False, compare=False)
+    tracestate: str | None = field(default=None, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         v = self.v
@@ -183,8 +196,20 @@ class Envelope:
         t = self.target_node
         if t is not None and (type(t) is not str or not t):
             raise _bad("target_node", "must be None or a non-empty str")
+        tr = self.target_region
+        if tr is not None:
+            if type(tr) is not str or not tr or "," in tr:
+                raise _bad("target_region", "must be None or a non-empty str without ','")
+            if t is None:
+                raise _bad("target_region", "is only allowed with a target_node")
         if not isinstance(self.body, dict):
             raise _bad("body", "must be a dict")
+        tp = self.traceparent
+        if tp is not None and (type(tp) is not str or not 0 < len(tp) <= MAX_TRACEPARENT_LEN):
+            raise _bad("traceparent", f"must be None or a non-empty str of at most {MAX_TRACEPARENT_LEN} chars")
+        tst = self.tracestate
+        if tst is not None and (type(tst) is not str or len(tst) > MAX_TRACESTATE_LEN):
+            raise _bad("tracestate", f"must be None or a str of at most {MAX_TRACESTATE_LEN} chars")
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON object for this envelope (short keys, defaults omitted)."""
@@ -202,6 +227,12 @@ class Envelope:
             d["p"] = True
         if self.target_node is not None:
             d["tn"] = self.target_node
+        if self.target_region is not None:
+            d["tr"] = self.target_region
+        if self.traceparent is not None:
+            d["tp"] = self.traceparent
+            if self.tracestate:
+                d["tst"] = self.tracestate
         d["b"] = self.body
         return d
 
@@ -221,13 +252,24 @@ class Envelope:
                 ts=d["ts"],
                 persist=d.get("p", False),
                 target_node=d.get("tn"),
+                target_region=d.get("tr"),
                 body=d["b"],
+                traceparent=_trace_field(d.get("tp"), MAX_TRACEPARENT_LEN),
+                tracestate=_trace_field(d.get("tst"), MAX_TRACESTATE_LEN),
             )
         except KeyError as exc:
             name = _WIRE_TO_FIELD.get(exc.args[0], str(exc.args[0]))
             raise _bad(name, "is missing") from None
         except TypeError as exc:  # e.g. unhashable kind value
             raise EnvelopeError("bad-shape", str(exc)) from None
+
+
+def _trace_field(value: Any, limit: int) -> str | None:
+    """A trace context value from the wire, or None: a bad one is dropped, never a reason to
+    refuse the envelope (W3C: an invalid ``traceparent`` only starts a new trace)."""
+    if type(value) is str and 0 < len(value) <= limit:
+        return value
+    return None
 
 
 _WIRE_TO_FIELD = {
@@ -244,10 +286,10 @@ _WIRE_TO_FIELD = {
 def batch_key(env: Envelope) -> BatchKey:
     """The filter-relevant fields that must be equal across one batch.
 
-    ``(origin_node, origin_region, kind, ns, persist, target_node)``.  The
+    ``(origin_node, origin_region, kind, ns, persist, target_node, target_region)``.  The
     remaining filter fields, ``hops`` and ``visited``, are batch-level.
     """
-    return (env.origin_node, env.origin_region, env.kind, env.ns, env.persist, env.target_node)
+    return (env.origin_node, env.origin_region, env.kind, env.ns, env.persist, env.target_node, env.target_region)
 
 
 def _check_hops_visited(hops: Any, visited: Any) -> tuple[str, ...]:
@@ -291,7 +333,7 @@ class Batch:
         for e in envs:
             if type(e) is not Envelope:
                 raise EnvelopeError("bad-shape", "batch items must be Envelope")
-            if (e.origin_node, e.origin_region, e.kind, e.ns, e.persist, e.target_node) != key:
+            if (e.origin_node, e.origin_region, e.kind, e.ns, e.persist, e.target_node, e.target_region) != key:
                 raise EnvelopeError("mixed-batch", f"envelope {e.id} differs in batch_key from {first.id}")
         visited = _check_hops_visited(self.hops, self.visited)
         if visited is not self.visited:
@@ -346,6 +388,8 @@ class Batch:
         }
         if e.target_node is not None:
             props[PROP_TARGET_NODE] = e.target_node
+        if e.target_region is not None:
+            props[PROP_TARGET_REGION] = e.target_region
         if self.visited:
             props[PROP_VISITED] = ",".join(self.visited)
         if route_done:

@@ -60,7 +60,11 @@ QUIET = 5.0
 @pytest.fixture(scope="module")
 def sb_conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """This module's own emulator (namespace ``sbemulatorns``, topic ``socketio``)."""
-    with running_emulator(tmp_path_factory.mktemp("kombu-cmp"), EmulatorProcess.default_config()) as proc:
+    config = EmulatorProcess.default_config()
+    # the key KOMBU_URL names (a namespace without policies gets a random one)
+    config["UserConfig"]["Namespaces"][0]["SharedAccessPolicies"] = [
+        {"Name": "RootManageSharedAccessKey", "Key": "SAS_KEY_VALUE", "Rights": ["Manage", "Listen", "Send"]}]
+    with running_emulator(tmp_path_factory.mktemp("kombu-cmp"), config) as proc:
         yield proc.connection_string(NAMESPACE)
 
 

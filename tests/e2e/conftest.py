@@ -24,7 +24,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Local
     stack = LocalStack(
         run_dir=run_dir,
         ports=StackPorts.ephemeral(),
-        node_extra_args=["--app", "relay_node.chat:setup", "--app", "tests.e2e.blob_app:setup"],
+        node_extra_args=["--app", "relay_node.chat:setup", "--app", "tests.e2e.blob_app:setup",
+                         "--authorize-room", "tests.e2e.room_hooks:authorize_room"],
     )
     await stack.start()
     try:

@@ -56,6 +56,7 @@ async def test_reconnect_to_other_region_recovers_missed_messages(stack: LocalSt
         await sender.call("chat", {"room": room, "text": "before"}, timeout=10)
         await wait_for(lambda: [m["text"] for m in reader_inbox] == ["before"])
         last_seen = reader_inbox[-1]
+        proof = await history_token(reader, "chat:" + room)  # kept: it proves since when the reader is in
         await reader.disconnect()  # the reader's node goes away, as far as it knows
 
         missed = [f"missed {i}" for i in range(5)]
@@ -67,7 +68,8 @@ async def test_reconnect_to_other_region_recovers_missed_messages(stack: LocalSt
         cursor = f"{int(last_seen['ts'] * 1000):013d}-0"
         back_inbox: list[dict[str, Any]] = []
         reader = await connect(stack.node_url("b1"), room, back_inbox)
-        token = await history_token(reader, "chat:" + room)  # from b1, for the room it rejoined
+        # from b1, for the room it rejoined; the earlier token moves its start back to the first join
+        token = await history_token(reader, "chat:" + room, resume=proof)
         texts: list[str] = []
 
         async def collect() -> bool:
@@ -83,6 +85,35 @@ async def test_reconnect_to_other_region_recovers_missed_messages(stack: LocalSt
     finally:
         await sender.disconnect()
         await reader.disconnect()
+
+
+async def test_a_late_joiner_reads_none_of_the_past_unless_the_hook_grants_it(stack: LocalStack) -> None:
+    """Messages persisted before a socket joined stay closed to its history token; a room whose
+    ``authorize_room`` hook answers ``"read-history"`` (tests/e2e/room_hooks.py) opens them all."""
+    for room, whole in ((f"late-{uuid.uuid4().hex[:6]}", False), (f"archive-{uuid.uuid4().hex[:6]}", True)):
+        inbox: list[dict[str, Any]] = []
+        writer = await connect(stack.node_url("a1"), room, inbox)
+        texts = [f"early {i}" for i in range(3)]
+        try:
+            for text in texts:
+                await writer.call("chat", {"room": room, "text": text}, timeout=10)
+            await wait_for(lambda inbox=inbox, texts=texts: len(inbox) == len(texts))
+            writer_token = await history_token(writer, "chat:" + room)
+            deadline = time.monotonic() + 20  # until the persist function has stored them all
+            while len(await fetch_history(stack.functions_url, "chat:" + room, "", token=writer_token)) < len(texts):
+                assert time.monotonic() < deadline, "the messages were not persisted"
+                await asyncio.sleep(0.3)
+
+            late = await connect(stack.node_url("b1"), room, [])
+            try:
+                token = await history_token(late, "chat:" + room)
+                assert ht.verify(token, [stack.history_token_key]).whole_history is whole
+                events = await fetch_history(stack.functions_url, "chat:" + room, "", token=token)
+                assert [e["data"]["text"] for e in events] == (texts if whole else []), room
+            finally:
+                await late.disconnect()
+        finally:
+            await writer.disconnect()
 
 
 async def get(url: str, headers: dict[str, str] | None = None, **params: str) -> tuple[int, Any, str]:
@@ -133,7 +164,7 @@ async def test_history_api_refuses_what_the_token_does_not_cover(stack: LocalSta
         assert (await get(url, bearer(flipped), ns="/", room=a))[0] == 401
 
         # expired (minted with the stack's key ten minutes ago, 5-minute lifetime): 401
-        expired = ht.mint(stack.history_token_key, ns="/", room=a, now=time.time() - 600, ttl=300)
+        expired = ht.mint(stack.history_token_key, ns="/", room=a, now=time.time() - 600, ttl=300, since=0)
         status, doc, _ = await get(url, bearer(expired), ns="/", room=a)
         assert (status, doc) == (401, {"error": "token expired"})
 
@@ -183,3 +214,5 @@ async def test_demo_page_replays_what_it_missed_through_a_history_token(stack: L
     assert result["textsInB"] == ["before", *texts], result  # each once, in order
     assert any(f"{len(texts)} missed message(s)" in line for line in result["systemInB"]), result
     assert not result["errorsInB"], result
+    # the login token given in the URL is no longer in the address bar (nor the browser history)
+    assert "token=" not in result["urlB"] and "polling=1" in result["urlB"], result["urlB"]

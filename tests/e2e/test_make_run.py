@@ -66,6 +66,8 @@ def test_run_status_crash_recovery_and_clean_stop(tmp_path: Path) -> None:
         read_until(proc, r"nodes 4/4 ", first)
         table = "".join(first)
         assert "on-prem node factory1" in table and "/api/emit" in table
+        # it says what it is: no client auth, local only (docs/security.md)
+        assert "clients: anonymous (no client auth) and every service on 127.0.0.1 only" in table, table
         assert re.search(r"^dashboard http://127\.0\.0\.1:\d+/", table, re.M), table
         orphans = json.loads((tmp_path / "stack.json").read_text())["pids"]
         assert len(orphans) == 8

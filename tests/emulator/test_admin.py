@@ -14,6 +14,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -554,7 +555,8 @@ async def test_auto_delete_on_idle_deletes_idle_subscription_but_not_one_with_a_
 
 # -- authorization --------------------------------------------------------------------------------
 async def test_wrong_key_is_client_authentication_error(conn_str: str, topic: str) -> None:
-    wrong = conn_str.replace("SharedAccessKey=SAS_KEY_VALUE", "SharedAccessKey=not-the-key")
+    key = re.search(r"SharedAccessKey=([^;]+)", conn_str).group(1)  # type: ignore[union-attr]
+    wrong = conn_str.replace(f"SharedAccessKey={key}", "SharedAccessKey=not-the-key")
     assert wrong != conn_str
     async with admin_client(connection_string=wrong) as bad:
         with pytest.raises(ClientAuthenticationError, match="InvalidSignature"):
@@ -568,7 +570,7 @@ async def test_wrong_key_is_client_authentication_error(conn_str: str, topic: st
     status, text = await _raw(conn_str, "GET", f"/{topic}?api-version=2021-05", auth=False)
     assert status == 401 and "Authorization" in text
     uri = _base_url(conn_str).replace("http://", "https://")
-    expired = _sign(uri, "RootManageSharedAccessKey", "SAS_KEY_VALUE", int(time.time()) - 10)
+    expired = _sign(uri, "RootManageSharedAccessKey", key, int(time.time()) - 10)
     status, text = await _raw(conn_str, "GET", f"/{topic}?api-version=2021-05", auth=False,
                               headers={"Authorization": expired})
     assert status == 401 and "ExpiredToken" in text

@@ -220,3 +220,80 @@ def test_no_token_no_attach(port: int) -> None:
         assert link.remote_condition is not None
         assert link.remote_condition.name == "amqp:unauthorized-access"
         assert "put-token" in link.remote_condition.description
+
+
+def _put_token(session, transport: Transport, sock: socket.socket, port: int, key_name: str, key: str,  # type: ignore[no-untyped-def]
+               expiry: int, n: int) -> None:
+    """``put-token`` on ``$cbs`` as the SDK sends it; waits for the 200 answer."""
+    from proton import Message
+
+    cbs_out = session.sender(f"cbs-out-{n}")
+    cbs_out.target.address = "$cbs"
+    cbs_in = session.receiver(f"cbs-in-{n}")
+    cbs_in.source.address = "$cbs"
+    cbs_in.target.address = f"cbs-reply-{n}"
+    cbs_out.open()
+    cbs_in.open()
+    cbs_in.flow(1)
+    uri = f"sb://localhost:{port}/other"
+    request = Message(id=f"token-{n}", reply_to=f"cbs-reply-{n}", body=sas_token(uri, key_name, key, expiry),
+                      properties={"operation": "put-token", "type": "servicebus.windows.net:sastoken", "name": uri})
+    assert _pump(sock, transport, lambda: cbs_out.credit > 0)
+    delivery = cbs_out.delivery(f"t{n}".encode())
+    cbs_out.send(request.encode())
+    cbs_out.advance()
+    assert _pump(sock, transport, lambda: cbs_in.current is not None and not cbs_in.current.partial)
+    reply = Message()
+    reply.decode(cbs_in.recv(cbs_in.current.pending))
+    cbs_in.advance()
+    assert reply.properties["status-code"] == 200, reply.properties
+    delivery.settle()
+
+
+def test_a_link_is_detached_when_its_token_expires_unless_a_new_one_came(port: int) -> None:
+    """Service Bus closes a link whose token expired without a new put-token; the emulator used to
+    keep it working forever after the attach."""
+    conn = Connection()
+    conn.hostname = "localhost"
+    transport = Transport()
+    transport.sasl().allowed_mechs("ANONYMOUS")
+    transport.bind(conn)
+    conn.collect(Collector())
+    conn.open()
+    session = conn.session()
+    session.open()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        soon = int(time.time()) + 2
+        _put_token(session, transport, sock, port, "listener", LISTEN_KEY, soon, 1)
+        kept = session.receiver("kept")  # renewed below: stays
+        kept.source.address = f"amqps://localhost:{port}/other/Subscriptions/s"
+        kept.open()
+        assert _pump(sock, transport, lambda: bool(kept.state & Endpoint.REMOTE_ACTIVE))
+        # a second connection's link under the short token only, below: first this one's renewal
+        _put_token(session, transport, sock, port, "listener", LISTEN_KEY, int(time.time()) + 120, 2)
+        assert not _pump(sock, transport, lambda: bool(kept.state & Endpoint.REMOTE_CLOSED),
+                         timeout=max(0.5, soon - time.time() + 1.0))
+        assert kept.state & Endpoint.REMOTE_ACTIVE, "a renewed token keeps the link"
+
+    conn2 = Connection()
+    conn2.hostname = "localhost"
+    transport2 = Transport()
+    transport2.sasl().allowed_mechs("ANONYMOUS")
+    transport2.bind(conn2)
+    conn2.collect(Collector())
+    conn2.open()
+    session2 = conn2.session()
+    session2.open()
+    with socket.create_connection(("127.0.0.1", port)) as sock2:
+        soon = int(time.time()) + 2
+        _put_token(session2, transport2, sock2, port, "listener", LISTEN_KEY, soon, 1)
+        expiring = session2.receiver("expiring")
+        expiring.source.address = f"amqps://localhost:{port}/other/Subscriptions/s"
+        expiring.open()
+        assert _pump(sock2, transport2, lambda: bool(expiring.state & Endpoint.REMOTE_ACTIVE))
+        closed = _pump(sock2, transport2, lambda: bool(expiring.state & Endpoint.REMOTE_CLOSED),
+                       timeout=soon - time.time() + 3.0)
+    assert closed, "the emulator kept a link open after its token expired"
+    assert expiring.remote_condition is not None
+    assert expiring.remote_condition.name == "amqp:unauthorized-access"
+    assert "ExpiredToken" in expiring.remote_condition.description

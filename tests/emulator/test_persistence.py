@@ -42,8 +42,10 @@ CONFIG = {
         "Namespaces": [
             {
                 "Name": "persist",
-                "Queues": [{"Name": "q", "Properties": {"LockDuration": "PT3S", "MaxDeliveryCount": 5}}],
-                "Topics": [{"Name": "t", "Subscriptions": [{"Name": "s"}]}],
+                "Queues": [{"Name": "q", "Properties": {"LockDuration": "PT3S", "MaxDeliveryCount": 5}},
+                           {"Name": "sq", "Properties": {"RequiresSession": True, "LockDuration": "PT30S"}}],
+                "Topics": [{"Name": "t", "Subscriptions": [
+                    {"Name": "s"}, {"Name": "ss", "Properties": {"RequiresSession": True}}]}],
             }
         ]
     }
@@ -257,6 +259,65 @@ async def test_sigkill_keeps_messages_locks_schedules_deferrals_dead_letters_and
     assert fresh.sequence_number > max(last_seq, scheduled_seq)
 
 
+async def test_sigkill_keeps_session_state_and_session_messages_in_order(emulator: Restartable) -> None:
+    conn = emulator.conn
+    async with admin_client(connection_string=conn) as admin:
+        await admin.create_queue("admin-sq", requires_session=True)
+    async with servicebus_client(connection_string=conn) as client:
+        async with client.get_queue_sender("sq") as sender:
+            await sender.send_messages([ServiceBusMessage(f"a{i}", session_id="a") for i in range(5)]
+                                       + [ServiceBusMessage(f"b{i}", session_id="b") for i in range(3)])
+        async with client.get_topic_sender("t") as sender:
+            await sender.send_messages(ServiceBusMessage("t0", session_id="ts"))
+        async with client.get_queue_sender("admin-sq") as sender:
+            await sender.send_messages(ServiceBusMessage("x0", session_id="x"))
+        async with client.get_queue_receiver("sq", session_id="b") as receiver:
+            await receiver.session.set_state(b"b-state")
+        async with client.get_subscription_receiver("t", "ss", session_id="ts") as receiver:
+            await receiver.session.set_state("ts-state")
+        async with client.get_queue_receiver("admin-sq", session_id="x") as receiver:
+            await receiver.session.set_state(b"x-state")
+    # session a: a0 completed, a1 received and locked (under the session lock) when the emulator dies
+    holder_client = servicebus_client(connection_string=conn)
+    holder = holder_client.get_queue_receiver("sq", session_id="a", prefetch_count=0)
+    await holder.__aenter__()
+    first = await holder.receive_messages(max_message_count=1, max_wait_time=5)
+    await holder.complete_message(first[0])
+    second = await holder.receive_messages(max_message_count=1, max_wait_time=5)
+    assert [str(m) for m in first + second] == ["a0", "a1"]
+    await holder.session.set_state(b"a: done up to a0")
+    emulator.kill()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(holder_client.close(), 10)
+    emulator.start()
+    conn = emulator.conn
+
+    async with servicebus_client(connection_string=conn) as client:
+        async with client.get_queue_receiver("sq", session_id="a") as receiver:  # at once: no lock outlives the kill
+            assert await receiver.session.get_state() == b"a: done up to a0"
+            got = []
+            while len(got) < 4:
+                got += await receiver.receive_messages(max_message_count=4 - len(got), max_wait_time=2)
+            assert [str(m) for m in got] == ["a1", "a2", "a3", "a4"]
+            assert [m.delivery_count for m in got] == [1, 0, 0, 0]  # a1's lock was lost with the process
+            for msg in got:
+                await receiver.complete_message(msg)
+        async with client.get_queue_receiver("sq", session_id="b") as receiver:
+            assert await receiver.session.get_state() == b"b-state"
+            got = []
+            while len(got) < 3:
+                got += await receiver.receive_messages(max_message_count=3 - len(got), max_wait_time=2)
+            assert [str(m) for m in got] == ["b0", "b1", "b2"]
+        async with client.get_subscription_receiver("t", "ss", session_id="ts") as receiver:
+            assert await receiver.session.get_state() == b"ts-state"
+            assert [str(m) for m in await receiver.receive_messages(max_wait_time=2)] == ["t0"]
+        async with client.get_queue_receiver("admin-sq", session_id="x") as receiver:  # created via the admin API
+            assert await receiver.session.get_state() == b"x-state"
+            assert [str(m) for m in await receiver.receive_messages(max_wait_time=2)] == ["x0"]
+    async with admin_client(connection_string=conn) as admin:
+        assert (await admin.get_queue("admin-sq")).requires_session is True
+
+
 @pytest.mark.slow
 async def test_clean_restart_keeps_state_and_consumed_messages_stay_consumed(emulator: Restartable) -> None:
     conn = emulator.conn
@@ -341,6 +402,30 @@ def test_data_dir_that_cannot_be_created_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "cannot create --data-dir" in result.stderr, result
 
 
+def test_a_new_data_dir_is_private_to_its_user(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """It holds the keys of the entities and every message body: mode 0700, whatever the umask."""
+    import os
+
+    from servicebus_emulator.persistence import DataDir
+
+    old = os.umask(0o002)
+    try:
+        data = DataDir(tmp_path / "new" / "data")
+        data.open()
+        data.close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new" / "data").stat().st_mode & 0o777 == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    existing = DataDir(shared)
+    with caplog.at_level("WARNING", logger="servicebus_emulator.persistence"):
+        existing.open()
+    existing.close()
+    assert "can be read by other users (mode 755)" in caplog.text and "chmod 700" in caplog.text
+
+
 def test_database_is_wal_sqlite_with_schema_version(tmp_path: Path, config_path: Path) -> None:
     proc = EmulatorProcess(config_path, extra_args=["--data-dir", str(tmp_path / "data")])
     proc.start()
@@ -350,6 +435,8 @@ def test_database_is_wal_sqlite_with_schema_version(tmp_path: Path, config_path:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
         kinds = sorted(r[0] for r in db.execute("SELECT kind FROM entities WHERE ns='persist'"))
-        assert kinds == ["queue", "subscription", "topic"]
+        assert kinds == ["queue", "queue", "subscription", "subscription", "topic"]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"entities", "messages", "entries", "session_states"} <= tables
     finally:
         db.close()

@@ -5,9 +5,10 @@ samples do and what the emulator serves shows up as a failing test.
 Covered: send/receive on a queue and on a topic subscription, peek, schedule and cancel,
 defer and receive deferred, dead-letter and the dead-letter queue, receive-and-delete,
 ``AmqpAnnotatedMessage`` with value/sequence/data bodies, ``AutoLockRenewer``, message
-properties, batch send, and the administration client (through the project's documented
-``admin_client`` transport). Sessions are not emulated (``docs/emulator.md``), so the session
-samples have no counterpart here.
+properties, batch send, the administration client (through the project's documented
+``admin_client`` transport), and the session samples (``session_send_receive``,
+``session_pool_receive``, ``AutoLockRenewer`` on a session, listing sessions), those with the
+sync client too (``samples/sync_samples``).
 
 Also here, each with the SDK: the three differences fixed in issue 14 (value bodies with
 binary keys; concurrent lock renewals on the management link; locks of a closed receiver),
@@ -18,8 +19,10 @@ scheduled messages with their state (and deferred/active ones with theirs).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,18 +30,23 @@ from typing import Any
 
 import pytest
 from azure.servicebus import (
+    NEXT_AVAILABLE_SESSION,
     ServiceBusMessage,
     ServiceBusMessageState,
     ServiceBusReceiveMode,
     ServiceBusSubQueue,
 )
+from azure.servicebus import AutoLockRenewer as SyncAutoLockRenewer
+from azure.servicebus import ServiceBusClient as SyncServiceBusClient
 from azure.servicebus.aio import AutoLockRenewer
 from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageBodyType
+from azure.servicebus.exceptions import OperationTimeoutError
 from azure.servicebus.management import SqlRuleFilter
 from proton import Collector, Connection, Disposition, Endpoint, Message, Transport
 
 from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
 from tests.support.emulator_process import EmulatorProcess, running_emulator
+from tests.support.receiving import receive as _receive
 from tests.support.sas import sas_token
 
 UTC = dt.UTC
@@ -53,6 +61,9 @@ CONFIG = {
         "Namespaces": [
             {
                 "Name": "samples",
+                # named here (the raw put-token below signs with it); without it the key is random
+                "SharedAccessPolicies": [{"Name": "RootManageSharedAccessKey", "Key": "SAS_KEY_VALUE",
+                                          "Rights": ["Manage", "Listen", "Send"]}],
                 "Queues": [
                     _queue("sendreceive"),
                     _queue("peek"),
@@ -70,6 +81,12 @@ CONFIG = {
                     _queue("abandoned", LockDuration="PT30S"),
                     _queue("raw"),
                     _queue("peekstates"),
+                    _queue("session", RequiresSession=True),
+                    _queue("syncsession", RequiresSession=True),
+                    _queue("sessionpool", RequiresSession=True),
+                    _queue("syncsessionpool", RequiresSession=True),
+                    _queue("sessionrenew", RequiresSession=True, LockDuration="PT5S"),
+                    _queue("sessionlist", RequiresSession=True),
                 ],
                 "Topics": [
                     {"Name": "topic", "Subscriptions": [{"Name": "one"}, {"Name": "two"}]},
@@ -90,15 +107,6 @@ def samples_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emula
 @pytest.fixture
 def cs(samples_emulator: EmulatorProcess) -> str:
     return samples_emulator.connection_string("samples")
-
-
-async def _receive(receiver: Any, count: int, wait: float = 5.0) -> list[Any]:
-    """Receive ``count`` messages, or fewer when they do not come within ``wait`` seconds."""
-    got: list[Any] = []
-    deadline = time.monotonic() + wait
-    while len(got) < count and time.monotonic() < deadline:
-        got += await receiver.receive_messages(max_message_count=count - len(got), max_wait_time=0.5)
-    return got
 
 
 # -- send and receive --------------------------------------------------------------------------
@@ -703,3 +711,196 @@ async def test_undecodable_transfer_is_rejected_at_once(samples_emulator: Emulat
         async with client.get_queue_receiver("raw", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as receiver:
             got = await _receive(receiver, 1, wait=3)
     assert [m.body for m in got] == [b"after the junk"]
+
+
+# -- sessions (samples/*/session_send_receive*.py, session_pool_receive*.py) ---------------------
+
+
+def _session_messages(session_id: str) -> tuple[ServiceBusMessage, list[ServiceBusMessage], list[ServiceBusMessage]]:
+    """What session_send_receive sends: one message, a list of five, a batch of ten."""
+    single = ServiceBusMessage("single", session_id=session_id)
+    listed = [ServiceBusMessage(f"list {i}", session_id=session_id) for i in range(5)]
+    batched = [ServiceBusMessage(f"batch {i}", session_id=session_id) for i in range(10)]
+    return single, listed, batched
+
+
+EXPECTED_SESSION_BODIES = ["single", *(f"list {i}" for i in range(5)), *(f"batch {i}" for i in range(10))]
+
+
+async def test_session_send_receive(cs: str) -> None:
+    single, listed, batched = _session_messages("sample-session")
+    async with servicebus_client(connection_string=cs) as client:
+        async with client.get_queue_sender("session") as sender:
+            await sender.send_messages(single)
+            await sender.send_messages(listed)
+            batch = await sender.create_message_batch()
+            for msg in batched:
+                batch.add_message(msg)
+            await sender.send_messages(batch)
+        async with client.get_queue_receiver("session", session_id="sample-session", max_wait_time=5) as receiver:
+            session = receiver.session
+            await session.set_state("START")
+            assert await session.get_state() == b"START"
+            got = await _receive(receiver, 16, wait=8)
+            assert [str(m) for m in got] == EXPECTED_SESSION_BODIES
+            for msg in got:
+                await receiver.complete_message(msg)
+                await session.renew_lock()
+            await session.set_state("END")
+            assert await session.get_state() == b"END"
+            assert await receiver.receive_messages(max_wait_time=1) == []
+
+
+def test_session_send_receive_sync(cs: str) -> None:
+    single, listed, batched = _session_messages("sync-session")
+    with SyncServiceBusClient.from_connection_string(cs) as client:
+        with client.get_queue_sender("syncsession") as sender:
+            sender.send_messages(single)
+            sender.send_messages(listed)
+            batch = sender.create_message_batch()
+            for msg in batched:
+                batch.add_message(msg)
+            sender.send_messages(batch)
+        with client.get_queue_receiver("syncsession", session_id="sync-session", max_wait_time=5) as receiver:
+            session = receiver.session
+            session.set_state("START")
+            assert session.get_state() == b"START"
+            got: list[Any] = []
+            deadline = time.monotonic() + 8
+            while len(got) < 16 and time.monotonic() < deadline:
+                got += receiver.receive_messages(max_message_count=16 - len(got), max_wait_time=1)
+            assert [str(m) for m in got] == EXPECTED_SESSION_BODIES
+            for msg in got:
+                receiver.complete_message(msg)
+                session.renew_lock()
+            session.set_state("END")
+            assert session.get_state() == b"END"
+
+
+POOL_SESSIONS = [f"pool-{i}" for i in range(4)]
+POOL_MESSAGES = 5
+
+
+def _pool_messages() -> list[ServiceBusMessage]:
+    """Each session: five numbered messages, then "shutdown" (as session_pool_receive sends)."""
+    return [ServiceBusMessage(body, session_id=sid)
+            for sid in POOL_SESSIONS for body in [*(f"{sid}:{i}" for i in range(POOL_MESSAGES)), "shutdown"]]
+
+
+def _check_pool(processed: dict[str, list[str]], holders: dict[str, str]) -> None:
+    assert sorted(holders) == POOL_SESSIONS  # every session was taken once, by one worker
+    assert {sid: bodies for sid, bodies in processed.items()} == {
+        sid: [*(f"{sid}:{i}" for i in range(POOL_MESSAGES)), "shutdown"] for sid in POOL_SESSIONS}
+
+
+async def test_session_pool_receive(cs: str) -> None:
+    """Concurrent workers on NEXT_AVAILABLE_SESSION, each session's lock kept by an AutoLockRenewer,
+    its state set to OPEN and then CLOSED, until no session is left (OperationTimeoutError)."""
+    processed: dict[str, list[str]] = {}
+    holders: dict[str, str] = {}
+
+    async def worker(name: str) -> None:
+        async with servicebus_client(connection_string=cs, retry_total=0) as client:
+            while True:
+                try:
+                    receiver = client.get_queue_receiver("sessionpool", session_id=NEXT_AVAILABLE_SESSION,
+                                                         max_wait_time=5)
+                    async with receiver, AutoLockRenewer() as renewer:
+                        renewer.register(receiver, receiver.session)
+                        sid = receiver.session.session_id
+                        assert sid not in holders, f"{sid} handed out twice"
+                        holders[sid] = name
+                        await receiver.session.set_state("OPEN")
+                        async for message in receiver:
+                            processed.setdefault(sid, []).append(str(message))
+                            await receiver.complete_message(message)
+                            if str(message) == "shutdown":
+                                await receiver.session.set_state("CLOSED")
+                                break
+                except OperationTimeoutError:
+                    return  # no non-empty session left
+
+    async with servicebus_client(connection_string=cs) as client, client.get_queue_sender("sessionpool") as sender:
+        await sender.send_messages(_pool_messages())
+    await asyncio.wait_for(asyncio.gather(*(worker(f"w{i}") for i in range(3))), timeout=120)
+    _check_pool(processed, holders)
+    assert len(set(holders.values())) > 1  # the sessions were shared out between the workers
+    async with servicebus_client(connection_string=cs) as client:
+        for sid in POOL_SESSIONS:
+            async with client.get_queue_receiver("sessionpool", session_id=sid) as receiver:
+                assert await receiver.session.get_state() == b"CLOSED"
+
+
+def test_session_pool_receive_sync(cs: str) -> None:
+    """The sync sample: the same workers in a thread pool (concurrent.futures), one client each."""
+    processed: dict[str, list[str]] = {}
+    holders: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        with SyncServiceBusClient.from_connection_string(cs, retry_total=0) as client:
+            while True:
+                try:
+                    with client.get_queue_receiver("syncsessionpool", session_id=NEXT_AVAILABLE_SESSION,
+                                                   max_wait_time=5) as receiver:
+                        renewer = SyncAutoLockRenewer()
+                        renewer.register(receiver, receiver.session)
+                        sid = receiver.session.session_id
+                        with lock:
+                            assert sid not in holders, f"{sid} handed out twice"
+                            holders[sid] = name
+                        receiver.session.set_state("OPEN")
+                        for message in receiver:
+                            with lock:
+                                processed.setdefault(sid, []).append(str(message))
+                            receiver.complete_message(message)
+                            if str(message) == "shutdown":
+                                receiver.session.set_state("CLOSED")
+                                break
+                        renewer.close()
+                except OperationTimeoutError:
+                    return
+
+    with SyncServiceBusClient.from_connection_string(cs) as client, client.get_queue_sender("syncsessionpool") as sender:
+        sender.send_messages(_pool_messages())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        for done in [pool.submit(worker, f"w{i}") for i in range(3)]:
+            done.result(timeout=120)
+    _check_pool(processed, holders)
+
+
+async def test_auto_lock_renewer_keeps_a_session_locked(cs: str) -> None:
+    """The session half of the auto_lock_renew sample: a session held past its 5 s lock."""
+    failures: list[BaseException | None] = []
+
+    async def on_failure(_renewable: Any, error: BaseException | None) -> None:
+        failures.append(error)
+
+    async with servicebus_client(connection_string=cs) as client:
+        async with client.get_queue_sender("sessionrenew") as sender:
+            await sender.send_messages([ServiceBusMessage(f"held {i}", session_id="renewed") for i in range(3)])
+        async with client.get_queue_receiver("sessionrenew", session_id="renewed") as receiver:
+            async with AutoLockRenewer(max_lock_renewal_duration=30, on_lock_renew_failure=on_failure) as renewer:
+                renewer.register(receiver, receiver.session)
+                original = receiver.session.locked_until_utc
+                msgs = await _receive(receiver, 3)
+                await asyncio.sleep(6.5)  # past the 5 s session lock
+                assert failures == [] and not receiver.session.auto_renew_error
+                assert receiver.session.locked_until_utc > original + dt.timedelta(seconds=2)
+                for msg in msgs:
+                    await receiver.complete_message(msg)  # still under the (renewed) session lock
+            assert [str(m) for m in msgs] == ["held 0", "held 1", "held 2"]
+
+
+async def test_list_sessions(cs: str) -> None:
+    """The client's session listing: sessions with messages or a state."""
+    async with servicebus_client(connection_string=cs) as client:
+        async with client.get_queue_sender("sessionlist") as sender:
+            await sender.send_messages([ServiceBusMessage("m", session_id=sid) for sid in ("l1", "l2")])
+        async with client.get_queue_receiver("sessionlist", session_id="l3") as receiver:
+            before = dt.datetime.now(UTC)
+            await receiver.session.set_state("only a state")
+        assert sorted([sid async for sid in client.list_queue_sessions("sessionlist")]) == ["l1", "l2", "l3"]
+        recent = [sid async for sid in client.list_queue_sessions("sessionlist",
+                                                             state_updated_after=before - dt.timedelta(seconds=1))]
+        assert recent == ["l3"]

@@ -32,6 +32,8 @@ CONFIG = {
     "UserConfig": {
         "Namespaces": [{
             "Name": NS,
+            # named here (the raw AMQP client below signs with it); without it the key is random
+            "SharedAccessPolicies": [{"Name": KEY_NAME, "Key": KEY, "Rights": ["Manage", "Listen", "Send"]}],
             "Topics": [
                 {"Name": "chat", "Subscriptions": [{"Name": "all"}]},
                 {"Name": "bulk", "Subscriptions": [{"Name": "s"}]},

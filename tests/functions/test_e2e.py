@@ -22,7 +22,7 @@ from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode, ServiceBu
 
 from socketio_servicebus import history_token
 from socketio_servicebus.servicebus.clients import servicebus_client
-from socketio_servicebus.wire.envelope import Batch
+from socketio_servicebus.wire.envelope import Batch, Envelope, Kind
 from tests.support.emulator_process import EmulatorProcess
 from tests.support.stack_config import region_settings, stack_config
 from tests.support.webpubsub import FrameClient
@@ -135,6 +135,27 @@ async def test_each_region_gets_exactly_one_copy(stack: Stack, origin: str) -> N
         assert batch_of(got["us"][0]).visited == ("edge", "eu", "us")
 
 
+@pytest.mark.parametrize(
+    ("origin", "target", "path"),
+    [("us", "edge", ["us", "eu", "edge"]), ("edge", "asia", ["edge", "eu", "asia"]), ("us", "asia", ["us", "asia"]),
+     ("eu", "eu", ["eu"])],
+)
+async def test_a_reply_reaches_its_target_region_and_no_other(stack: Stack, origin: str, target: str,
+                                                               path: list[str]) -> None:
+    reply = Envelope(kind=Kind.RESPONSE, origin_node=f"{origin}-1", origin_region=origin, target_node=f"{target}-1",
+                     target_region=target, body={"rid": uuid.uuid4().hex, "data": [{"sid": "s1"}]})
+    mid = f"reply-{origin}-{target}-{uuid.uuid4().hex[:8]}"
+    await publish(stack.conn(origin), Batch((reply,), 0, (origin,)), mid)
+    got = await collect(stack, mid, {r: 1 for r in path})
+    assert counts(got) == {r: int(r in path) for r in REGIONS}, stack.runner.output[-30:]
+    last = batch_of(got[target][0])
+    assert last.visited == tuple(path) and last.hops == len(path) - 1 and last.envelopes == (reply,)
+    # one forward per hop, each logged by the router of the region it left
+    forwards = stack.runner.lines(rf"router\[\w+\] message {mid} ")
+    assert len(forwards) == len(path) - 1, forwards
+    assert all(f"to node {target}-1 in {target}" in line for line in forwards)
+
+
 async def test_malformed_message_is_dead_lettered_by_service_bus(stack: Stack) -> None:
     mid = f"bad-{uuid.uuid4().hex[:8]}"
     await publish(stack.conn("asia"), None, mid, body=b"{this is not a batch", props={"sio_kind": "emit"})  # type: ignore[arg-type]
@@ -213,7 +234,7 @@ async def test_persisted_emits_reach_history_in_order_and_webpubsub_once(stack: 
             break
     assert pages == [[0, 1], [2, 3], [4]]
     # browsers read /history with a history token (anonymous at the host); /history/server takes the key
-    token = history_token.mint(HISTORY_KEY, ns="/", room=room)
+    token = history_token.mint(HISTORY_KEY, ns="/", room=room, since=0)
     status, doc = await http(stack, "GET", "history", key=None, params={"room": room},
                              headers={"Authorization": f"Bearer {token}"})
     assert status == 200 and [e["id"] for e in doc["events"]] == ids

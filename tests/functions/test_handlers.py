@@ -20,8 +20,8 @@ from shared.persistence.hooks import HookFailed, HookRegistry, StoredEvent
 from shared.routing.plan import Unroutable
 from shared.routing.router import ForwardFailed
 from socketio_servicebus import history_token
-from socketio_servicebus.topology import PROP_HOPS, PROP_ROUTE_DONE, PROP_VISITED
-from socketio_servicebus.wire.envelope import SERVICEBUS_MAX_MESSAGE_BYTES, Batch
+from socketio_servicebus.topology import PROP_HOPS, PROP_ROUTE_DONE, PROP_TARGET_REGION, PROP_VISITED
+from socketio_servicebus.wire.envelope import SERVICEBUS_MAX_MESSAGE_BYTES, Batch, Envelope, Kind
 from tests.support.webpubsub import FrameClient, WebPubSubThread
 
 from .conftest import WPS_KEY
@@ -62,7 +62,27 @@ async def test_router_skips_route_done_and_targeted() -> None:
     batch = Batch((emit_envelope("us"),), 0, ("us",))
     assert (await handlers.router(ctx, "us", sb_message(batch, route_done=True))).hops == ()
     assert (await handlers.router(ctx, "us", sb_message(batch, props={"sio_target_node": "n"}))).hops == ()
+    reply = Envelope(kind=Kind.RESPONSE, origin_node="us1", origin_region="us", target_node="n", body={"rid": "r"})
+    assert (await handlers.router(ctx, "us", sb_message(Batch((reply,), 0, ("us",))))).hops == ()
     assert not ctx.senders
+
+
+async def test_router_forwards_a_reply_towards_its_target_region_only() -> None:
+    ctx = FakeContext(MESH)
+    reply = Envelope(kind=Kind.RESPONSE, origin_node="us1", origin_region="us", target_node="edge1",
+                     target_region="edge", body={"rid": "r", "data": [1]})
+    plan = await handlers.router(ctx, "us", sb_message(Batch((reply,), 0, ("us",)), message_id="reply-1"))
+    assert [(h.target, h.route_done) for h in plan.hops] == [("eu", False)]  # edge is reached through its hub
+    (out,) = ctx.senders["eu"].sent
+    assert out.message_id == "reply-1" and out.application_properties[PROP_TARGET_REGION] == "edge"
+    assert out.application_properties[PROP_HOPS] == 1 and PROP_ROUTE_DONE not in out.application_properties
+    plan = await handlers.router(ctx, "eu", sb_message(Batch.decode(b"".join(out.body)), message_id="reply-1",
+                                                       props={str(k): v for k, v in out.application_properties.items()}))
+    assert [(h.target, h.route_done) for h in plan.hops] == [("edge", True)]
+    (last,) = ctx.senders["edge"].sent
+    fwd = Batch.decode(b"".join(last.body))
+    assert fwd.visited == ("us", "eu", "edge") and fwd.hops == 2 and fwd.envelopes == (reply,)
+    assert set(ctx.senders) == {"eu", "edge"}  # asia never sees it
 
 
 @pytest.mark.parametrize(
@@ -116,6 +136,8 @@ async def test_router_target_down_raises_after_trying_all() -> None:
         ({"event": "chat", "persist": "yes"}, "'persist' must be true or false, got string"),
         ({"event": "chat", "namespace": "chat"}, "'namespace' must be a string starting with '/'"),
         ({"event": "disconnect"}, "reserved"),
+        ({"event": "relay:reconnect", "data": {"reason": "draining"}}, "come from relay nodes only"),
+        ({"event": "relay:history_token"}, "reserved"),
         ({"event": "chat", "colour": 1}, "unknown field(s) ['colour']"),
         (b'{"event":"chat","data":NaN}', "not valid JSON"),
     ],
@@ -126,6 +148,19 @@ async def test_emit_rejects_with_a_reason(body: object, fragment: str) -> None:
     assert resp.status_code == 400
     assert fragment in json.loads(resp.get_body())["error"]
     assert not ctx.senders
+
+
+@pytest.mark.parametrize("depth", [65, 100_000])
+async def test_emit_refuses_json_nested_too_deeply_with_400(depth: int) -> None:
+    """~100 KB of ``[[[`` used to raise RecursionError in the parser: a 500 instead of a 400."""
+    ctx = FakeContext(MESH)
+    body = b'{"event":"chat","data":' + b"[" * depth + b"]" * depth + b"}"
+    resp = await handlers.emit_http(ctx, http_request("POST", "emit", body=body))
+    assert resp.status_code == 400
+    assert "nested too deeply" in json.loads(resp.get_body())["error"]
+    assert not ctx.senders
+    ok = b'{"event":"chat","data":' + b"[" * 40 + b"]" * 40 + b"}"
+    assert (await handlers.emit_http(ctx, http_request("POST", "emit", body=ok))).status_code == 202
 
 
 async def test_emit_rejects_oversized_bodies() -> None:
@@ -172,7 +207,7 @@ def table_ctx(azurite, table: str, hooks: HookRegistry | None = None) -> AppCont
 
 
 def bearer(room: str, ns: str = "/", key: str = HISTORY_KEY, **kw: Any) -> dict[str, str]:
-    return {"Authorization": "Bearer " + history_token.mint(key, ns=ns, room=room, **kw)}
+    return {"Authorization": "Bearer " + history_token.mint(key, ns=ns, room=room, **{"since": 0, **kw})}
 
 
 async def test_persist_then_history_in_order_with_pagination(azurite) -> None:  # type: ignore[no-untyped-def]
@@ -188,12 +223,13 @@ async def test_persist_then_history_in_order_with_pagination(azurite) -> None:  
     t0 = time.time()
     room = "room/with#odd?chars"
     envs = [emit_envelope("us", room=room, data=f"m{i}", persist=True, ts=t0 + i, skip_sid="sid-9") for i in range(5)]
-    # out of order across two messages; the second is delivered twice (redelivery)
-    msgs = [sb_message(Batch(tuple(envs[3:]), 0, ("us",)), message_id="p2"),
-            sb_message(Batch(tuple(envs[:3]), 0, ("us",)), message_id="p1")]
+    # two messages; the first is delivered twice (redelivery): stored once, hooks run again
+    msgs = [sb_message(Batch(tuple(envs[:3]), 0, ("us",)), message_id="p1"),
+            sb_message(Batch(tuple(envs[3:]), 0, ("us",)), message_id="p2")]
     for msg in msgs + msgs[:1]:
         await handlers.persist(ctx, "us", msg)
-    assert [e.data for e in seen] == ["m3", "m4", "m0", "m1", "m2", "m3", "m4"]  # hooks: at least once
+    assert [e.data for e in seen] == ["m0", "m1", "m2", "m3", "m4", "m0", "m1", "m2"]  # hooks: at least once
+    assert [e.cursor for e in seen[5:]] == [e.cursor for e in seen[:3]]  # a redelivery keeps the first cursors
 
     pages, after = [], None
     while True:
@@ -217,6 +253,28 @@ async def test_persist_then_history_in_order_with_pagination(azurite) -> None:  
     other = await handlers.history_server_http(ctx, http_request("GET", "history/server",
                                                                   params={"ns": "/", "room": "room"}))
     assert json.loads(other.get_body()) == {"events": [], "next": None}
+    await ctx.aclose()
+
+
+async def test_history_serves_nothing_older_than_the_tokens_since(azurite) -> None:  # type: ignore[no-untyped-def]
+    """A socket that joined at ``since`` reads from then on; only ``since`` 0 (granted by the
+    node's authorize_room hook) opens the whole history; the cursor cannot reach behind ``since``."""
+    ctx = table_ctx(azurite, "t" + uuid.uuid4().hex[:12])
+    t0, room = time.time() - 100, "since-room"
+    envs = [emit_envelope("us", room=room, data=f"m{i}", persist=True, ts=t0 + i) for i in range(5)]
+    await handlers.persist(ctx, "us", sb_message(Batch(tuple(envs), 0, ("us",)), message_id="p"))
+
+    async def read(since: float, after: str | None = None) -> list[str]:
+        params = {"ns": "/", "room": room, **({"after": after} if after else {})}
+        resp = await handlers.history_http(ctx, http_request("GET", "history", params=params,
+                                                             headers=bearer(room, since=since)))
+        assert resp.status_code == 200
+        return [e["data"] for e in json.loads(resp.get_body())["events"]]
+
+    assert await read(since=t0 + 2.5) == ["m3", "m4"]
+    assert await read(since=t0 + 2.5, after=f"{int(t0 * 1000) - 1:013d}-0") == ["m3", "m4"]
+    assert await read(since=time.time()) == []  # joined after all of them were persisted
+    assert await read(since=0) == ["m0", "m1", "m2", "m3", "m4"]
     await ctx.aclose()
 
 

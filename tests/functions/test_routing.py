@@ -29,11 +29,18 @@ def _batch(origin: str) -> Batch:
     return Batch((env,), 0, (origin,))
 
 
-def propagate(rmap: RegionMap, origin: str) -> tuple[Counter[str], list[tuple[str, str, bool]]]:
+def _reply(origin: str, target_region: str | None) -> Batch:
+    env = Envelope(kind=Kind.RESPONSE, origin_node="n1", origin_region=origin, target_node="n2",
+                   target_region=target_region, body={"rid": "r1"})
+    return Batch((env,), 0, (origin,))
+
+
+def propagate(rmap: RegionMap, origin: str, first: Batch | None = None) -> tuple[Counter[str], list[tuple[str, str, bool]]]:
     """Publish once in ``origin``; follow every copy. Returns copies per region and the edges used."""
+    first = first or _batch(origin)
     copies: Counter[str] = Counter({origin: 1})
     edges = []
-    pending = [(origin, _batch(origin), _batch(origin).application_properties())]
+    pending = [(origin, first, first.application_properties())]
     steps = 0
     while pending:
         steps += 1
@@ -41,7 +48,7 @@ def propagate(rmap: RegionMap, origin: str) -> tuple[Counter[str], list[tuple[st
         region, batch, props = pending.pop()
         if not ROUTER_RULE.matches({}, props):  # the router subscription does not get it
             continue
-        plan = rmap.plan(region, batch.visited, batch.hops)
+        plan = rmap.plan(region, batch.visited, batch.hops, target_region=batch.envelopes[0].target_region)
         for hop in plan.hops:
             fwd = batch.forwarded(hop.target)
             copies[hop.target] += 1
@@ -135,3 +142,69 @@ def test_region_map_from_infra_example_parses() -> None:
     )
     assert rmap.out_edges("westeurope") == ("northeurope",)
     assert rmap.regions["westeurope"].fully_qualified_namespace.startswith("sb-x-westeurope")
+
+
+# ------------------------------------------------------------------ targeted (replies, callbacks)
+def _distance(rmap: RegionMap, src: str, dst: str) -> int:
+    frontier, seen, d = {src}, {src}, 0
+    while dst not in frontier:
+        frontier = {n for r in frontier for n in rmap.out_edges(r)} - seen
+        assert frontier, f"{dst} unreachable from {src}"
+        seen |= frontier
+        d += 1
+    return d
+
+
+@pytest.mark.parametrize("spec", [MESH3, HUB, CHAIN], ids=["mesh3", "hub-and-spoke", "chain"])
+def test_a_reply_reaches_only_its_target_region_along_a_shortest_path(spec: dict) -> None:
+    rmap = RegionMap.parse(spec)
+    for origin in rmap.names:
+        for target in rmap.names:
+            copies, edges = propagate(rmap, origin, _reply(origin, target))
+            # one copy in the target region, none in regions off the path, one forward per hop
+            assert copies[target] == 1 and max(copies.values()) == 1, (origin, target, edges)
+            assert len(edges) == _distance(rmap, origin, target), (origin, target, edges)
+            assert set(copies) == {origin, target} | {t for _, t, _ in edges}
+            # route_done on the copy that lands in the target region, and only there
+            assert [done for _, _, done in edges] == [False] * (len(edges) - 1) + [True] * bool(edges)
+
+
+def test_a_reply_between_spokes_goes_through_the_hubs_only() -> None:
+    rmap = RegionMap.parse(HUB)
+    _, edges = propagate(rmap, "edge1", _reply("edge1", "edge3"))
+    assert edges == [("edge1", "eu", False), ("eu", "us", False), ("us", "edge3", True)]
+    _, edges = propagate(rmap, "edge1", _reply("edge1", "edge2"))
+    assert edges == [("edge1", "eu", False), ("eu", "edge2", True)]
+
+
+def test_the_router_rule_skips_replies_inside_their_region_and_old_replies_without_a_region() -> None:
+    assert not ROUTER_RULE.matches({}, _reply("eu", "eu").application_properties())
+    assert not ROUTER_RULE.matches({}, _reply("eu", None).application_properties())
+    assert ROUTER_RULE.matches({}, _reply("eu", "us").application_properties())
+    fwd = _reply("eu", "us").forwarded("us")
+    assert not ROUTER_RULE.matches({}, fwd.application_properties(route_done=True))
+
+
+@pytest.mark.parametrize(
+    ("spec", "here", "visited", "target", "reason"),
+    [
+        (MESH3, "eu", ["eu"], "mars", "unknown-region"),
+        ({"a": {"neighbors": []}, "b": {}}, "a", ["a"], "b", "unreachable"),
+        (CHAIN, "b", ["c", "b"], "c", "loop"),
+        (CHAIN, "c", ["a", "b", "c"], "b", "loop"),
+    ],
+)
+def test_targeted_unroutable(spec: dict, here: str, visited: list[str], target: str, reason: str) -> None:
+    with pytest.raises(Unroutable) as info:
+        RegionMap.parse(spec).plan(here, visited, len(visited) - 1, target_region=target)
+    assert info.value.reason == reason
+
+
+def test_a_targeted_path_avoids_visited_regions() -> None:
+    rmap = RegionMap.parse(MESH3)
+    assert rmap.next_hop("us", "asia", avoid=["eu", "us"]) == "asia"
+    ring = RegionMap.parse({"a": {"neighbors": ["b", "d"]}, "b": {"neighbors": ["c"]}, "c": {"neighbors": []},
+                            "d": {"neighbors": ["c"]}})
+    assert ring.next_hop("a", "c") == "b"
+    assert ring.next_hop("a", "c", avoid=["b"]) == "d"
+    assert ring.plan("a", ["a"], 0, target_region="a").hops == ()

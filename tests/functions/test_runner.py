@@ -104,3 +104,18 @@ async def test_http_auth_cors_and_methods() -> None:
         assert resp.status == 405
         resp = await client.post("/api/emit", headers={"x-functions-key": "k"}, data=b"[]")
         assert resp.status == 400 and resp.headers["Content-Type"].startswith("application/json")
+
+
+async def test_the_runner_never_logs_the_function_key_of_a_query() -> None:
+    """A failing function is logged by path, without the query string that carries ``?code=<key>``."""
+    mod = import_function_app({"SIO_REGION": "eu"})  # no TablesConnection: the history query raises
+    specs = [s for s in specs_of(mod.app) if s.trigger_type == "httpTrigger"]
+    lines: list[str] = []
+    app = build_http_app(specs, key="the-function-key-0123", cors=[], cors_credentials=False, log=lines.append)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/api/history/server?room=r&code=the-function-key-0123")
+        assert resp.status == 500
+        ok = await client.get("/api/history/server?limit=0", headers={"x-functions-key": "the-function-key-0123"})
+        assert ok.status == 400
+    assert any("raised" in line for line in lines), lines
+    assert not [line for line in lines if "code=" in line or "the-function-key-0123" in line], lines

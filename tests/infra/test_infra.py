@@ -647,3 +647,66 @@ def test_relay_container_env_vars_are_ones_the_relay_node_reads() -> None:
     assert names <= known, f"not read by relay_node: {sorted(names - known)}"
     for needed in ("SERVICEBUS_FULLY_QUALIFIED_NAMESPACE", "RELAY_HOST", "RELAY_PORT", "RELAY_SUBSCRIPTION"):
         assert needed in names
+
+
+# --------------------------------------------------------------------------------------------
+# client auth of the cloud relay nodes: required unless allowAnonymousClients=true
+# --------------------------------------------------------------------------------------------
+
+
+def _bicep_vars(text: str) -> dict[str, str]:
+    """``var name = <expression>`` (multi-line until the next top-level declaration) -> expression."""
+    out = {}
+    for m in re.finditer(r"^var (\w+) = (.*?)(?=^\S)", text + "\n~", re.M | re.S):
+        out[m.group(1)] = re.sub(r"\s*//.*$", "", m.group(2), flags=re.M).strip()
+    return out
+
+
+def test_relay_refuses_to_deploy_without_client_auth_unless_anonymous_is_allowed() -> None:
+    from tests.infra.bicep_expr import BicepFail, evaluate
+
+    relay = (INFRA / "app" / "relay-containerapp.bicep").read_text(encoding="utf-8")
+    found = _bicep_vars(relay)
+
+    def mode(**given: object) -> object:
+        params: dict[str, object] = {"authJwtKey": "", "authJwtPublicKey": "", "authJwtIssuer": "",
+                                     "authJwtAudience": "", "allowAnonymousClients": False, **given}
+        scope = dict(params)
+        for name in ("jwtKeyGiven", "jwtPublicKeyGiven"):
+            scope[name] = evaluate(found[name], scope)
+        return evaluate(found["clientAuthMode"], scope)
+
+    with pytest.raises(BicepFail, match="Client auth is required.*allowAnonymousClients=true"):
+        mode()  # the defaults: no auth, not anonymous -> the deployment stops
+    assert mode(allowAnonymousClients=True) == "anonymous"
+    with pytest.raises(BicepFail, match="at least 32 characters"):
+        mode(authJwtKey="k" * 31, authJwtIssuer="https://idp", authJwtAudience="chat")
+    with pytest.raises(BicepFail, match="authJwtIssuer and authJwtAudience"):
+        mode(authJwtPublicKey="-----BEGIN PUBLIC KEY-----")
+    assert mode(authJwtKey="k" * 32, authJwtIssuer="https://idp", authJwtAudience="chat") == "jwt"
+    assert mode(authJwtPublicKey="-----BEGIN PUBLIC KEY-----", authJwtIssuer="i", authJwtAudience="a") == "jwt"
+
+    # the check runs at validation because the Container App uses its result, and the settings reach
+    # the node under the names it reads (the key as a Container Apps secret)
+    assert "'sio-client-auth': clientAuthMode" in relay
+    assert re.search(r"@secure\(\)\n@description\([^\n]*\)\nparam authJwtKey string = ''", relay)
+    assert "name: 'RELAY_AUTH_JWT_KEY', secretRef: 'auth-jwt-key'" in relay
+    assert "{ name: 'auth-jwt-key', value: authJwtKey }" in relay
+    from relay_node.config import ENV_VARS
+    for env in ("RELAY_AUTH_JWT_KEY", "RELAY_AUTH_JWT_PUBLIC_KEY", "RELAY_AUTH_JWT_ISSUER", "RELAY_AUTH_JWT_AUDIENCE"):
+        assert f"'{env}'" in relay and env in ENV_VARS.values(), env
+    # /metrics and /readyz only on the ops port, which the ingress does not forward; readiness probes it
+    assert "name: 'RELAY_OPS_PORT'" in relay and "RELAY_OPS_PORT" in ENV_VARS.values()
+    assert re.search(r"type: 'Readiness'\s*httpGet: \{\s*path: '/readyz'\s*port: opsPort", relay)
+    assert re.search(r"ingress: \{[^}]*targetPort: targetPort", relay)
+    described = re.search(r"@description\('''(.*?)'''\)\nparam allowAnonymousClients bool = false", relay, re.S)
+    assert described and "anyone on the internet" in described.group(1)
+
+    # main.bicep hands every setting to each relay module; the defaults keep auth required
+    main = MAIN.read_text(encoding="utf-8")
+    for module_param, main_param in (("authJwtKey", "relayAuthJwtKey"), ("authJwtPublicKey", "relayAuthJwtPublicKey"),
+                                     ("authJwtIssuer", "relayAuthJwtIssuer"), ("authJwtAudience", "relayAuthJwtAudience"),
+                                     ("allowAnonymousClients", "relayAllowAnonymousClients")):
+        assert f"{module_param}: {main_param}\n" in main, module_param
+    assert "param relayAllowAnonymousClients bool = false" in main
+    assert re.search(r"@secure\(\)\n@description\([^\n]*\)\nparam relayAuthJwtKey string = ''", main)

@@ -17,6 +17,7 @@ from socketio.async_manager import AsyncManager
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 import socketio_servicebus
+from servicebus_emulator.filters import sql_filter
 from socketio_servicebus import topology
 from socketio_servicebus.wire import codec as wire
 from socketio_servicebus.wire.envelope import (
@@ -115,9 +116,10 @@ def test_roundtrip_and_compact_wire_shape():
 
 
 def test_non_default_fields_on_wire():
-    e = env(ns="/chat", persist=True, target_node="node-b", kind="request")
+    e = env(ns="/chat", persist=True, target_node="node-b", target_region="us", kind="request")
     d = json.loads(encode_envelope(e))
     assert d["ns"] == "/chat" and d["p"] is True and d["tn"] == "node-b" and d["k"] == "request"
+    assert d["tr"] == "us"
     assert decode_batch(encode_batch([e])) == [e]
 
 
@@ -159,6 +161,9 @@ def test_lone_surrogate_roundtrips():
         ({"persist": 1}, "bad-field:persist"),
         ({"target_node": ""}, "bad-field:target_node"),
         ({"target_node": 3}, "bad-field:target_node"),
+        ({"target_node": "t", "target_region": ""}, "bad-field:target_region"),
+        ({"target_node": "t", "target_region": "eu,us"}, "bad-field:target_region"),
+        ({"target_region": "us"}, "bad-field:target_region"),  # a region without a node
         ({"body": []}, "bad-field:body"),
     ],
 )
@@ -214,6 +219,8 @@ def test_batch_validation():
         }
         with pytest.raises(EnvelopeError, match="mixed-batch"):
             Batch((env(), env(**{field_: other[field_]})))
+    with pytest.raises(EnvelopeError, match="mixed-batch"):
+        Batch((env(target_node="t"), env(target_node="t", target_region="us")))
     with pytest.raises(EnvelopeError, match="bad-field:hops"):
         Batch((env(),), hops=True)
     with pytest.raises(EnvelopeError, match="bad-field:hops"):
@@ -230,7 +237,8 @@ def test_batch_validation():
 
 def test_batch_key_and_forwarded():
     e = env(ns="/a", persist=True, target_node="t")
-    assert batch_key(e) == ("node-a", "eu", Kind.EMIT, "/a", True, "t")
+    assert batch_key(e) == ("node-a", "eu", Kind.EMIT, "/a", True, "t", None)
+    assert batch_key(env(target_node="t", target_region="us"))[5:] == ("t", "us")
     b = Batch((e,), 0, ("eu",)).forwarded("us")
     assert b.hops == 1 and b.visited == ("eu", "us") and b.key == batch_key(e)
     assert Batch.decode(b.encode()) == b
@@ -243,7 +251,7 @@ def test_property_names_come_from_topology():
     props = topology.load_topology()["properties"]
     assert topology.PROP_ORIGIN_NODE == props["originNode"]
     assert topology.PROP_ROUTE_DONE == props["routeDone"]
-    b = Batch((env(target_node="t"),), 2, ("eu", "us"))
+    b = Batch((env(target_node="t", target_region="asia"),), 2, ("eu", "us"))
     ap = b.application_properties(route_done=True)
     assert set(ap) == set(props.values())
     assert ap == {
@@ -254,6 +262,7 @@ def test_property_names_come_from_topology():
         props["persist"]: False,
         props["hops"]: 2,
         props["targetNode"]: "t",
+        props["targetRegion"]: "asia",
         props["visited"]: "eu,us",
         props["routeDone"]: True,
     }
@@ -264,6 +273,7 @@ def test_property_names_come_from_topology():
 def test_application_properties_omits_nulls():
     ap = application_properties([env(), env()])
     assert topology.PROP_TARGET_NODE not in ap
+    assert topology.PROP_TARGET_REGION not in ap
     assert topology.PROP_VISITED not in ap
     assert topology.PROP_ROUTE_DONE not in ap
     assert ap[topology.PROP_HOPS] == 0
@@ -280,21 +290,9 @@ def test_load_topology_returns_copy():
     assert topology.property_names()["hops"] == topology.PROP_HOPS
 
 
-class _Props(dict):
-    def __missing__(self, key):
-        if key.startswith("sio_"):
-            return None  # absent property is NULL in Service Bus SQL
-        raise KeyError(key)
-
-
 def sql_match(sql: str, props: dict) -> bool:
-    """Tiny evaluator for the SQL subset used in topology.json (test helper)."""
-    expr = re.sub(r"(\w+) IS NOT NULL", r"(\1 is not None)", sql)
-    expr = re.sub(r"(\w+) IS NULL", r"(\1 is None)", expr)
-    expr = expr.replace("<>", "!=").replace(" = ", " == ")
-    expr = expr.replace("TRUE", "True").replace("FALSE", "False")
-    expr = expr.replace(" AND ", " and ").replace(" OR ", " or ")
-    return bool(eval(expr, {"__builtins__": {}}, _Props(props)))  # noqa: S307 - trusted test input
+    """The rule evaluated as the broker does (the emulator's SQL filter: NULL comparisons are unknown)."""
+    return sql_filter(sql).matches({}, props)
 
 
 def test_subscription_rules_against_properties():
@@ -305,11 +303,16 @@ def test_subscription_rules_against_properties():
     emit0 = Batch((env(persist=True),), 0, ("eu",)).application_properties()
     emit1 = Batch((env(persist=True),), 1, ("eu", "us")).application_properties(route_done=True)
     req = Batch((env(kind="request", target_node="node-b"),), 0, ("eu",)).application_properties()
+    reply_here = Batch((env(kind="response", target_node="node-b", target_region="eu"),), 0, ("eu",))
+    reply_away = Batch((env(kind="response", target_node="node-b", target_region="us"),), 0, ("eu",))
     join = Batch((env(kind="enter_room"),), 0, ("eu",)).application_properties()
 
     assert sql_match(subs["router"]["sql"], emit0)
     assert not sql_match(subs["router"]["sql"], emit1)
     assert not sql_match(subs["router"]["sql"], req)
+    assert not sql_match(subs["router"]["sql"], reply_here.application_properties())
+    assert sql_match(subs["router"]["sql"], reply_away.application_properties())
+    assert not sql_match(subs["router"]["sql"], reply_away.forwarded("us").application_properties(route_done=True))
     assert sql_match(subs["persist"]["sql"], emit0)
     assert not sql_match(subs["persist"]["sql"], emit1)
     assert not sql_match(subs["persist"]["sql"], join)
@@ -383,6 +386,7 @@ def test_decode_accepts_bytes_like():
         (lambda e: e.update(ts="now"), "bad-field:ts"),
         (lambda e: e.update(p="yes"), "bad-field:persist"),
         (lambda e: e.update(tn=""), "bad-field:target_node"),
+        (lambda e: e.update(tr="us"), "bad-field:target_region"),
         (lambda e: e.update(ns=""), "bad-field:ns"),
         (lambda e: e.update(b=[]), "bad-field:body"),
         (lambda e: e.update(b={"x": {"_b64": 5}}), "bad-tag"),
@@ -706,6 +710,8 @@ def envelopes_of_key(draw):
         "persist": draw(st.booleans()),
         "target_node": draw(st.none() | _names),
     }
+    if common["target_node"] is not None:
+        common["target_region"] = draw(st.none() | _names)
     return [
         Envelope(
             **common,
@@ -765,7 +771,7 @@ def json_documents(draw):
             target = draw(st.sampled_from(envs_w))
             if not isinstance(target, dict):
                 continue
-        key = draw(st.sampled_from(sorted(target) + ["ns", "p", "tn"]))
+        key = draw(st.sampled_from(sorted(target) + ["ns", "p", "tn", "tr"]))
         if draw(st.booleans()) and key in target:
             del target[key]
         else:

@@ -29,7 +29,7 @@ NOW = 1_800_000_000.0
 
 
 def token(**kw: object) -> str:
-    args: dict[str, object] = {"ns": "/", "room": "chat:lobby", "now": NOW}
+    args: dict[str, object] = {"ns": "/", "room": "chat:lobby", "now": NOW, "since": NOW - 60}
     args.update(kw)
     return mint(str(args.pop("key", KEY)), **args)  # type: ignore[arg-type]
 
@@ -60,7 +60,7 @@ def test_it_is_a_standard_hs256_jwt() -> None:
     claims = jwt.decode(tok, KEY, algorithms=["HS256"], audience=AUDIENCE)
     assert claims["room"] == "chat:lobby" and claims["sub"] == "alice"
     assert jwt.get_unverified_header(tok) == {"alg": "HS256", "typ": "JWT", "kid": key_id(KEY)}
-    theirs = jwt.encode({"aud": AUDIENCE, "ns": "/", "room": "r", "iat": int(NOW), "exp": int(NOW) + 60},
+    theirs = jwt.encode({"aud": AUDIENCE, "ns": "/", "room": "r", "iat": int(NOW), "exp": int(NOW) + 60, "since": 0},
                         KEY, algorithm="HS256", headers={"kid": key_id(KEY)})
     assert verify(theirs, [KEY], now=NOW).room == "r"
 
@@ -93,7 +93,7 @@ def test_any_single_character_change_is_refused(data: st.DataObject) -> None:
 
 
 def test_only_hs256_and_only_our_audience() -> None:
-    body = {"aud": AUDIENCE, "ns": "/", "room": "r", "iat": int(NOW), "exp": int(NOW) + 60}
+    body = {"aud": AUDIENCE, "ns": "/", "room": "r", "iat": int(NOW), "exp": int(NOW) + 60, "since": 0}
     unsigned = f"{segment({'alg': 'none', 'kid': key_id(KEY)})}.{segment(body)}."
     assert refused(unsigned).status == 401
     other_aud = jwt.encode({**body, "aud": "relay"}, KEY, algorithm="HS256", headers={"kid": key_id(KEY)})
@@ -132,3 +132,36 @@ def test_mint_refuses_what_it_cannot_scope() -> None:
     for kw in ({"ns": "chat"}, {"room": ""}, {"ttl": 0}, {"ttl": MAX_TTL + 1}):
         with pytest.raises(ValueError):
             token(**kw)
+
+
+def test_verify_refuses_a_str_key_instead_of_iterating_its_characters() -> None:
+    """A ``str`` would be a list of one-character keys: a token signed with "k" would pass."""
+    signed_with_one_char = token(key=KEY)  # a real token; the point is verify's argument type
+    with pytest.raises(KeyConfigError, match="not one str"):
+        verify(signed_with_one_char, KEY, now=NOW)  # type: ignore[arg-type]
+    with pytest.raises(KeyConfigError):
+        verify(signed_with_one_char, KEY.encode(), now=NOW)  # type: ignore[arg-type]
+
+
+def test_verify_and_mint_enforce_32_character_keys() -> None:
+    short = "k" * 31
+    with pytest.raises(KeyConfigError, match="31 characters"):
+        verify(token(), [KEY, short], now=NOW)
+    with pytest.raises(KeyConfigError, match="31 characters"):
+        mint(short, ns="/", room="r", since=0)
+    with pytest.raises(KeyConfigError, match="must be a str"):
+        verify(token(), [KEY, 12345678901234567890123456789012345], now=NOW)  # type: ignore[list-item]
+    assert verify(token(), [KEY], now=NOW).room == "chat:lobby"
+
+
+def test_since_is_carried_and_required() -> None:
+    claims = verify(token(since=NOW - 5.25), [KEY], now=NOW)
+    assert claims.since == NOW - 5.25 and not claims.whole_history
+    assert verify(token(since=0), [KEY], now=NOW).whole_history
+    for bad in (-1, float("nan"), float("inf"), True, "0"):
+        with pytest.raises(ValueError, match="since"):
+            mint(KEY, ns="/", room="r", since=bad)  # type: ignore[arg-type]
+    # a token without 'since' (signed with the right key) is refused, not read as "everything"
+    no_since = jwt.encode({"aud": AUDIENCE, "ns": "/", "room": "r", "iat": int(NOW), "exp": int(NOW) + 60},
+                          KEY, algorithm="HS256", headers={"kid": key_id(KEY)})
+    assert refused(no_since).reason == "token needs a 'since' claim"

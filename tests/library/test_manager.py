@@ -19,7 +19,7 @@ import pytest
 import socketio
 from aiohttp import web
 
-from socketio_servicebus import ServiceBusManager
+from socketio_servicebus import IncompleteResult, ServiceBusManager
 from socketio_servicebus.servicebus.clients import admin_client
 from socketio_servicebus.servicebus.subscription import node_subscription_spec
 from tests.support.emulator_process import EmulatorProcess
@@ -47,7 +47,7 @@ def node_config(topics: list[str], node_ids: list[str], port: int | None = None)
     ns: dict[str, Any] = {"Name": "sbemulatorns", "Topics": [{"Name": t, "Subscriptions": subs(t)} for t in topics]}
     if port is not None:
         ns["Port"] = port
-    return {"UserConfig": {"Namespaces": [ns], "Logging": {"Type": "Console"}}}
+    return EmulatorProcess.default_config(ns)  # with a named key: the restart tests keep their connection string
 
 
 _topics = itertools.count()
@@ -354,15 +354,29 @@ async def test_fetch_sockets_and_room_members(cluster: Factory) -> None:
 
 
 async def test_fetch_sockets_returns_partial_on_timeout(cluster: Factory) -> None:
-    a, b = await cluster(), await cluster()
-    await meshed(a, b)
+    # b announces 1 s heartbeats: a waits for it until 2 s of silence, forgets it after 5 s
+    a, b, c = await cluster(node_timeout=5.0), await cluster(heartbeat_interval=1.0), await cluster()
+    await meshed(a, b, c)
     await b.client()
+    cc = await c.client()
     await silence(b)  # b stays in a's registry for node_timeout, but answers nothing
     t0 = time.monotonic()
     socks = await a.mgr.fetch_sockets("/", timeout=0.5)
     assert 0.4 < time.monotonic() - t0 < 2.0
-    assert socks == []
+    assert socks == [{"sid": cc.sid, "namespace": "/", "rooms": [cc.sid], "node": c.mgr.node_id}]
+    assert socks.missing == (b.mgr.node_id,) and not socks.complete and socks.elapsed >= 0.5
     assert a.mgr.metrics.snapshot()["requests_timed_out"] == 1
+    # b let a request time out: the next ones do not wait for it, and still name it
+    with pytest.raises(IncompleteResult) as info:
+        await a.mgr.fetch_sockets("/", timeout=60, raise_on_missing=True)
+    assert info.value.missing == (b.mgr.node_id,) and [s["sid"] for s in info.value.result] == [cc.sid]
+    assert (await a.mgr.server_side_emit("anything", timeout=60)).missing == (b.mgr.node_id,)
+    assert a.mgr.metrics.snapshot()["requests_timed_out"] == 1
+    states = {n["node_id"]: n.get("state") for n in a.mgr.nodes()}
+    assert states[b.mgr.node_id] == "unresponsive" and states[c.mgr.node_id] == "live"
+    # once forgotten (node_timeout), b is not asked at all
+    await eventually(lambda: a.mgr.server_count() == 2, timeout=10 * T, what="b forgotten")
+    assert (await a.mgr.fetch_sockets("/", timeout=60)).missing == ()
 
 
 async def test_server_side_emit_with_acks(cluster: Factory) -> None:
@@ -380,7 +394,16 @@ async def test_server_side_emit_with_acks(cluster: Factory) -> None:
         {"node": "b", "sum": 41, "y": "hi"},
         {"node": "c", "sum": 42, "y": "hi"},
     ]
-    assert await a.mgr.server_side_emit("nobody-listens") == []
+    assert acks.missing == () and acks.errors == {}
+    nobody = await a.mgr.server_side_emit("nobody-listens")
+    assert nobody == [] and nobody.missing == () and nobody.errors == {}  # no handler: answered, no ack
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    c.mgr.on_server_event("fails", boom)
+    failed = await a.mgr.server_side_emit("fails")
+    assert failed == [] and failed.missing == () and failed.errors == {c.mgr.node_id: "RuntimeError: boom"}
 
 
 async def test_write_only_emitter_reaches_clients(cluster: Factory, sb_conn: str, topic: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import time
 from typing import Any
@@ -58,7 +59,7 @@ async def test_chat_between_two_nodes_of_a_region(region_a_nodes: tuple[RelayPro
         assert (await asyncio.wait_for(got1.get(), WAIT))["node"] == "a2"
 
         who = await c1.call("who", "lobby", timeout=10)
-        assert who["count"] == 2
+        assert who["count"] == 2 and who["missing"] == []
         assert {(m["sid"], m["node"], m["region"]) for m in who["members"]} == {
             (c1.get_sid(), "a1", "A"), (c2.get_sid(), "a2", "A")}
     finally:
@@ -327,17 +328,12 @@ async def test_on_premise_node_with_listen_send_key_and_preprovisioned_subscript
         cloud.stop()
 
 
-def _bad(conn: str, **replace: str) -> str:
-    for old, new in replace.items():
-        conn = conn.replace(old, new)
-    return conn
-
-
 @pytest.mark.parametrize(
     ("case", "make_args", "expect"),
     [
         ("unparseable", lambda c: ["--connection-string", "Endpoint=http://x;nonsense"], "Endpoint=sb://"),
-        ("wrong key", lambda c: ["--connection-string", _bad(c, SAS_KEY_VALUE="wrong")], "refused the credentials"),
+        ("wrong key", lambda c: ["--connection-string", re.sub(r"SharedAccessKey=[^;]+", "SharedAccessKey=wrong", c)],
+         "refused the credentials"),
         ("unknown topic", lambda c: ["--connection-string", c, "--topic", "no-such-topic"],
          "create topic 'no-such-topic' or fix --topic"),
         ("unknown subscription", lambda c: ["--connection-string", c, "--subscription", "nope"],

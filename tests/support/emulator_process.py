@@ -18,6 +18,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: the root key of the namespaces of :meth:`EmulatorProcess.default_config` (not the public SAS_KEY_VALUE)
+TEST_KEY = "emulator-test-root-key-0123456789abcdef"
+
+
 class EmulatorProcess:
     """The emulator in its own process, on ephemeral ports, read through its stdout."""
 
@@ -64,6 +68,10 @@ class EmulatorProcess:
                 ],
             }
         ]
+        # A named key: tests restart emulators with the same config and keep their connection strings
+        # (a namespace without policies gets a random key per start; tests/emulator/test_origin_guard.py).
+        spaces = [{"SharedAccessPolicies": [{"Name": "RootManageSharedAccessKey", "Key": TEST_KEY,
+                                             "Rights": ["Manage", "Listen", "Send"]}], **ns} for ns in spaces]
         return {"UserConfig": {"Namespaces": spaces, "Logging": {"Type": "Console"}}}
 
     def start(self, timeout: float = 20.0) -> None:

@@ -12,9 +12,12 @@ import socketio
 HISTORY_TOKEN_EVENT = "relay:history_token"
 
 
-async def history_token(client: socketio.AsyncClient, room: str, namespace: str = "/") -> str:
-    """A history token for ``room`` from the relay node ``client`` is connected to."""
-    ack = await client.call(HISTORY_TOKEN_EVENT, {"room": room}, namespace=namespace, timeout=10)
+async def history_token(client: socketio.AsyncClient, room: str, namespace: str = "/", *,
+                        resume: str | None = None) -> str:
+    """A history token for ``room`` from the relay node ``client`` is connected to; ``resume``: an
+    earlier token of the same room, so the new one opens the room from that earlier join."""
+    request: dict[str, str] = {"room": room, **({"resume": resume} if resume else {})}
+    ack = await client.call(HISTORY_TOKEN_EVENT, request, namespace=namespace, timeout=10)
     assert isinstance(ack, dict) and ack.get("ok"), ack
     return str(ack["token"])
 

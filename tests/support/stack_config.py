@@ -20,6 +20,7 @@ from typing import Any
 
 from local_stack.topology_config import function_subscriptions
 from socketio_servicebus.topology import load_topology
+from tests.support.emulator_process import TEST_KEY
 
 __all__ = ["stack_config", "namespace_config", "region_settings", "function_subscriptions"]
 
@@ -56,6 +57,10 @@ def namespace_config(
         )
     ns: dict[str, Any] = {
         "Name": name,
+        # a named key, so a test that restarts a region keeps its connection strings (a namespace
+        # without policies gets a random key per start)
+        "SharedAccessPolicies": [{"Name": "RootManageSharedAccessKey", "Key": TEST_KEY,
+                                  "Rights": ["Manage", "Listen", "Send"]}],
         "Topics": [
             {
                 "Name": topo["topic"],

@@ -40,7 +40,33 @@
       tr.append(el("td", n.id), el("td", n.region), el("td", n.onPrem ? "yes" : "no"), state,
         el("td", n.clients ?? "–", "num clients"), el("td", num(n.inPerSec), "num in"),
         el("td", num(n.outPerSec), "num out"), el("td", n.bufferDepth ?? "–", "num buffer"),
-        el("td", n.reconnects ?? "–", "num reconnects"), el("td", num(n.latencyMs), "num latency"), link);
+        el("td", n.reconnects ?? "–", "num reconnects"), el("td", num(n.latencyMs), "num latency"),
+        el("td", n.restarts ?? "–", "num restarts"), link);
+      body.append(tr);
+    }
+  }
+
+  // the stack's processes: supervision state (running / restarting / starting / stopped), whether
+  // the port answers, restarts and the last exit
+  function renderServices(services) {
+    const body = $("services").tBodies[0];
+    body.replaceChildren();
+    for (const s of services || []) {
+      const tr = el("tr");
+      tr.dataset.service = s.name;
+      tr.dataset.state = s.state;
+      tr.dataset.up = s.up ? "up" : "down";
+      const shown = s.state === "running" ? (s.up ? "running" : "running, port not answering") : s.state;
+      const state = el("td");
+      state.append(el("span", shown, `state ${s.state === "running" && s.up ? "ready" : "down"}`));
+      if (s.state === "restarting" && s.nextAttemptAt) {
+        state.append(el("div", `next try in ${Math.max(0, s.nextAttemptAt - Date.now() / 1000).toFixed(0)} s`, "reason"));
+      }
+      if (s.error) state.append(el("div", s.error, "reason"));
+      const exit = s.lastExit === null || s.lastExit === undefined ? "–"
+        : `${s.lastExit}${s.lastExitAt ? " at " + new Date(s.lastExitAt * 1000).toLocaleTimeString() : ""}`;
+      tr.append(el("td", s.name), state, el("td", s.port ?? "–", "num"), el("td", s.pid ?? "–", "num"),
+        el("td", s.restarts ?? 0, "num restarts"), el("td", exit));
       body.append(tr);
     }
   }
@@ -190,6 +216,7 @@
     live.className = "ok";
     live.dataset.seq = state.seq;
     renderNodes(state.nodes);
+    renderServices(state.services);
     renderRegions(state.regions);
     renderDeadLetters(state.deadLetters);
     renderWebPubSub(state.webpubsub);
