@@ -153,13 +153,13 @@ def start_redis(port: int) -> Child:
     return child
 
 
-def start_emulator(config: dict[str, Any], path: Path) -> Any:
+def start_emulator(config: dict[str, Any], path: Path, extra_args: list[str] | None = None) -> Any:
     """The Service Bus emulator in its own process (``tests.support.emulator_process``)."""
     import json
 
     from tests.support.emulator_process import EmulatorProcess
 
     path.write_text(json.dumps(config))
-    emu = EmulatorProcess(path)
+    emu = EmulatorProcess(path, extra_args=extra_args)
     emu.start(timeout=30)
     return emu

@@ -7,7 +7,9 @@
 
     .venv/bin/python bench/manager_bench.py --quick        # reduced matrix, <= 3 min
     .venv/bin/python bench/manager_bench.py                # full matrix, <= 20 min
-    options: --out docs/benchmarks.md (write the report), --no-write, --only redis,sb
+    options: --out docs/benchmarks.md (write the report), --no-write, --only redis,sb,
+             --broker-rtt-ms 2 (a delaying TCP proxy, bench/rtt_proxy.py, in front of both
+             brokers), --tier standard (the emulator throttles at 1,000 credits/s)
     trust zones on (sign + verify every message): --sb-variant 'zones={"_zones": true}'
 
 Every server node (AsyncServer on aiohttp, 127.0.0.1, ephemeral port) runs in its own process;
@@ -18,7 +20,8 @@ Per scenario: delivered messages/s, latency p50/p99 same-node vs cross-node (sen
 taken just before ``sio.emit``, receive timestamp when the client's engine.io read loop has the
 frame, CLOCK_MONOTONIC is shared by all processes), CPU seconds of every process from
 /proc/<pid>/stat, messages lost and duplicated, and Service Bus messages per emit (from the
-manager's ``messages_published`` counter read over HTTP from each node).
+manager's ``messages_published`` counter read over HTTP from each node), and Service Bus credits
+per emit (the emulator's meter, ``GET /$emulator/meter``, read directly, not through the proxy).
 
 ``BENCH_PROFILE=/tmp/prof`` runs each server node under cProfile and dumps
 ``/tmp/prof/<backend>-<nodes>n-<index>.prof`` when it stops.
@@ -391,22 +394,49 @@ class Bench:
         self.http: Any = None
         self.topic_no = 0
         self.server_metrics: list[dict[str, Any]] = []
+        self.proxies: list[Child] = []
+        self.redis_port = 0
+        self.sb_conn = ""
+        self.meter_url = ""
 
     # ------------------------------------------------------------------ infra
     async def start_infra(self, tmp: Path) -> None:
         backends = self.a.only
         if "redis" in backends:
             self.redis = start_redis(free_port())
+            self.redis_port = int(self.redis.proc.args[2])
             print(f"redis-server pid {self.redis.pid}", flush=True)
+            self.redis_port = self.through_proxy(self.redis_port)
         if "sb" in backends:
             cfg = {"UserConfig": {"Namespaces": [{"Name": "bench", "Topics": [
                 {"Name": f"bench-{i}"} for i in range(TOPICS)]}], "Logging": {"Type": "Console"}}}
-            self.emu = start_emulator(cfg, tmp / "Config.json")
-            print(f"emulator pid {self.emu.proc.pid}", flush=True)
+            self.emu = start_emulator(cfg, tmp / "Config.json", ["--tier", self.a.tier])
+            print(f"emulator pid {self.emu.proc.pid} (tier {self.a.tier})", flush=True)
+            port = self.emu.port_of("bench")
+            self.meter_url = f"http://127.0.0.1:{port}/$emulator/meter"
+            proxied = self.through_proxy(port)
+            self.sb_conn = self.emu.connection_string("bench").replace(f":{port};", f":{proxied};")
         for i in range(2):
             c = Child([PY, str(HERE), "--role", "clients"], name=f"clients-{i}")
             port = c.wait_for(r"READY (\d+)", 30).group(1)
             self.client_procs.append((c, f"http://127.0.0.1:{port}"))
+
+    def through_proxy(self, port: int) -> int:
+        """``port``, or with ``--broker-rtt-ms`` the port of a delaying proxy in front of it."""
+        if not self.a.broker_rtt_ms:
+            return port
+        c = Child([PY, str(HERE.parent / "rtt_proxy.py"), "--target", f"127.0.0.1:{port}",
+                   "--rtt-ms", str(self.a.broker_rtt_ms)], name=f"rtt-proxy-{port}")
+        proxied = int(c.wait_for(r"READY (\d+)", 15).group(1))
+        self.proxies.append(c)
+        print(f"rtt proxy pid {c.pid}: 127.0.0.1:{proxied} -> {port}, +{self.a.broker_rtt_ms} ms", flush=True)
+        return proxied
+
+    async def meter(self) -> dict[str, int]:
+        if not self.meter_url:
+            return {"used": 0, "refused": 0, "refused_operations": 0}
+        snap = await self.get(self.meter_url, "")
+        return {k: int(snap["total"][k]) for k in ("used", "refused", "refused_operations")}
 
     def infra_pid(self, backend: str) -> int | None:
         backend = backend.split(":")[0]
@@ -424,6 +454,8 @@ class Bench:
             self.redis.stop()
         if self.emu:
             self.emu.stop()
+        for c in self.proxies:
+            c.stop()
 
     # ------------------------------------------------------------------ servers
     async def start_servers(self, backend: str, n: int) -> None:
@@ -436,10 +468,9 @@ class Bench:
         args = []
         if backend == "redis":
             assert self.redis is not None
-            port = self.redis.proc.args[2]
-            args = ["--redis-url", f"redis://127.0.0.1:{port}/0"]
+            args = ["--redis-url", f"redis://127.0.0.1:{self.redis_port}/0"]
         elif backend == "sb":
-            args = ["--sb-conn", self.emu.connection_string("bench"), "--topic", f"bench-{self.topic_no % TOPICS}"]
+            args = ["--sb-conn", self.sb_conn, "--topic", f"bench-{self.topic_no % TOPICS}"]
         procs = [Child([PY, str(HERE), "--role", "server", "--backend", backend, "--index", str(i), "--nodes", str(n),
                         "--channel", channel, *args], name=f"server-{backend}-{i}", env=env) for i in range(n)]
         for c in procs:
@@ -510,6 +541,7 @@ class Bench:
         pids["infra"] = [ipid] if ipid else []
         cpu0 = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
         m0 = await asyncio.gather(*(self.get(u, "/bench/info") for _, u in self.servers))
+        meter0 = await self.meter() if backend.startswith("sb") else None
         await asyncio.gather(*(self.post(self.servers[i][1], "/bench/emit",
                                          {"sc": sc, "count": c, "rate": rate, "pad": pad, "room": room})
                                for i, c in emitters.items()))
@@ -526,6 +558,7 @@ class Bench:
                 break
         st = await asyncio.gather(*(self.get(self.servers[i][1], f"/bench/emit?sc={sc}") for i in emitters))
         await asyncio.sleep(0.3)  # late duplicates would show up here
+        meter1 = await self.meter() if backend.startswith("sb") else None
         cpu1 = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
         m1 = await asyncio.gather(*(self.get(u, "/bench/info") for _, u in self.servers))
         reps = await asyncio.gather(*(self.get(u, f"/report?sc={sc}", timeout=60) for _, u in self.client_procs))
@@ -558,6 +591,9 @@ class Bench:
             "all_us_per_msg": (cpu["nodes"] + cpu["infra"]) / max(received, 1) * 1e6,
             "sb_msgs": sb_msgs, "sb_envs": sb_envs,
             "sb_msgs_per_emit": sb_msgs / emits if backend.startswith("sb") else None,
+            "credits_per_emit": (meter1["used"] - meter0["used"]) / emits if meter0 and meter1 else None,
+            "credits_refused": meter1["refused_operations"] - meter0["refused_operations"] if meter0 and meter1 else None,
+            "rtt_ms": self.a.broker_rtt_ms,
         }
         self.results.append(res)
         print(fmt_row(res), flush=True)
@@ -659,7 +695,7 @@ class Bench:
 NOTES_MARK = "<!-- notes below are kept when manager_bench.py rewrites this file -->"
 
 HEADER = ("backend      scenario   nodes clients payload  emits  delivered   msgs/s  same p50/p99 ms  cross p50/p99 ms"
-          "  cpu nodes/infra/clients s  node us/msg  lost dup  sb msg/emit")
+          "  cpu nodes/infra/clients s  node us/msg  lost dup  sb msg/emit  credits/emit throttled")
 
 
 def _f(x: float, d: int = 1) -> str:
@@ -668,12 +704,13 @@ def _f(x: float, d: int = 1) -> str:
 
 def fmt_row(r: dict[str, Any]) -> str:
     sbm = "-" if r["sb_msgs_per_emit"] is None else f"{r['sb_msgs_per_emit']:.3f}"
+    cpe = "-" if r.get("credits_per_emit") is None else f"{r['credits_per_emit']:.2f} {r['credits_refused']:>6}"
     to = " TIMEOUT" if r["timed_out"] else ""
     return (f"{r['backend']:<12} {r['scenario']:<10} {r['nodes']:>5} {r['clients']:>7} {r['payload']:<7}"
             f" {r['emits']:>6.0f} {r['delivered']:>10.0f} {r['msgs_per_s']:>8.0f}"
             f"  {_f(r['same_p50']):>6}/{_f(r['same_p99']):<7}  {_f(r['cross_p50']):>6}/{_f(r['cross_p99']):<7}"
             f"  {r['cpu_nodes']:6.2f}/{r['cpu_infra']:5.2f}/{r['cpu_clients']:5.2f}"
-            f"  {r['node_us_per_msg']:11.1f}  {r['lost']:>4} {r['dups']:>3}  {sbm}{to}")
+            f"  {r['node_us_per_msg']:11.1f}  {r['lost']:>4} {r['dups']:>3}  {sbm}  {cpe}{to}")
 
 
 # =====================================================================================
@@ -705,9 +742,10 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for rows in groups.values():
         agg: dict[str, Any] = dict(rows[0])
         agg["runs"] = len(rows)
+        agg["cross_p99_runs"] = [r["cross_p99"] for r in rows]  # the tail shows per run
         agg["spread"] = {}
         for k in rows[0]:
-            if k in _KEY or k == "run":
+            if k in _KEY or k in ("run", "cross_p99_runs"):
                 continue
             vals = [r[k] for r in rows]
             if k in _SUMMED:
@@ -792,6 +830,8 @@ def markdown(b: Bench, info: dict[str, str], targets: list[dict[str, Any]], argv
            "",
            f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, Python {info['python']}, "
            f"{info['date']}; load average at the end {info['load']}",
+           f"- broker round trip: {b.a.broker_rtt_ms:g} ms added by a delaying TCP proxy in front of both brokers "
+           f"(`--broker-rtt-ms`, bench/rtt_proxy.py); emulator tier: {b.a.tier}",
            "- **the 2 cores are shared with other engineers running test suites**: absolute numbers are "
            "noisy and low; compare the ratios, which come from the same run.",
            "- Related: [relay node capacity](benchmarks-relay.md)" +
@@ -831,17 +871,20 @@ def markdown(b: Bench, info: dict[str, str], targets: list[dict[str, Any]], argv
            "the manager's `messages_published` counter (includes heartbeats).", "",
            "## Results", "",
            "| backend | scenario | nodes | clients | payload | emits | delivered | msgs/s | same-node p50 / p99 ms "
-           "| cross-node p50 / p99 ms | CPU s nodes / infra / clients | node µs per msg | nodes+infra µs per msg "
-           "| lost | dup | SB msg per emit |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| cross-node p50 / p99 ms | cross-node p99 per run ms | CPU s nodes / infra / clients | node µs per msg "
+           "| nodes+infra µs per msg | lost | dup | SB msg per emit | credits per emit | throttled ops |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res:
         sbm = "–" if r["sb_msgs_per_emit"] is None else f"{r['sb_msgs_per_emit']:.3f}"
+        cpe = "–" if r.get("credits_per_emit") is None else f"{r['credits_per_emit']:.2f}"
+        refused = "–" if r.get("credits_refused") is None else f"{r['credits_refused']:.0f}"
+        runs = " / ".join(_f(x) for x in r.get("cross_p99_runs", []))
         out.append(
             f"| {r['backend']} | {r['scenario']}{' (timed out)' if r['timed_out'] else ''} | {r['nodes']} | "
             f"{r['clients']} | {r['payload']} | {r['emits']:,.0f} | {r['delivered']:,.0f} | {r['msgs_per_s']:,.0f} | "
-            f"{_f(r['same_p50'])} / {_f(r['same_p99'])} | {_f(r['cross_p50'])} / {_f(r['cross_p99'])} | "
+            f"{_f(r['same_p50'])} / {_f(r['same_p99'])} | {_f(r['cross_p50'])} / {_f(r['cross_p99'])} | {runs} | "
             f"{r['cpu_nodes']:.2f} / {r['cpu_infra']:.2f} / {r['cpu_clients']:.2f} | {r['node_us_per_msg']:.0f} | "
-            f"{r['all_us_per_msg']:.0f} | {r['lost']} | {r['dups']} | {sbm} |")
+            f"{r['all_us_per_msg']:.0f} | {r['lost']} | {r['dups']} | {sbm} | {cpe} | {refused} |")
     out += ["", "## Goal table (ServiceBusManager with its defaults vs. AsyncRedisManager, same run)", "",
             "| target | case | Service Bus | Redis | ratio | met |", "|---|---|---|---|---|---|"]
     for t in targets:
@@ -868,6 +911,10 @@ def main() -> None:
                    type=lambda x: (x.split("=", 1)[0], json.loads(x.split("=", 1)[1])),
                    help="also run the 2-node sb group with these ServiceBusManager options, reported as sb:NAME "
                         "(100 B broadcasts only), e.g. peek_lock='{\"receive_mode\": \"peek_lock\"}'")
+    p.add_argument("--broker-rtt-ms", type=float, default=0.0,
+                   help="round-trip time a delaying TCP proxy adds in front of both brokers (default 0: none)")
+    p.add_argument("--tier", choices=("premium", "standard"), default="premium",
+                   help="the emulator's tier: 'standard' throttles at 1,000 credits/s (default premium: meters only)")
     p.add_argument("--scenarios", default="", help="comma list (paced,rate-1k,broadcast,room 5%%); default all")
     # server role
     p.add_argument("--backend", default="none")

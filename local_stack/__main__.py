@@ -79,6 +79,7 @@ async def run(args: argparse.Namespace) -> int:
     ports = StackPorts.ephemeral() if args.ephemeral else StackPorts()
     stack = LocalStack(ports=ports, supervise=not args.no_supervise,
                        **({"run_dir": Path(args.run_dir)} if args.run_dir else {}))
+    stack.emulator_tier = args.tier
     if not args.emulator_in_memory:
         stack.emulator_data_dir = stack.run_dir / "servicebus-data"
     try:
@@ -122,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=0, help="stop by itself after N seconds (0 = until Ctrl-C)")
     parser.add_argument("--status-interval", type=float, default=2.0)
     parser.add_argument("--run-dir", default=None, help="state, logs and data (default .run/ in the repository)")
+    parser.add_argument("--tier", choices=("premium", "standard"), default="premium",
+                        help="the emulator's tier: 'standard' throttles at 1,000 credits/s per region as Azure "
+                             "does, and the relay nodes batch for it (credit budget); default premium")
     parser.add_argument("--emulator-in-memory", action="store_true",
                         help="run the emulator without --data-dir (its state is gone when it stops)")
     parser.add_argument("--fresh", action="store_true",

@@ -114,6 +114,9 @@ class LocalStack:
     emulator_data_dir: Path | None = None
     #: the emulator's ``--fsync`` with a data dir
     emulator_fsync: str = "on"
+    #: the emulator's ``--tier``: "standard" throttles at 1,000 credits/s per namespace (as Azure),
+    #: and the relay nodes then batch for it (``--credit-budget 1000 --send-interval 0.25``)
+    emulator_tier: str = "premium"
     function_key: str = field(default_factory=lambda: os.urandom(12).hex())
     #: SIO_HISTORY_TOKEN_KEY of the Function App and every relay node: random per stack (per `make run`)
     history_token_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
@@ -362,7 +365,7 @@ class LocalStack:
             ManagedProcess(
                 "emulator",
                 python_args("servicebus_emulator", "--config", str(config_path), "--port", str(port),
-                            *self._emulator_persistence_args()),
+                            "--tier", self.emulator_tier, *self._emulator_persistence_args()),
                 ready_pattern=r"servicebus-emulator ready",
                 log_dir=logs,
             ),
@@ -504,6 +507,7 @@ class LocalStack:
         args = [
             "--host", "127.0.0.1", "--port", str(port), "--node-id", node.node_id, "--region", node.region,
             "--history-url", f"http://127.0.0.1:{self.ports.functions}/api/history",
+            *(["--credit-budget", "1000", "--send-interval", "0.25"] if self.emulator_tier == "standard" else []),
             *self.node_extra_args,
         ]
         if self.with_dashboard:

@@ -67,6 +67,8 @@ ENV_VARS: dict[str, str] = {
     "drain_seconds": "RELAY_DRAIN_SECONDS",
     "auto_delete_on_idle": "RELAY_AUTO_DELETE_ON_IDLE",
     "subscription_check_interval": "RELAY_SUBSCRIPTION_CHECK_INTERVAL",
+    "credit_budget": "RELAY_CREDIT_BUDGET",
+    "send_interval": "RELAY_SEND_INTERVAL",
     "max_http_buffer_size": "RELAY_MAX_HTTP_BUFFER_SIZE",
     "startup_timeout": "RELAY_STARTUP_TIMEOUT",
     "log_level": "RELAY_LOG_LEVEL",
@@ -132,6 +134,10 @@ class RelayConfig:
     #: AutoDeleteOnIdle of the node's own subscription, seconds (Azure's minimum is 300)
     auto_delete_on_idle: float = 300.0
     subscription_check_interval: float = 60.0
+    #: credits per second of the namespace for credit-aware batching; None: off
+    credit_budget: float | None = None
+    #: the manager's send_interval (latency budget of its batch window), seconds
+    send_interval: float = 0.015
     #: largest socket.io message (and long-polling request body) a client may send, bytes
     max_http_buffer_size: int = 1_000_000
     startup_timeout: float = 20.0
@@ -215,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="AutoDeleteOnIdle of the node's own subscription in seconds (default 300, Azure's minimum)")
     add("--subscription-check-interval", dest="subscription_check_interval",
         help="seconds between checks that the own subscription keeps its rule (default 60; 0 = never)")
+    add("--credit-budget", dest="credit_budget",
+        help="credits per second of the Service Bus namespace (Standard: 1000): batch so the fleet stays "
+        "within it (default: off; see docs/scale.md)")
+    add("--send-interval", dest="send_interval",
+        help="longest an emit waits for companions in a batch, seconds (default 0.015)")
     add("--max-http-buffer-size", dest="max_http_buffer_size",
         help="largest message a client may send, bytes (default 1000000); larger ones close the connection")
     add("--startup-timeout", dest="startup_timeout",
@@ -430,6 +441,9 @@ def from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> RelayConfig
                                      "--auto-delete-on-idle", 1.0)
     cfg.subscription_check_interval = _float(pick("subscription_check_interval"), cfg.subscription_check_interval,
                                              "--subscription-check-interval")
+    budget = pick("credit_budget")
+    cfg.credit_budget = _float(budget, 0.0, "--credit-budget", 1.0) if budget else None
+    cfg.send_interval = _float(pick("send_interval"), cfg.send_interval, "--send-interval")
     cfg.max_http_buffer_size = int(_float(pick("max_http_buffer_size"), cfg.max_http_buffer_size,
                                           "--max-http-buffer-size", 1024))
     cfg.startup_timeout = _float(pick("startup_timeout"), cfg.startup_timeout, "--startup-timeout", 1.0)

@@ -38,7 +38,7 @@ def metric_name(key: str, prefix: str = MANAGER_PREFIX) -> str:
 
 
 #: snapshot keys that are gauges (everything else that is not a histogram/summary part counts up)
-GAUGE_KEYS = frozenset({"buffer_depth", "nodes", "lag_seconds_last", "buffered", "connected", "ready"})
+GAUGE_KEYS = frozenset({"buffer_depth", "nodes", "lag_seconds_last", "buffered", "connected", "ready", "throttled"})
 _GAUGE_SUFFIXES = ("_avg", "_depth", "_last", "_gauge", "_seconds_max")
 
 

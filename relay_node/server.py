@@ -22,9 +22,10 @@ import socketio  # type: ignore[import-untyped]
 import uvicorn
 
 from socketio_servicebus.manager.client_manager import ServiceBusManager
-from socketio_servicebus.manager.options import ClusterOptions, Limits
+from socketio_servicebus.manager.options import BatchingOptions, ClusterOptions, Limits
 from socketio_servicebus.servicebus.clients import emulator_address
 from socketio_servicebus.servicebus.tunnel import ConnectTunnel
+from socketio_servicebus.topology import load_topology
 
 from . import authorize
 from .auth import Authorizer
@@ -193,6 +194,9 @@ class RelayNode:
             connection=options.connection(self.cfg),
             cluster=ClusterOptions(auto_delete_on_idle=self.cfg.auto_delete_on_idle,
                                    subscription_check_interval=self.cfg.subscription_check_interval),
+            # the Function App's subscriptions (router, persist, webpubsub) share the topic
+            batching=BatchingOptions(send_interval=self.cfg.send_interval, credit_budget=self.cfg.credit_budget,
+                                     extra_subscriptions=len(load_topology()["functionSubscriptions"])),
             limits=Limits(max_nodes=self.cfg.max_nodes),
             node_id=self.cfg.node_id,
             region=self.cfg.region,

@@ -8,7 +8,8 @@ Routes (all take ``api-version``; bodies in ``admin_xml``):
 - ``GET /{topic}/subscriptions``, ``PUT|GET|DELETE /{topic}/subscriptions/{sub}``
 - ``GET /{topic}/subscriptions/{sub}/rules``, ``PUT|GET|DELETE .../rules/{rule}``
 - ``GET /$namespaceinfo``
-- ``GET /health`` and ``GET /$emulator/entities`` (JSON, no auth: local diagnostics)
+- ``GET /health``, ``GET /$emulator/entities`` and ``GET /$emulator/meter`` (JSON, no auth: local
+  diagnostics; the meter's credits used and refused, see ``meter``)
 - ``GET /$servicebus/websocket`` (AMQP over WebSockets) and ``GET /$emulator/websockets``: see ``websocket``
   (registered ahead of this API by the server)
 
@@ -16,6 +17,10 @@ PUT without ``If-Match`` creates (201; 409 when the entity exists); ``If-Match: 
 (200; 404 when it does not). Every management call needs ``Authorization: SharedAccessSignature``
 from a policy with the Manage right, as on Azure; otherwise 401, which the SDK raises as
 ClientAuthenticationError. Errors carry ``<Error><Code/><Detail/></Error>``.
+
+Every management call costs 10 credits on the namespace's meter; with ``--tier standard`` a
+call that finds no credit left is answered 429 with ``Retry-After: 2`` and the service's 50009
+text (azure-core's retry policy waits and retries it).
 
 Differences from Azure, on purpose:
 - AutoDeleteOnIdle, DuplicateDetectionHistoryTimeWindow and DefaultMessageTimeToLive accept any
@@ -45,7 +50,16 @@ from . import origin_guard
 from .config import QueueConfig, RuleConfig, SubscriptionConfig, TopicConfig
 from .entities import DEFAULT_RULE, Namespace, Queue, Rule, Subscription, Topic
 from .entity_fields import NEVER
-from .errors import BadRequest, EmulatorError, EntityExists, EntityNotFound, MethodNotAllowed, Unauthorized
+from .errors import (
+    BadRequest,
+    EmulatorError,
+    EntityExists,
+    EntityNotFound,
+    MethodNotAllowed,
+    ServerBusy,
+    Unauthorized,
+)
+from .meter import Op
 from .runtime import Runtime
 from .sas import verify_token
 
@@ -138,14 +152,21 @@ class AdminApi:
                 return web.json_response({"status": "healthy", "namespace": self.ns.name})
             if parts == ["$emulator", "entities"]:
                 return web.json_response(self.debug_snapshot())
+            if parts == ["$emulator", "meter"]:
+                return web.json_response(self.ns.meter.snapshot())
         try:
             self.authorize(request, parts)
+            self.ns.meter.charge("/".join(parts) or "$namespace", {Op.MANAGEMENT: 1})
             body = b""
             if request.method in ("PUT", "POST"):
                 if request.content_length is not None and request.content_length > ax.MAX_BODY_BYTES:
                     raise ax.BodyTooLarge(f"The request body is larger than {ax.MAX_BODY_BYTES} bytes.")
                 body = await request.read()
             status, payload, content_type = self.route(request, parts, body)
+        except ServerBusy as exc:
+            response = self.error(exc.status, str(exc))
+            response.headers["Retry-After"] = "2"
+            return response
         except EmulatorError as exc:
             return self.error(exc.status, str(exc))
         except web.HTTPRequestEntityTooLarge:

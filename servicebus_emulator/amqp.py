@@ -32,7 +32,7 @@ from proton import (
 )
 
 from .amqp_frames import FrameFixer
-from .amqp_management import ManagementContext, management_op
+from .amqp_management import ManagementContext, charge_send, management_op
 from .codec import encode_entry, parse_transfer, to_stored
 from .entities import Namespace, split_path
 from .errors import (
@@ -42,9 +42,11 @@ from .errors import (
     InvalidOperation,
     MessageTooLarge,
     OperationTimeout,
+    QuotaExceeded,
     SessionLockLost,
     Unauthorized,
 )
+from .meter import Op
 from .runtime import Runtime
 from .sas import Grant, verify_token
 from .sessions import LOCK_LOST_TEXT, Session, SessionStore
@@ -110,6 +112,8 @@ class EntitySender:
         return self.link.credit if self.link.state & Endpoint.LOCAL_ACTIVE else 0
 
     def deliver(self, entry: Entry, store: MessageStore) -> None:
+        # charged, never withheld (see meter.py)
+        self.conn.namespace.meter.charge(store.path, {Op.RECEIVE: 1}, refusable=False)
         payload = encode_entry(entry)
         token = entry.lock_token if entry.lock_token is not None else uuid.uuid4()
         delivery = self.link.delivery(token.bytes_le)  # type: ignore[arg-type]  # proton hints str; tags are bytes
@@ -176,6 +180,7 @@ class AmqpConnection(asyncio.Protocol):
         self.senders: list[EntitySender] = []
         self._flush_scheduled = False
         self._closed = False
+        self._admitted = False  # counted against the namespace's connection quota
 
     # -- asyncio plumbing ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -205,6 +210,9 @@ class AmqpConnection(asyncio.Protocol):
         self._closed = True
         self.expiry.cancel()
         self.runtime.connection_closed(self)
+        if self._admitted:
+            self._admitted = False
+            self.namespace.meter.connection_closed()
         for sender in self.senders:
             sender.closed()
         self.senders.clear()
@@ -258,6 +266,15 @@ class AmqpConnection(asyncio.Protocol):
         kind = event.type
         if kind == Event.CONNECTION_REMOTE_OPEN:
             self.connection.container = "servicebus-emulator"
+            try:
+                self.namespace.meter.connection_opened()
+                self._admitted = True
+            except QuotaExceeded as exc:
+                # as Service Bus does at its connection quota: open, then close with the error
+                self.connection.open()
+                self.connection.condition = _condition(exc)
+                self.connection.close()
+                return
             self.connection.open()
         elif kind == Event.CONNECTION_REMOTE_CLOSE:
             self.connection.close()
@@ -498,6 +515,7 @@ class AmqpConnection(asyncio.Protocol):
         messages = parse_transfer(payload)
         now = time.time()
         stored = [to_stored(m) for m in messages]
+        charge_send(self.namespace, entity, len(stored))
         for msg in stored:
             entity.intake.check(msg)
         entity.check_quota(sum(m.size for m in stored))

@@ -17,8 +17,9 @@ from typing import Any
 from proton import UNDESCRIBED, Array, Data, symbol, timestamp
 
 from .codec import encode_entry, parse_transfer, to_stored
-from .entities import Namespace
+from .entities import Namespace, Queue, Topic
 from .errors import BadRequest, InvalidOperation, NotImplementedOperation
+from .meter import Op
 from .sessions import SessionConsumer, SessionStore
 
 VENDOR = "com.microsoft:"
@@ -26,6 +27,14 @@ VENDOR = "com.microsoft:"
 LIST_ALL_SESSIONS_MS = 253_402_300_800_000
 SESSION_OPERATIONS = {VENDOR + op for op in (
     "renew-session-lock", "get-session-state", "set-session-state", "get-message-sessions")}
+
+
+def charge_send(namespace: Namespace, entity: Topic | Queue, count: int) -> None:
+    """A send of ``count`` messages on the meter: 1 credit each, and to a topic 1 per filter
+    evaluation (every rule of every subscription); refused as a whole when throttled."""
+    filters = entity.filter_count() * count if isinstance(entity, Topic) else 0
+    counts = {Op.SEND: count, Op.FILTER: filters} if filters else {Op.SEND: count}
+    namespace.meter.charge(entity.name, counts)
 
 
 def _array_values(value: Any) -> list[Any]:
@@ -71,6 +80,7 @@ def management_op(ctx: ManagementContext, parts: list[str], operation: str, body
             entries = store.peek_session(str(session_id), from_seq, count)
         else:
             entries = store.peek(from_seq, count)
+        ctx.namespace.meter.charge(store.path, {Op.PEEK: max(len(entries), 1)})
         if not entries:
             return None, 204
         return {symbol("messages"): [{symbol("message"): encode_entry(e, peek=True)} for e in entries]}, 200
@@ -79,6 +89,7 @@ def management_op(ctx: ManagementContext, parts: list[str], operation: str, body
         store = ctx.namespace.store_for(path)
         seqs = [int(s) for s in _array_values(get.get("sequence-numbers"))]
         lock = int(get.get("receiver-settle-mode", 1)) != 0
+        ctx.namespace.meter.charge(store.path, {Op.RECEIVE: max(len(seqs), 1)})
         entries = store.receive_deferred(seqs, now, lock)
         out = []
         for entry in entries:
@@ -110,7 +121,9 @@ def management_op(ctx: ManagementContext, parts: list[str], operation: str, body
         ctx.authorize(parts, "Send")
         entity = ctx.namespace.sender_for(path)
         seqs = []
-        for item in _array_values(get.get("messages")):
+        items = _array_values(get.get("messages"))
+        charge_send(ctx.namespace, entity, len(items))
+        for item in items:
             fields = {str(k): v for k, v in item.items()}
             for parsed in parse_transfer(bytes(fields["message"])):
                 msg = to_stored(parsed)

@@ -1,5 +1,9 @@
 """The emulator command line: ``servicebus-emulator --config FILE [--host 127.0.0.1] [--port N]
-[--data-dir DIR]``.
+[--data-dir DIR] [--tier standard|premium] [--credits-per-second N]``.
+
+``--tier standard`` throttles each namespace at ``--credits-per-second`` (default 1,000, Azure's
+Standard tier); ``premium`` (the default) meters and never throttles. ``--max-subscriptions-per-topic``,
+``--max-sql-filters-per-topic`` and ``--max-connections`` set Azure's quotas (2,000, 2,000, 5,000).
 
 Prints one ``namespace NAME: <connection string>`` and one ``websocket NAME: ws://...`` line per
 namespace (AMQP, the admin API and AMQP over WebSockets share the port), with ``--data-dir`` a
@@ -17,7 +21,7 @@ import signal
 import sys
 
 from . import default_key, origin_guard
-from .config import load_config
+from .config import EmulatorConfig, load_config
 from .errors import ConfigError, DataDirError
 from .persistence import DataDir
 from .server import Emulator
@@ -41,6 +45,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fsync", choices=("on", "off"), default=os.environ.get("SERVICEBUS_EMULATOR_FSYNC", "on"),
                         help="with --data-dir: 'on' (default) fsyncs each commit (survives power loss); 'off' "
                              "survives a crash of the emulator but not of the OS")
+    parser.add_argument("--tier", choices=("standard", "premium"),
+                        default=os.environ.get("SERVICEBUS_EMULATOR_TIER", "premium"),
+                        help="'standard' throttles at --credits-per-second per namespace (Azure's credit "
+                             "meter); 'premium' (default) meters and never throttles")
+    parser.add_argument("--credits-per-second", type=int,
+                        default=int(os.environ.get("SERVICEBUS_EMULATOR_CREDITS_PER_SECOND", "1000")),
+                        help="credits per namespace per second with --tier standard (default 1000, as Azure)")
+    parser.add_argument("--max-subscriptions-per-topic", type=int, default=2000,
+                        help="quota, as Azure (default 2000)")
+    parser.add_argument("--max-sql-filters-per-topic", type=int, default=2000,
+                        help="quota, as Azure (default 2000)")
+    parser.add_argument("--max-connections", type=int, default=5000,
+                        help="AMQP connections per namespace, as Azure (default 5000)")
     parser.add_argument("--allow-host", action="append",
                         default=[h for h in os.environ.get("SERVICEBUS_EMULATOR_ALLOWED_HOSTS", "").split(",") if h],
                         help="also answer HTTP/WebSocket requests whose Host is this name (repeatable; e.g. a "
@@ -49,8 +66,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def apply_meter_options(config: EmulatorConfig, args: argparse.Namespace) -> None:
+    """The tier, credits and quotas of the command line, on every namespace."""
+    for ns in config.namespaces:
+        ns.tier = args.tier
+        ns.credits_per_second = args.credits_per_second
+        ns.max_subscriptions_per_topic = args.max_subscriptions_per_topic
+        ns.max_sql_filters_per_topic = args.max_sql_filters_per_topic
+        ns.max_connections = args.max_connections
+
+
 async def serve(args: argparse.Namespace) -> int:
     origin_guard.allow_hosts(args.allow_host)
+    if args.credits_per_second < 1:
+        print("servicebus-emulator: --credits-per-second must be at least 1", file=sys.stderr)
+        return 2
     data_dir = None
     if args.data_dir:  # first: a key made up for the configuration is kept there (default_key.py)
         if args.fsync not in ("on", "off"):
@@ -71,6 +101,7 @@ async def serve(args: argparse.Namespace) -> int:
         if data_dir is not None:
             data_dir.close()
         return 2
+    apply_meter_options(config, args)
     emulator = Emulator(config, host=args.host, port=args.port, data_dir=data_dir)
     try:
         await emulator.start()

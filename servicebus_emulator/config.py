@@ -144,6 +144,14 @@ class NamespaceConfig:
     queues: list[QueueConfig] = field(default_factory=list)
     max_message_bytes: int = 256 * 1024
     max_entity_bytes: int = 100 * 1024 * 1024
+    #: the credit meter (meter.py): "premium" meters and never throttles, "standard" throttles
+    #: at ``credits_per_second``
+    tier: str = "premium"
+    credits_per_second: int = 1000
+    #: Azure's quotas (Standard and Premium alike)
+    max_subscriptions_per_topic: int = 2000
+    max_sql_filters_per_topic: int = 2000
+    max_connections: int = 5000
 
 
 @dataclass

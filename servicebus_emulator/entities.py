@@ -34,8 +34,10 @@ from .errors import (
     InvalidOperation,
     MessageNotFound,
     MessageTooLarge,
+    QuotaExceeded,
 )
 from .filters import Filter, FilterError, correlation_filter, sql_action, sql_filter
+from .meter import Meter, Tier
 from .sessions import SessionStore
 from .store import Journal, Message, MessageStore, StoreSettings, new_entry
 
@@ -123,6 +125,8 @@ class Subscription:
         if key in self.rules:
             raise EntityExists(f"Rule {config.name!r} already exists on {self.store.path}.")
         rule = Rule.build(config)
+        if _is_sql(config):
+            self.topic.check_sql_filter_quota(1)
         self.rules[key] = rule
         return rule
 
@@ -265,6 +269,27 @@ class Topic:
         for sub in self.subscriptions.values():
             sub.store.check_quota(size)
 
+    def filter_count(self) -> int:
+        """Filter evaluations one message sent here costs: every rule of every subscription."""
+        return sum(len(sub.rules) for sub in self.subscriptions.values())
+
+    def check_subscription_quota(self) -> None:
+        limit = self.namespace.config.max_subscriptions_per_topic
+        if len(self.subscriptions) >= limit:
+            raise QuotaExceeded(
+                f"QuotaExceeded: the topic '{self.name}' already has the maximum of {limit} subscriptions; "
+                f"delete a subscription first."
+            )
+
+    def check_sql_filter_quota(self, adding: int) -> None:
+        limit = self.namespace.config.max_sql_filters_per_topic
+        count = sum(1 for sub in self.subscriptions.values() for rule in sub.rules.values() if _is_sql(rule.config))
+        if count + adding > limit:
+            raise QuotaExceeded(
+                f"QuotaExceeded: the topic '{self.name}' already has the maximum of {limit} SQL filters; "
+                f"use correlation filters or delete a rule first."
+            )
+
     def _fan_out(self, msg: Message, now: float) -> None:
         ttl = min(self.config.default_ttl, NEVER)
         for sub in list(self.subscriptions.values()):
@@ -381,6 +406,7 @@ class Namespace:
         for queue in config.queues:
             self.queues[queue.name.lower()] = Queue(self, queue, now)
         self.on_delete: list[Callable[[str], None]] = []
+        self.meter = Meter(clock, Tier(config.tier), config.credits_per_second, config.max_connections)
 
     def entity_policies(self) -> dict[str, list[PolicyConfig]]:
         """The SAS policies declared on topics, by topic name (the namespace's own are in
@@ -484,6 +510,8 @@ class Namespace:
             raise EntityExists(
                 f"The messaging entity '{self.name}:topic:{topic}|{config.name}' already exists."
             )
+        owner.check_subscription_quota()
+        owner.check_sql_filter_quota(sum(1 for rule in config.rules or [RuleConfig(DEFAULT_RULE)] if _is_sql(rule)))
         sub = Subscription(owner, config, self.clock())
         owner.subscriptions[config.name.lower()] = sub
         self._entities_changed()
@@ -500,6 +528,11 @@ class Namespace:
             topic.tick(now)
         for queue in list(self.queues.values()):
             queue.tick(now)
+
+
+def _is_sql(rule: RuleConfig) -> bool:
+    """A SQL filter for Azure's quota (true and false filters are SQL filters too)."""
+    return rule.filter_type != "Correlation"
 
 
 def split_path(path: str) -> list[str]:

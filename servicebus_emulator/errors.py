@@ -14,7 +14,7 @@ The command line prints them and exits with code 2.
     EmulatorError                 an AMQP condition and an HTTP status
       InternalError, EntityNotFound, EntityExists, QuotaExceeded, MessageTooLarge,
       LockLost, MessageNotFound, Unauthorized, NotImplementedOperation, MethodNotAllowed,
-      BadRequest, SessionLockLost, SessionCannotBeLocked, OperationTimeout, InvalidOperation
+      ServerBusy, BadRequest, SessionLockLost, SessionCannotBeLocked, OperationTimeout, InvalidOperation
         DecodeError                 a transfer that is not a well-formed AMQP message
         FilterError (ValueError)    a SQL or correlation filter, or a rule action
         AdminXmlError               an admin API request body
@@ -50,6 +50,14 @@ class EntityExists(EmulatorError):
 class QuotaExceeded(EmulatorError):
     condition = "amqp:resource-limit-exceeded"
     status = 403
+
+
+class ServerBusy(EmulatorError):
+    """The namespace's credits are used up (Standard tier throttling, error code 50009); the SDK
+    raises ``ServiceBusServerBusyError`` and retries; the admin API answers 429 with Retry-After."""
+
+    condition = "com.microsoft:server-busy"
+    status = 429
 
 
 class MessageTooLarge(EmulatorError):

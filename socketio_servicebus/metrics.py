@@ -28,6 +28,19 @@ class ManagerMetrics:
     send_dropped: int = 0
     #: envelopes still unsent when close() gave up flushing
     close_dropped: int = 0
+    #: sends Service Bus refused because the namespace is throttled (server-busy, 50009); their
+    #: envelopes stayed at the head of the buffer and were sent again after the wait it asks for
+    sends_throttled: int = 0
+    #: 1 while the last send was refused as throttled, 0 once a send goes through (a gauge)
+    throttled: int = 0
+    #: envelopes dropped because they waited longer than ``Limits.max_queue_delay`` while the
+    #: broker was reachable (saturated or throttled), so that latency stays bounded
+    expired_dropped: int = 0
+    #: emits dropped because the buffer stayed older than half of ``max_queue_delay`` for as
+    #: long again (backpressure: emitters wait first, then what cannot be kept is counted)
+    backpressure_dropped: int = 0
+    #: the credit-aware batching window now in force, seconds (0: none; a gauge)
+    credit_window_seconds_last: float = 0.0
     buffer_depth: int = 0
     # inbound
     envelopes_received: int = 0

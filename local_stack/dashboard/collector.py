@@ -5,7 +5,8 @@ Per tick, all at once, each probe bounded by ``probe_timeout`` (1 s):
 - every relay node: ``GET /readyz`` (ready, or the reason it is not) and ``GET /metrics``
   (Prometheus text, parsed with ``prometheus_client``'s parser); no answer = down;
 - every region: ``list_subscriptions_runtime_properties`` through the SDK's
-  ``ServiceBusAdministrationClient`` (the emulator's admin API); no answer = down;
+  ``ServiceBusAdministrationClient`` (the emulator's admin API); no answer = down; and the
+  emulator's credit meter (``GET /$emulator/meter``): credits per second, headroom, throttling;
 - the local Web PubSub service (``local_stack/webpubsub``): ``GET /_local/stats``, its
   connections and groups per hub; no answer = down.
 - every process of the stack (``services``: the Functions runner, Azurite, the emulator, the
@@ -36,7 +37,7 @@ from azure.servicebus import ServiceBusSubQueue
 from azure.servicebus.aio.management import ServiceBusAdministrationClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
+from socketio_servicebus.servicebus.clients import admin_client, emulator_address, servicebus_client
 from socketio_servicebus.topology import load_topology
 
 log = logging.getLogger("local_stack.dashboard")
@@ -53,6 +54,8 @@ FORGED = "socketio_servicebus_forged_dropped_total"
 #: envelope age at delivery (receiver's clock minus the sending node's timestamp), a summary
 LAG_SUM = "socketio_servicebus_lag_seconds_sum"
 LAG_COUNT = "socketio_servicebus_lag_seconds_count"
+#: 1 while the node's last send was refused as throttled
+THROTTLED = "socketio_servicebus_throttled"
 
 HISTORY_SECONDS = 300.0
 DEAD_LETTERS_SHOWN = 5
@@ -182,7 +185,7 @@ class Collector:
         stats_url = self.webpubsub()
         services = [dict(row) for row in self.services()] if self.services is not None else []
         results = await asyncio.gather(
-            *(self.poll_node(session, n) for n in nodes), *(self.poll_region(r) for r in regions),
+            *(self.poll_node(session, n) for n in nodes), *(self.poll_region(r, session) for r in regions),
             self.poll_webpubsub(session, stats_url),
             *(self.poll_service(row) for row in services),
         )
@@ -271,6 +274,12 @@ class Collector:
         status, body = ready
         row["ready"] = status == 200
         row["state"] = "ready" if status == 200 else "not-ready"
+        row["throttled"] = False
+        if status == 200:  # ready; throttled nodes stay ready and say so
+            with contextlib.suppress(ValueError, AttributeError):
+                health = json.loads(body).get("health") or {}
+                if health.get("throttled"):
+                    row["throttled"], row["reason"] = True, str(health.get("reason") or "throttled")
         if status != 200:
             try:
                 row["reason"] = str(json.loads(body).get("reason") or f"HTTP {status}")
@@ -362,9 +371,30 @@ class Collector:
             return "function"
         return "node" if subscription.startswith(self._node_prefix) else "other"
 
-    async def poll_region(self, region: RegionTarget) -> dict[str, Any]:
+    async def poll_meter(self, session: aiohttp.ClientSession, region: RegionTarget) -> dict[str, Any] | None:
+        """The region's credits: the last whole second's use against the budget (None: no meter)."""
+        try:
+            host, port = emulator_address(region.connection_string)
+            status, body = await self._get(session, f"http://{host}:{port}/$emulator/meter")
+            meter = json.loads(body) if status == 200 else None
+        except Exception:  # noqa: BLE001 - not an emulator with a meter: no credits shown
+            return None
+        if not meter:
+            return None
+        seconds = meter.get("per_second") or [{}]
+        last = seconds[-2] if len(seconds) > 1 else seconds[-1]
+        budget = float(meter.get("credits_per_second") or 0)
+        used = float(last.get("used", 0))
+        return {"tier": meter.get("tier"), "budget": budget, "perSecond": used,
+                "refusedPerSecond": float(last.get("refused", 0)),
+                "headroom": round(1.0 - used / budget, 3) if budget else None,
+                "refusedTotal": int(meter.get("total", {}).get("refused_operations", 0))}
+
+    async def poll_region(self, region: RegionTarget, session: aiohttp.ClientSession | None = None) -> dict[str, Any]:
         row: dict[str, Any] = {"name": region.name, "namespace": region.namespace, "topic": region.topic,
-                               "up": False, "error": None, "scheduled": None, "subscriptions": []}
+                               "up": False, "error": None, "scheduled": None, "subscriptions": [], "credits": None}
+        if session is not None:
+            row["credits"] = await self.poll_meter(session, region)
         admin = self._admins.get(region.name)
         if admin is None:
             # no retries: a region that does not answer within the probe timeout is down

@@ -51,6 +51,8 @@ from socketio.async_pubsub_manager import AsyncPubSubManager  # type: ignore[imp
 
 from socketio_servicebus.errors import EnvelopeError, ManagerClosed
 from socketio_servicebus.manager.cluster import Cluster, ServerEventHandler
+from socketio_servicebus.manager.credits import UPDATE_INTERVAL as CREDIT_UPDATE_INTERVAL
+from socketio_servicebus.manager.credits import CreditGovernor
 from socketio_servicebus.manager.lifecycle import Lifecycle, State
 from socketio_servicebus.manager.options import (
     BatchingOptions,
@@ -67,7 +69,7 @@ from socketio_servicebus.manager.supervisor import Supervisor
 from socketio_servicebus.manager.trust import Trust
 from socketio_servicebus.metrics import ManagerMetrics
 from socketio_servicebus.servicebus.subscription import node_subscription_spec
-from socketio_servicebus.servicebus.transport import RECEIVE_WAIT, Burst, Transport, message_body
+from socketio_servicebus.servicebus.transport import RECEIVE_WAIT, Burst, SenderState, Transport, message_body
 from socketio_servicebus.tracing import MessagingSpans, Tracing
 from socketio_servicebus.wire.dispatch import Dispatcher, Route
 from socketio_servicebus.wire.envelope import MAX_BATCH_BYTES, Batch, Envelope, Kind
@@ -280,12 +282,14 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self._outbox = outbox = Outbox(
             self._send, body_limit=_body_limit(self.limits), max_items=self.limits.buffer_size, metrics=self.metrics,
             logger=self._log, backoff_initial=conn.backoff_initial, backoff_max=conn.backoff_max,
-            linger=self.batching.send_interval,
+            linger=self.batching.send_interval, max_delay=self.limits.max_queue_delay,
         )
         self._life.to(State.RUNNING)
         self.metrics.nodes = self._cluster.server_count()
         sup.spawn("outbox", outbox.run, restart=True)
         sup.spawn("warm-sender", self._transport.warm_sender, restart=False)
+        if self.batching.credit_budget is not None:
+            sup.spawn("credit-budget", self._credit_loop, restart=True)
         if not self.write_only:
             self.thread = sup.spawn("listener", self._thread, restart=True)
             sup.spawn("heartbeat", self._heartbeat_loop, restart=True)
@@ -331,6 +335,21 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
 
     shutdown = close
 
+    async def _credit_loop(self) -> None:
+        """Credit-aware batching (``BatchingOptions.credit_budget``): keep the outbox's least
+        window at what the fleet's estimated spend asks for (:mod:`.credits`)."""
+        assert self.batching.credit_budget is not None and self._outbox is not None
+        cl = self.cluster_options
+        governor = CreditGovernor(self.batching.credit_budget, extra_subscriptions=self.batching.extra_subscriptions,
+                                  cap=self.batching.send_interval, heartbeat_interval=cl.heartbeat_interval,
+                                  subscription_check_interval=cl.subscription_check_interval)
+        outbox = self._outbox
+        while True:
+            window = governor.update(time.monotonic(), outbox.queued_total, self._cluster.server_count())
+            outbox.linger.floor = window
+            self.metrics.credit_window_seconds_last = window
+            await asyncio.sleep(CREDIT_UPDATE_INTERVAL)
+
     # ================================================================== status
     def readiness(self) -> ReadinessState:
         """Ready, or the one reason why not (:class:`~socketio_servicebus.manager.readiness.Readiness`)."""
@@ -353,6 +372,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             "ready": ready.ready,
             "reason": ready.reason,
             "buffered": len(self._outbox) if self._outbox is not None else 0,
+            "throttled": link.sender is SenderState.THROTTLED,
         }
 
     def nodes(self) -> list[dict[str, Any]]:
@@ -408,7 +428,9 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     async def _publish(self, data: dict[str, Any]) -> None:
         """Queue a python-socketio pub/sub message; it leaves in the next batch.
 
-        Returns at once (never waits for Service Bus).  Raises
+        Returns at once, unless Service Bus is reachable but not keeping up: then it waits
+        (backpressure, at most half of ``Limits.max_queue_delay``) and, if the buffer is still
+        that old, drops the envelope (counted in ``backpressure_dropped``).  Raises
         :class:`~socketio_servicebus.errors.EnvelopeTooLarge` if it can never fit in one message,
         :class:`ManagerClosed` once :meth:`close` has begun.
         """
@@ -416,6 +438,8 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         kind = Kind(str(data.get("method")))
         target = data.get("host_id") if kind is Kind.CALLBACK else None
         persist = kind is Kind.EMIT and _PERSIST.get()
+        if self._outbox is not None and not await self._outbox.admit():
+            return  # counted and logged by the outbox
         env = self._cluster.envelope(kind, data, data.get("namespace") or "/", target, persist)
         trace = self._spans.envelope_context()  # None while tracing is off
         if trace is not None:

@@ -18,6 +18,9 @@ adapts to the observed emit rate instead:
 * the window is counted from the arrival of the oldest waiting envelope, so ``budget`` bounds
   the time any envelope waits for companions (the send itself comes on top).
 
+* a ``floor`` set from outside (credit-aware batching, see ``manager/credits.py``) is the
+  least window at any rate, still at most ``budget``: the fleet's credit spend asks for it.
+
 The rate and the link's busy time are exponentially decayed (time constant ``tau``): they follow
 a change of load within a few ``tau`` and forget a burst just as fast.
 """
@@ -39,7 +42,7 @@ class Linger:
         applies whatever the rate (above 1: never).
     """
 
-    __slots__ = ("budget", "target", "tau", "busy", "_count", "_t", "_busy_time", "_tb", "_saturated")
+    __slots__ = ("budget", "target", "tau", "busy", "floor", "_count", "_t", "_busy_time", "_tb", "_saturated")
 
     def __init__(self, budget: float, *, target: int = 12, tau: float = 0.1, busy: float = 0.8) -> None:
         if budget < 0 or target < 1 or tau <= 0 or busy <= 0:
@@ -48,6 +51,8 @@ class Linger:
         self.target = target
         self.tau = tau
         self.busy = busy
+        #: the least window, seconds (credit-aware batching); 0: none
+        self.floor = 0.0
         self._count = 0.0  # arrivals, each decayed by exp(-age / tau), as of time _t
         self._t = 0.0
         self._busy_time = 0.0  # seconds with a send in flight, decayed likewise, as of time _tb
@@ -87,6 +92,9 @@ class Linger:
         """
         if self.budget <= 0.0:
             return 0.0
+        return min(self.budget, max(self._adaptive(now), self.floor))
+
+    def _adaptive(self, now: float) -> float:
         r = self.rate(now)
         if r <= 0.0:
             return 0.0
@@ -101,6 +109,6 @@ class Linger:
 
     def wait(self, now: float, oldest: float, queued: int) -> float:
         """Seconds to wait before sending ``queued`` envelopes, the oldest queued at ``oldest``."""
-        if queued >= self.target:
+        if queued >= self.target and (self.floor <= 0.0 or queued >= self.floor * self.rate(now)):
             return 0.0
         return max(0.0, oldest + self.window(now) - now)

@@ -82,10 +82,25 @@ class BatchingOptions:
         time, the window is the time ~12 envelopes take to arrive, at most ``send_interval``
         (:class:`~socketio_servicebus.manager.linger.Linger`).  ``0``: never wait.
     :param prefetch_count: messages the receiver link holds ahead.
+    :param credit_budget: credits per second of the namespace (Standard tier: 1,000), or
+        ``None`` (default: not credit-aware).  The manager then estimates its fleet's spend
+        (:mod:`socketio_servicebus.sizing`: the nodes it knows from heartbeats, their
+        subscriptions and receives, its own emit rate) and widens its batch window, up to
+        ``send_interval``, as the spend approaches its share of 80 % of the budget: the fleet
+        degrades into larger batches instead of into throttling.  Raise ``send_interval`` to
+        let it batch further (``python -m socketio_servicebus.sizing`` prints the window needed).
+    :param extra_subscriptions: subscriptions on the topic besides the nodes' (the Functions'
+        router, persist and webpubsub: 3), for the credit estimate.
     """
 
     send_interval: float = 0.015
     prefetch_count: int = 256
+    credit_budget: float | None = None
+    extra_subscriptions: int = 0
+
+    def __post_init__(self) -> None:
+        if self.credit_budget is not None and self.credit_budget <= 0:
+            raise ValueError("credit_budget must be positive (credits per second) or None")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +140,11 @@ class Limits:
     :param max_concurrent_requests: ``fetch_sockets`` / ``server_side_emit`` requests from
         other nodes served at once; beyond it a request is answered at once with the error
         ``busy`` (counted in ``requests_refused``).
+    :param max_queue_delay: seconds an envelope may wait in the outbound buffer while Service
+        Bus is reachable (saturated or throttled, not during an outage): emits wait while the
+        buffer is older than half of it (backpressure), for at most as long again, then are
+        dropped (``backpressure_dropped``); an envelope older than it is dropped
+        (``expired_dropped``).  ``0``: no bound (queue for as long as the buffer holds).
     :param max_nodes: other nodes kept in the registry; a heartbeat from one more node is not
         registered (counted in ``forged_dropped{reason=registry-full}``), so ``fetch_sockets``
         never waits for it.
@@ -134,6 +154,7 @@ class Limits:
     max_message_bytes: int = 256 * 1024
     dedupe_size: int = 50_000
     max_concurrent_requests: int = 64
+    max_queue_delay: float = 2.0
     max_nodes: int = 1000
 
     def __post_init__(self) -> None:

@@ -7,7 +7,8 @@ health (:class:`~socketio_servicebus.servicebus.transport.LinkHealth`). The firs
 * ``TASK_FAILED``: a background task died (it is restarted);
 * ``NOT_CONNECTED``: the sender (or, unless write-only, the receiver) is not up;
 * ``NO_SUBSCRIPTION``: connected, but the own subscription is not there;
-* ``READY``.
+* ``READY``; a throttled sender (the namespace out of credits) is still ready: the outbox
+  waits and resends, and the reason shows (``throttled: ...``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Readiness(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class ReadinessState:
     state: Readiness
-    #: why not ready (``None`` when ready)
+    #: why not ready (``None`` when ready, unless ready but throttled)
     reason: str | None = None
 
     @property
@@ -42,7 +43,7 @@ class ReadinessState:
 
 
 def connected(link: LinkHealth, write_only: bool) -> bool:
-    return link.sender is SenderState.UP and (write_only or link.receiver is ReceiverState.UP)
+    return link.sender in (SenderState.UP, SenderState.THROTTLED) and (write_only or link.receiver is ReceiverState.UP)
 
 
 def readiness(life: State, failures: Mapping[str, str], link: LinkHealth, *, write_only: bool) -> ReadinessState:
@@ -56,4 +57,6 @@ def readiness(life: State, failures: Mapping[str, str], link: LinkHealth, *, wri
         return ReadinessState(Readiness.NOT_CONNECTED, "servicebus not connected" + suffix)
     if not (write_only or link.subscription_ready):
         return ReadinessState(Readiness.NO_SUBSCRIPTION, "subscription not ready" + suffix)
+    if link.sender is SenderState.THROTTLED:
+        return ReadinessState(Readiness.READY, "throttled" + suffix)
     return ReadinessState(Readiness.READY)

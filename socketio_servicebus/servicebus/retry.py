@@ -11,9 +11,14 @@ from azure.servicebus.exceptions import (
     MessagingEntityNotFoundError,
     ServiceBusAuthenticationError,
     ServiceBusAuthorizationError,
+    ServiceBusServerBusyError,
 )
 
-__all__ = ["backoff", "is_entity_gone", "is_fatal"]
+__all__ = ["THROTTLE_WAIT", "backoff", "is_entity_gone", "is_fatal", "is_throttled"]
+
+#: Seconds a throttled namespace asks to wait ("Error code: 50009. Please wait 2 seconds and
+#: try again.").
+THROTTLE_WAIT = 2.0
 
 
 def backoff(initial: float = 1.0, maximum: float = 30.0, factor: float = 2.0, jitter: float = 0.2) -> Iterator[float]:
@@ -27,6 +32,12 @@ def backoff(initial: float = 1.0, maximum: float = 30.0, factor: float = 2.0, ji
 def is_entity_gone(exc: BaseException) -> bool:
     """The subscription (or topic) does not exist: recreate it rather than just reconnect."""
     return isinstance(exc, MessagingEntityNotFoundError)
+
+
+def is_throttled(exc: BaseException) -> bool:
+    """Service Bus refused the operation because the namespace is out of credits (Standard
+    tier throttling, ``com.microsoft:server-busy``): wait :data:`THROTTLE_WAIT`, keep the link."""
+    return isinstance(exc, ServiceBusServerBusyError)
 
 
 def is_fatal(exc: BaseException) -> bool:

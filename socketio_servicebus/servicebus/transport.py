@@ -9,6 +9,9 @@ which sets :attr:`Transport.changed` on every change.
 * sending: one send in flight at a time, under a lock (the SDK sender is not safe for
   concurrent sends, nor for a close during a send); a list of messages that does not fit one
   AMQP batch goes one by one; a message the broker refuses for good is reported, not retried.
+  The sender has its own SDK client, so its own AMQP connection: a pending receive holds the
+  SDK's connection lock for up to its 0.2 s socket timeout, and a send must never wait behind
+  it. A throttled send (server-busy) keeps the link (state ``THROTTLED``).
 * receiving: one receive call per prefetched burst; a receiver whose link detached without an
   error (the SDK then spins without suspending) is detected and reopened; reconnects back off.
 * settlement (``peek_lock`` only): queued per message with :meth:`Transport.settle` while the
@@ -30,7 +33,7 @@ from azure.servicebus.exceptions import MessageSizeExceededError
 from socketio_servicebus.errors import EnvelopeError, PartialSendError
 from socketio_servicebus.metrics import ManagerMetrics
 from socketio_servicebus.servicebus.clients import admin_client, servicebus_client
-from socketio_servicebus.servicebus.retry import backoff, is_entity_gone, is_fatal
+from socketio_servicebus.servicebus.retry import backoff, is_entity_gone, is_fatal, is_throttled
 from socketio_servicebus.servicebus.sdk_internals import PrefetchProbe
 from socketio_servicebus.servicebus.subscription import (
     NodeSubscriptionSpec,
@@ -67,6 +70,7 @@ class SenderState(enum.Enum):
     CLOSED = "closed"  # not opened yet, or closed
     UP = "up"  # opened, the last send worked
     FAILED = "failed"  # the last open or send failed (``LinkHealth.error`` says why)
+    THROTTLED = "throttled"  # the link is up; the namespace refused the last send (out of credits)
 
 
 class ReceiverState(enum.Enum):
@@ -159,6 +163,8 @@ class Transport:
         self.closing = asyncio.Event()
         self.prefetched = PrefetchProbe(metrics, logger, RECEIVE_BATCH)
         self.client: Any = None
+        #: the sender's own client (its own AMQP connection, see the module docstring)
+        self.send_client: Any = None
         self.sender: Any = None
         self.receiver: Any = None
         self._sender_lock = asyncio.Lock()
@@ -183,6 +189,7 @@ class Transport:
         """Build the SDK client (no I/O yet); raises for settings that cannot work. Called on
         the event loop the links will run on (the events and the lock belong to it)."""
         self.client = servicebus_client(**self._conn, **self.client_options)
+        self.send_client = servicebus_client(**self._conn, **self.client_options)
         self.changed, self.closing, self._sender_lock = asyncio.Event(), asyncio.Event(), asyncio.Lock()
 
     def admin(self) -> Any:
@@ -191,7 +198,7 @@ class Transport:
     # ------------------------------------------------------------------ sending
     async def _open_sender_locked(self) -> Any:
         if self.sender is None:
-            sender = self.client.get_topic_sender(self.topic)
+            sender = self.send_client.get_topic_sender(self.topic)
             try:
                 await sender.__aenter__()
             except BaseException:
@@ -239,10 +246,11 @@ class Transport:
         try:
             result = await self._send(messages)
         except PartialSendError as exc:
-            self._set(sender=SenderState.FAILED, error=exc.cause)
+            self._set(sender=SenderState.THROTTLED if is_throttled(exc.cause) else SenderState.FAILED,
+                      error=exc.cause)
             raise
         except Exception as exc:
-            self._set(sender=SenderState.FAILED, error=exc)
+            self._set(sender=SenderState.THROTTLED if is_throttled(exc) else SenderState.FAILED, error=exc)
             raise
         if self.link.sender is not SenderState.UP:
             self._set(sender=SenderState.UP)
@@ -268,8 +276,9 @@ class Transport:
                     return None
                 except (MessageSizeExceededError, ValueError):
                     pass  # the list did not fit in one AMQP batch (nothing was sent): one by one
-                except Exception:
-                    await self._close_sender_locked()
+                except Exception as exc:
+                    if not is_throttled(exc):
+                        await self._close_sender_locked()
                     raise
             done: list[str | None] = []
             for m in sb:
@@ -279,7 +288,8 @@ class Transport:
                     # the broker's limit is below max_message_bytes: retrying cannot help
                     done.append(f"{type(exc).__name__}: {exc} (lower max_message_bytes)"[:500])
                 except Exception as exc:
-                    await self._close_sender_locked()
+                    if not is_throttled(exc):
+                        await self._close_sender_locked()
                     if not done:
                         raise
                     raise PartialSendError(done, exc) from exc
@@ -516,9 +526,11 @@ class Transport:
         """Close both links, delete the own subscription (if created here), close the client."""
         # SDK link closes take ~0.5-1 s each (keep-alive task): run them side by side
         await asyncio.gather(self.close_receiver(), self.close_sender(), self._delete_own_subscription())
-        if self.client is not None:
+        for client in (self.client, self.send_client):
+            if client is None:
+                continue
             try:
-                await self.client.close()
+                await client.close()
             except Exception as exc:  # noqa: BLE001 - closing anyway; said in the log
                 self.log.warning("close: SDK client close failed: %s: %s", type(exc).__name__, exc)
         self._set(sender=SenderState.CLOSED, receiver=ReceiverState.CLOSED)

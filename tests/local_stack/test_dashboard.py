@@ -329,3 +329,29 @@ async def test_server_on_a_taken_port_raises_instead_of_serving_elsewhere() -> N
     finally:
         taken.close()
         await taken.wait_closed()
+
+
+async def test_a_throttled_node_is_ready_and_says_so(node: FakeNode) -> None:
+    node.ready = (200, {"ready": True, "health": {"ready": True, "throttled": True,
+                                                   "reason": "throttled: ServiceBusServerBusyError: ... 50009"}})
+    node.metrics.throttled = 1
+    row = await poll(collector(), NodeTarget("n1", "r1", False, node.url))
+    assert row["state"] == "ready" and row["throttled"] is True
+    assert row["reason"].startswith("throttled") and "50009" in row["reason"]
+
+
+async def test_region_credits_per_second_and_headroom_from_the_meter(region: RegionTarget) -> None:
+    async with servicebus_client(connection_string=region.connection_string) as client:
+        async with client.get_topic_sender(region.topic) as sender:
+            for _ in range(3):
+                await sender.send_messages(ServiceBusMessage("x"))
+    c = collector(regions=[region])
+    try:
+        async with aiohttp.ClientSession() as session:
+            row = await c.poll_region(region, session)
+    finally:
+        await c.close()
+    credits = row["credits"]
+    assert credits["tier"] == "premium" and credits["budget"] == 1000.0  # the session emulator's default
+    assert credits["perSecond"] >= 0 and credits["headroom"] == pytest.approx(1 - credits["perSecond"] / 1000)
+    assert credits["refusedTotal"] == 0

@@ -12,7 +12,6 @@ frames transferred but still unread on the socket at the kill cannot be counted 
 
 from __future__ import annotations
 
-import inspect
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest_asyncio
 
 from local_stack.processes import ROOT
 from local_stack.stack import LocalStack, StackPorts
-from socketio_servicebus.manager.client_manager import ServiceBusManager
+from socketio_servicebus.manager.options import BatchingOptions
 
 from .conftest import NODE_ARGS, stop_stack
 from .crash_scenario import SAME_REGION, run_emulator_crash
@@ -47,11 +46,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Local
         await stop_stack(stack, "test_emulator_crash_data_dir")
 
 
-    assert inspect.signature(ServiceBusManager.__init__).parameters["prefetch_count"].default == PREFETCH
-
-
 def test_prefetch_bound_is_the_manager_default() -> None:
-    assert inspect.signature(ServiceBusManager.__init__).parameters["prefetch_count"].default == PREFETCH
+    assert BatchingOptions().prefetch_count == PREFETCH
 
 
 @pytest.mark.asyncio(loop_scope="module")

@@ -27,6 +27,7 @@
       tr.dataset.state = n.state;
       const state = el("td");
       state.append(el("span", n.state === "ready" ? "ready" : n.state === "down" ? "down" : "not ready", `state ${n.state}`));
+      if (n.throttled) state.append(el("span", "throttled", "state throttled"));
       if (n.reason) state.append(el("div", n.reason, "reason"));
       if (n.metricsError) state.append(el("div", `metrics: ${n.metricsError}`, "reason"));
       const link = el("td");
@@ -86,6 +87,12 @@
       const title = el("h3", `${r.name} `);
       title.append(el("span", r.up ? "up" : "down", `state ${r.up ? "ready" : "down"}`));
       card.append(title, el("div", `namespace ${r.namespace} · topic ${r.topic} · scheduled ${r.scheduled ?? "–"}`, "meta"));
+      if (r.credits) {
+        const c = r.credits;
+        const head = c.headroom == null ? "–" : `${Math.round(c.headroom * 100)} %`;
+        card.append(el("div", `credits ${Math.round(c.perSecond)}/s of ${Math.round(c.budget)} (${c.tier}) · headroom ${head}` +
+          ` · throttled ${Math.round(c.refusedPerSecond)}/s, ${c.refusedTotal} in total`, c.headroom != null && c.headroom < 0.2 ? "meta credits low" : "meta credits"));
+      }
       if (!r.up) card.append(el("div", r.error || "no answer", "reason"));
       const table = el("table");
       const head = el("tr");

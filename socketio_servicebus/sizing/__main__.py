@@ -1,0 +1,7 @@
+"""``python -m socketio_servicebus.sizing``: see :mod:`socketio_servicebus.sizing`."""
+
+import sys
+
+from socketio_servicebus.sizing import main
+
+sys.exit(main())
