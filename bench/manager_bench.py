@@ -10,6 +10,7 @@
     options: --out docs/benchmarks.md (write the report), --no-write, --only redis,sb,
              --broker-rtt-ms 2 (a delaying TCP proxy, bench/rtt_proxy.py, in front of both
              brokers), --tier standard (the emulator throttles at 1,000 credits/s)
+    trust zones on (sign + verify every message): --sb-variant 'zones={"_zones": true}'
 
 Every server node (AsyncServer on aiohttp, 127.0.0.1, ephemeral port) runs in its own process;
 the clients (socketio.AsyncClient over websocket) live in two client processes; redis-server
@@ -104,6 +105,14 @@ async def server_main(a: argparse.Namespace) -> None:
             from socketio_servicebus.manager import outbox as outbox_mod
 
             outbox_mod.Linger = functools.partial(linger_mod.Linger, **extra.pop("_linger"))  # type: ignore[misc]
+        if extra.pop("_zones", False):  # bench only: trust zones on, every node in the cloud zone
+            import base64
+            import hashlib
+
+            from socketio_servicebus.zones import load_zones
+
+            seed = base64.urlsafe_b64encode(hashlib.sha256(b"manager-bench zone").digest()).decode()  # not a secret
+            extra["zones"] = load_zones({"SIO_ZONE": "cloud", "SIO_ZONE_KEY": seed})
         if "_otel" in extra:  # bench only: tracing on, e.g. {"_otel": {"ratio": 0.01}}
             _bench_tracing(float(extra.pop("_otel")["ratio"]), f"{a.channel}-{a.index}")
         mgr = ServiceBusManager(connection_string=a.sb_conn, topic=a.topic, node_id=f"{a.channel}-{a.index}",

@@ -89,6 +89,18 @@ param historyTokenKey string
 @description('During a key rotation only: the previous history token key (SIO_HISTORY_TOKEN_KEY_PREVIOUS on the Function App, still accepted); empty otherwise.')
 param historyTokenKeyPrevious string = ''
 
+@secure()
+@description('''
+Cloud trust zone key (SIO_ZONE_KEY, zone "cloud"): a base64url 32-byte Ed25519 seed shared by the
+Function App and the cloud relay nodes, which sign every Service Bus message with it and verify
+what they receive (docs/security.md, "Trust zones"). Generate with:
+python -m socketio_servicebus.zones keygen cloud. Empty = zones off (every key holder is trusted).
+''')
+param cloudZoneKey string = ''
+
+@description('Zone document (SIO_ZONES, JSON): the public keys, node ids and room prefixes of every on-premise site; no secret. Only used with cloudZoneKey.')
+param zonesDocument string = ''
+
 @description('Browser origins allowed to call the Function App (CORS), e.g. the relay nodes\' public URLs (output RELAY_NODES) and on-premise pages. Empty = no CORS rule.')
 param historyCorsOrigins string[] = []
 
@@ -343,6 +355,8 @@ module api 'app/api.bicep' = {
     hooksModule: hooksModule
     historyTokenKey: historyTokenKey
     historyTokenKeyPrevious: historyTokenKeyPrevious
+    cloudZoneKey: cloudZoneKey
+    zonesDocument: zonesDocument
     corsAllowedOrigins: historyCorsOrigins
     maximumInstanceCount: functionMaximumInstanceCount
     instanceMemoryMB: functionInstanceMemoryMB
@@ -384,6 +398,8 @@ module relays 'app/relay-containerapp.bicep' = [
       subscriptionAccess: relaySubscriptionAccess
       maxReplicas: relayMaxReplicas
       historyTokenKey: historyTokenKey
+      cloudZoneKey: cloudZoneKey
+      zonesDocument: zonesDocument
       historyUrl: '${api.outputs.uri}/api/history'
       authJwtKey: relayAuthJwtKey
       authJwtPublicKey: relayAuthJwtPublicKey

@@ -6,6 +6,11 @@ pre-provisioned subscription), one emulator process serving both namespaces, Azu
 Storage), the local Web PubSub service (``local_stack/webpubsub``), and the Functions app under
 the local runner (router, persist, Web PubSub edge per region; history, emit and negotiate over
 HTTP).
+
+Trust zones are on (:attr:`LocalStack.with_zones`): fresh keys per stack, the cloud zone for
+``a1``, ``a2``, ``b1`` and the Functions, and one on-premise zone per on-premise node (``factory1``,
+allowed the rooms ``chat:factory1…``: :attr:`LocalStack.site_rooms`). Each on-premise node holds
+only its own private key and a history token key scoped to its rooms.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from socketio_servicebus.topology import load_topology
+from socketio_servicebus.zones import ZoneKey
 
 from .dashboard import Collector, Dashboard, NodeTarget, RegionTarget
 from .ports import port_holder
@@ -118,6 +124,14 @@ class LocalStack:
     webpubsub_key: str = field(default_factory=lambda: base64.b64encode(secrets.token_bytes(32)).decode(), repr=False)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     namespace_ports: dict[str, int] = field(default_factory=dict)
+    #: trust zones: every process signs what it sends and verifies/polices what it receives
+    with_zones: bool = True
+    #: room prefixes of each on-premise zone (named after its node); default ``chat:<node id>``
+    site_rooms: dict[str, list[str]] = field(default_factory=dict)
+    #: zone keys, made at first use: "cloud" and one per on-premise node
+    zone_keys: dict[str, ZoneKey] = field(default_factory=dict, repr=False)
+    #: history token keys of the on-premise nodes, each scoped to its zone's rooms
+    site_history_keys: dict[str, str] = field(default_factory=dict, repr=False)
     #: serve the live dashboard (local_stack/dashboard/) and link every node's chat page to it
     with_dashboard: bool = True
     dashboard: Dashboard | None = None
@@ -140,6 +154,39 @@ class LocalStack:
     def on_prem_connection_string(self, region: str) -> str:
         spec = self.region(region)
         return connection_string(self.namespace_ports[region], load_topology()["onPremPolicy"], spec.on_prem_key)
+
+    # -- trust zones ------------------------------------------------------------------------
+    def zone_of(self, node: NodeSpec) -> str:
+        return node.node_id if node.on_prem else "cloud"
+
+    def zone_key(self, zone: str) -> ZoneKey:
+        if zone not in self.zone_keys:
+            self.zone_keys[zone] = ZoneKey.generate(zone)
+        return self.zone_keys[zone]
+
+    def rooms_of(self, zone: str) -> list[str]:
+        return self.site_rooms.get(zone, [f"chat:{zone}"])
+
+    def zones_document(self) -> str:
+        """``SIO_ZONES``: public keys only; every process gets the same document."""
+        zones: list[dict[str, Any]] = [
+            {"name": "cloud", "kind": "cloud", "public_keys": [self.zone_key("cloud").public.text()]}]
+        for node in self.nodes:
+            if node.on_prem:
+                zone = self.zone_of(node)
+                zones.append({"name": zone, "kind": "onprem", "public_keys": [self.zone_key(zone).public.text()],
+                              "nodes": [node.node_id], "rooms": self.rooms_of(zone), "max_nodes": 2})
+        return json.dumps({"zones": zones})
+
+    def zone_env(self, zone: str) -> dict[str, str]:
+        if not self.with_zones:
+            return {}
+        return {"SIO_ZONE": zone, "SIO_ZONE_KEY": self.zone_key(zone).text(), "SIO_ZONES": self.zones_document()}
+
+    def history_key_of(self, node: NodeSpec) -> str:
+        if not (self.with_zones and node.on_prem):
+            return self.history_token_key
+        return self.site_history_keys.setdefault(node.node_id, secrets.token_urlsafe(32))
 
     def node_url(self, node_id: str) -> str:
         node = next(n for n in self.nodes if n.node_id == node_id)
@@ -428,7 +475,12 @@ class LocalStack:
             "FUNCTIONS_LOCAL_KEY": self.function_key,
             settings["historyTokenKey"]: self.history_token_key,
             **self.tracing_env(),
+            **self.zone_env("cloud"),
         }
+        if self.with_zones:
+            env["SIO_HISTORY_TOKEN_SCOPED_KEYS"] = json.dumps(
+                [{"key": self.history_key_of(n), "rooms": self.rooms_of(self.zone_of(n))}
+                 for n in self.nodes if n.on_prem])
         for region in self.regions:
             name = str(topo["regionConnectionTemplate"]).replace("{region}", region.name)
             env[name] = self.connection_string(region.name)
@@ -466,8 +518,8 @@ class LocalStack:
             ManagedProcess(
                 f"node-{node.node_id}",
                 python_args("relay_node", *args),
-                env={"SERVICEBUS_CONNECTION_STRING": conn, "SIO_HISTORY_TOKEN_KEY": self.history_token_key,
-                     **self.tracing_env()},
+                env={"SERVICEBUS_CONNECTION_STRING": conn, "SIO_HISTORY_TOKEN_KEY": self.history_key_of(node),
+                     **self.tracing_env(), **self.zone_env(self.zone_of(node))},
                 ready_pattern=r"relay-node listening on http://[^:]+:(?P<port>\d+)",
                 log_dir=logs,
             ),

@@ -11,13 +11,16 @@ import argparse
 import re
 import socket
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from socketio_servicebus.history_token import MAX_TTL, MIN_KEY_CHARS
 from socketio_servicebus.servicebus.clients import ConnectionSettingsError, parse_connection_string
 from socketio_servicebus.servicebus.proxy import ProxySettings, parse_proxy_url
+from socketio_servicebus.zones import ZoneConfigError, ZoneSet, load_zones
+from socketio_servicebus.zones.bounds import DEFAULT_MAX_REGISTRY_NODES
+from socketio_servicebus.zones.config import SETTING_ZONE_KEY, SETTING_ZONES
 
 PROG = "relay-node"
 
@@ -53,6 +56,14 @@ ENV_VARS: dict[str, str] = {
     # the Function App's setting of the same name (socketio_servicebus/topology.json appSettings.historyTokenKey)
     "history_token_key": "SIO_HISTORY_TOKEN_KEY",
     "history_token_ttl": "RELAY_HISTORY_TOKEN_TTL",
+    # trust zones (socketio_servicebus.zones; the Function App reads the same names)
+    "zone": "SIO_ZONE",
+    "zone_key_file": "SIO_ZONE_KEY_FILE",
+    "zones_file": "SIO_ZONES_FILE",
+    "max_nodes": "RELAY_MAX_NODES",
+    # environment only (a secret; a JSON document): no flag
+    "zone_key": "SIO_ZONE_KEY",
+    "zones": "SIO_ZONES",
     "drain_seconds": "RELAY_DRAIN_SECONDS",
     "auto_delete_on_idle": "RELAY_AUTO_DELETE_ON_IDLE",
     "subscription_check_interval": "RELAY_SUBSCRIPTION_CHECK_INTERVAL",
@@ -115,6 +126,10 @@ class RelayConfig:
     #: shared with the Function App; ``None`` = this node offers no history tokens
     history_token_key: str | None = field(default=None, repr=False)
     history_token_ttl: float = 300.0
+    #: trust zones: sign what this node sends, verify and police what it receives; ``None`` = off
+    zones: ZoneSet | None = field(default=None, repr=False)
+    #: most other nodes the registry holds (amplification bound)
+    max_nodes: int = DEFAULT_MAX_REGISTRY_NODES
     drain_seconds: float = 10.0
     #: AutoDeleteOnIdle of the node's own subscription, seconds (Azure's minimum is 300)
     auto_delete_on_idle: float = 300.0
@@ -194,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         "flags show in the process list); unset = no tokens, the node's clients cannot read history")
     add("--history-token-ttl", dest="history_token_ttl",
         help="lifetime of a history token in seconds (default 300, at most 3600)")
+    add("--zone", dest="zone",
+        help="trust zone of this node (e.g. cloud, factory1): sign what it sends with the zone's key "
+        "(SIO_ZONE_KEY or --zone-key-file), verify and police what it receives; unset = zones off")
+    add("--zone-key-file", dest="zone_key_file", help="file holding this zone's private key (base64url seed)")
+    add("--zones-file", dest="zones_file",
+        help="zone document: every zone's public keys, node ids and room prefixes (or JSON in SIO_ZONES)")
+    add("--max-nodes", dest="max_nodes", help="most other nodes kept in the registry (default 1000)")
     add("--drain-seconds", dest="drain_seconds", help="upper bound of a graceful shutdown (default 10)")
     add("--auto-delete-on-idle", dest="auto_delete_on_idle",
         help="AutoDeleteOnIdle of the node's own subscription in seconds (default 300, Azure's minimum)")
@@ -257,6 +279,21 @@ def parse_cors(text: str | None) -> list[str] | None:
 def default_node_id() -> str:
     host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).strip("-._")[:40] or "relay"
     return f"{host}-{uuid.uuid4().hex[:8]}"
+
+
+def _zones(pick: Callable[[str], str | None], env: Mapping[str, str]) -> ZoneSet | None:
+    settings = {k: v for k, v in env.items() if k in (SETTING_ZONES, SETTING_ZONE_KEY)}
+    for dest in ("zone", "zone_key_file", "zones_file"):
+        value = pick(dest)
+        if value:
+            settings[ENV_VARS[dest]] = value
+    try:
+        zones = load_zones(settings)
+    except ZoneConfigError as exc:
+        raise ConfigError(f"--zone: {exc}") from None
+    if zones is not None and zones.signer is None:
+        raise ConfigError(f"--zone {zones.local_zone}: no private key: set {SETTING_ZONE_KEY} or --zone-key-file")
+    return zones
 
 
 def from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> RelayConfig:
@@ -397,6 +434,8 @@ def from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> RelayConfig
     cfg.history_token_ttl = _float(pick("history_token_ttl"), cfg.history_token_ttl, "--history-token-ttl", 10.0)
     if cfg.history_token_ttl > MAX_TTL:
         raise ConfigError(f"--history-token-ttl must be <= {MAX_TTL} seconds, not {cfg.history_token_ttl:g}")
+    cfg.zones = _zones(pick, env)
+    cfg.max_nodes = int(_float(pick("max_nodes"), cfg.max_nodes, "--max-nodes", 1))
     cfg.drain_seconds = _float(pick("drain_seconds"), cfg.drain_seconds, "--drain-seconds")
     cfg.auto_delete_on_idle = _float(pick("auto_delete_on_idle"), cfg.auto_delete_on_idle,
                                      "--auto-delete-on-idle", 1.0)

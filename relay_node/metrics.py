@@ -42,6 +42,30 @@ GAUGE_KEYS = frozenset({"buffer_depth", "nodes", "lag_seconds_last", "buffered",
 _GAUGE_SUFFIXES = ("_avg", "_depth", "_last", "_gauge", "_seconds_max")
 
 
+#: counters the manager reports per label value, as ``<name>{<label>=<value>}`` snapshot keys;
+#: the family is exposed even before its first sample (a dashboard can show 0)
+LABELLED_COUNTERS: dict[str, str] = {"forged_dropped": "reason"}
+_LABELLED_KEY = re.compile(r"^([A-Za-z_]\w*)\{([A-Za-z_]\w*)=([^}]*)\}$")
+
+
+def _labelled(snapshot: dict[str, Any], prefix: str) -> tuple[list[Metric], set[str]]:
+    samples: dict[tuple[str, str], list[tuple[str, float]]] = {
+        (name, label): [] for name, label in LABELLED_COUNTERS.items()}
+    used: set[str] = set()
+    for key, value in snapshot.items():
+        m = _LABELLED_KEY.match(str(key))
+        if m and isinstance(value, (int, float)) and not isinstance(value, bool):
+            samples.setdefault((m[1], m[2]), []).append((m[3], float(value)))
+            used.add(str(key))
+    out: list[Metric] = []
+    for (name, label), items in sorted(samples.items()):
+        family = CounterMetricFamily(metric_name(name, prefix), f"manager counter {name} by {label}", labels=[label])
+        for value_label, value in sorted(items):
+            family.add_metric([value_label], value)
+        out.append(family)
+    return out, used
+
+
 def _is_gauge(key: str) -> bool:
     return key in GAUGE_KEYS or key.endswith(_GAUGE_SUFFIXES)
 
@@ -53,15 +77,18 @@ def translate_snapshot(snapshot: dict[str, Any], prefix: str = MANAGER_PREFIX) -
     - ``<s>_sum`` + ``<s>_count`` without buckets → summary ``<s>``;
     - :data:`GAUGE_KEYS` and ``*_avg``/``*_depth``/``*_last`` → gauges;
     - everything else → counters (``_total`` added by the exposition, not doubled).
+    - ``<name>{<label>=<value>}`` → one counter ``<name>`` with that label (:data:`LABELLED_COUNTERS`).
     Booleans count as 0/1; non-numbers are skipped.
     """
+    out, labelled_keys = _labelled(snapshot, prefix)
     values: dict[str, float] = {}
     for key, value in snapshot.items():
+        if key in labelled_keys:
+            continue
         if isinstance(value, bool):
             value = int(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             values[str(key)] = float(value)
-    out: list[Metric] = []
     used: set[str] = set()
 
     buckets: dict[str, list[tuple[str, float]]] = {}

@@ -22,7 +22,7 @@ import socketio  # type: ignore[import-untyped]
 import uvicorn
 
 from socketio_servicebus.manager.client_manager import ServiceBusManager
-from socketio_servicebus.manager.options import BatchingOptions, ClusterOptions
+from socketio_servicebus.manager.options import BatchingOptions, ClusterOptions, Limits
 from socketio_servicebus.servicebus.clients import emulator_address
 from socketio_servicebus.servicebus.tunnel import ConnectTunnel
 from socketio_servicebus.topology import load_topology
@@ -197,10 +197,13 @@ class RelayNode:
             # the Function App's subscriptions (router, persist, webpubsub) share the topic
             batching=BatchingOptions(send_interval=self.cfg.send_interval, credit_budget=self.cfg.credit_budget,
                                      extra_subscriptions=len(load_topology()["functionSubscriptions"])),
+            limits=Limits(max_nodes=self.cfg.max_nodes),
             node_id=self.cfg.node_id,
             region=self.cfg.region,
             logger=logging.getLogger("relay_node.manager"),
         )
+        if self.cfg.zones is not None:
+            kwargs["zones"] = self.cfg.zones
         factory = self.manager_factory if self.manager_factory is not None else ServiceBusManager
         return factory(**kwargs)
 
@@ -320,6 +323,11 @@ class RelayNode:
         if not self.authorizer.enabled:
             log.warning("client auth: off (no --auth-jwt-key, --auth-jwt-public-key[-file] or --auth-callback): any "
                         "client that reaches %s:%s may connect, join rooms and chat", cfg.host, cfg.port)
+        if cfg.zones is not None:
+            log.info("trust zones: on, this node signs as zone %s (kid %s); known: %s", cfg.zones.local_zone,
+                     cfg.zones.signer.kid if cfg.zones.signer else "-", cfg.zones.describe())
+        else:
+            log.warning("trust zones: off (no --zone / SIO_ZONE): every holder of the Service Bus key is trusted")
         self.sio.manager_initialized = True
         await self.manager.start()
         ready = await self.manager.wait_ready(max(1.0, deadline - time.monotonic()))

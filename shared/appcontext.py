@@ -22,6 +22,7 @@ from shared.connections import Connection, credential_for, resolve
 from shared.routing.plan import RegionMap
 from socketio_servicebus.history_token import HistoryKeys, KeyConfigError
 from socketio_servicebus.topology import load_topology
+from socketio_servicebus.zones import BusGuard, ZoneSet, load_zones
 
 __all__ = ["AppSettings", "AppContext", "EXTRA_SETTINGS"]
 
@@ -34,7 +35,19 @@ _NAMES = _TOPO["appSettings"]
 EXTRA_SETTINGS = {
     # Max accepted body of POST /api/emit in bytes (default: the Service Bus Standard limit).
     "emitMaxBytes": "SIO_EMIT_MAX_BYTES",
+    # History token keys of on-premise sites, each confined to room prefixes (JSON; secret).
+    "historyTokenScopedKeys": "SIO_HISTORY_TOKEN_SCOPED_KEYS",
+    # Most rooms one emit may name before the Web PubSub push refuses it (amplification bound).
+    "webPubSubMaxRooms": "SIO_WEBPUBSUB_MAX_ROOMS",
+    # Trust zones (socketio_servicebus.zones): the zone document, this app's zone and its key.
+    "zones": "SIO_ZONES",
+    "zonesFile": "SIO_ZONES_FILE",
+    "zone": "SIO_ZONE",
+    "zoneKey": "SIO_ZONE_KEY",
 }
+
+#: Default of ``SIO_WEBPUBSUB_MAX_ROOMS``.
+DEFAULT_WEBPUBSUB_MAX_ROOMS = 100
 
 
 def region_connection_name(region: str) -> str:
@@ -55,6 +68,9 @@ class AppSettings:
     history_keys: HistoryKeys = field(default_factory=lambda: HistoryKeys(None))
     #: why ``GET /api/history`` refuses every request (key missing or unusable), else ``None``
     history_keys_problem: str | None = None
+    #: trust zones (``SIO_ZONE`` set): verify, police and sign bus messages; ``None`` = zones off
+    zones: ZoneSet | None = None
+    webpubsub_max_rooms: int = DEFAULT_WEBPUBSUB_MAX_ROOMS
     service_bus_connection: str = _NAMES["serviceBusConnection"]
     tables_connection: str = _NAMES["tablesConnection"]
     webpubsub_connection: str = _NAMES["webPubSubConnection"]
@@ -78,6 +94,8 @@ class AppSettings:
         problem: str | None = None
         try:
             keys = HistoryKeys.from_settings(env.get(key_names[0]), env.get(key_names[1]), names=key_names)
+            keys = keys.with_scoped(env.get(EXTRA_SETTINGS["historyTokenScopedKeys"]),
+                                    name=EXTRA_SETTINGS["historyTokenScopedKeys"])
         except KeyConfigError as exc:
             keys, problem = HistoryKeys(None), str(exc)
         if problem is None and not keys.configured:
@@ -92,6 +110,8 @@ class AppSettings:
             emit_max_bytes=int(env.get(EXTRA_SETTINGS["emitMaxBytes"]) or SERVICEBUS_MAX_MESSAGE_BYTES),
             history_keys=keys,
             history_keys_problem=problem,
+            zones=load_zones(env),  # ZoneConfigError: the app must not run with a broken zone setup
+            webpubsub_max_rooms=int(env.get(EXTRA_SETTINGS["webPubSubMaxRooms"]) or DEFAULT_WEBPUBSUB_MAX_ROOMS),
             env=env,
         )
 
@@ -171,6 +191,11 @@ class AppContext:
         self.settings = settings
         self.hooks = hooks
         self._clients = _PerLoop()
+        #: verifies, polices and signs bus messages when zones are on (``SIO_ZONE``)
+        self.guard: BusGuard | None = BusGuard(settings.zones) if settings.zones is not None else None
+        if self.guard is not None:
+            log.info("trust zones: this app is zone %s; known: %s", self.guard.zones.local_zone,
+                     self.guard.zones.describe())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppContext:

@@ -23,10 +23,10 @@ from shared.persistence import history as hist
 from shared.persistence.hooks import HookRegistry
 from shared.persistence.hooks import hooks as default_hooks
 from shared.routing.plan import RoutePlan
-from shared.routing.router import message_body, route_message
+from shared.routing.router import message_body, message_properties, route_message
 from socketio_servicebus.history_token import TokenError
 from socketio_servicebus.history_token import verify as verify_history_token
-from socketio_servicebus.wire.envelope import Batch, EnvelopeError
+from socketio_servicebus.wire.envelope import Batch, Envelope, EnvelopeError
 
 __all__ = [
     "router",
@@ -64,11 +64,20 @@ def _decode(kind: str, region: str, msg: func.ServiceBusMessage) -> Batch:
         raise MalformedMessage(f"{kind}: message {msg.message_id}: {exc}") from None
 
 
+def _admitted(ctx: AppContext, kind: str, region: str, msg: func.ServiceBusMessage, batch: Batch) -> list[Envelope]:
+    """The envelopes whose proof of origin and zone policy hold (all of them with zones off)."""
+    if ctx.guard is None:
+        return list(batch.envelopes)
+    from shared.trust import admit
+
+    return admit(ctx, kind, region, msg, message_body(msg), message_properties(msg), batch).envelopes
+
+
 async def persist(ctx: AppContext, region: str, msg: func.ServiceBusMessage) -> int:
     """Store the persisted emits of one message, then run the hooks. Returns the number stored."""
     batch = _decode("persist", region, msg)
     with telemetry.batch_span("persist", ctx.settings.topic, "persist", region, batch, msg.message_id) as span:
-        events = [ev for env in batch.envelopes if env.persist and (ev := hist.stored_event(env, region))]
+        events = [ev for env in _admitted(ctx, "persist", region, msg, batch) if env.persist and (ev := hist.stored_event(env, region))]
         if not events:
             return 0
         table = ctx.table_client()
@@ -84,6 +93,11 @@ async def persist(ctx: AppContext, region: str, msg: func.ServiceBusMessage) -> 
 
 async def webpubsub(ctx: AppContext, region: str, msg: func.ServiceBusMessage) -> int:
     batch = _decode("webpubsub", region, msg)
+    envelopes = _admitted(ctx, "webpubsub", region, msg, batch)
+    if len(envelopes) != len(batch.envelopes):
+        if not envelopes:
+            return 0
+        batch = Batch(tuple(envelopes), batch.hops, batch.visited)
     with telemetry.batch_span("webpubsub", ctx.settings.topic, "webpubsub", region, batch, msg.message_id) as span:
         pushed = await wps.push_batch(ctx, batch)
         if span is not None:
@@ -239,7 +253,8 @@ async def _emit_http(ctx: AppContext, req: func.HttpRequest) -> func.HttpRespons
     body = {"method": "emit", "event": emit.event, "room": emit.room}
     try:
         with telemetry.emit_span(ctx.settings.topic, body, emit.namespace) as (tp, ts):
-            env = await publish_emit(sender, emit, region=region, traceparent=tp, tracestate=ts)
+            env = await publish_emit(sender, emit, region=region, traceparent=tp, tracestate=ts,
+                                    guard=ctx.guard)
     except EmitRequestError as exc:
         return _error(400, str(exc))
     except Exception:

@@ -78,13 +78,16 @@ class HistoryClaims:
     kid: str | None = None
     #: oldest event time the token opens (seconds since the epoch); ``0`` = the whole history
     since: float = 0.0
+    #: room prefixes the signing key may open (a site's scoped key); ``None`` = any room
+    scope: tuple[str, ...] | None = None
 
     @property
     def whole_history(self) -> bool:
         return self.since <= 0
 
     def covers(self, ns: str, room: str | None) -> bool:
-        return self.ns == ns and room is not None and self.room == room
+        return (self.ns == ns and room is not None and self.room == room
+                and (self.scope is None or any(room.startswith(p) for p in self.scope)))
 
 
 def key_id(key: str) -> str:
@@ -98,6 +101,8 @@ class HistoryKeys:
 
     current: str | None = field(repr=False)
     previous: str | None = field(default=None, repr=False)
+    #: site keys, each confined to room prefixes: ``((key, ("chat:factory1",)), ...)``
+    scoped: tuple[tuple[str, tuple[str, ...]], ...] = field(default=(), repr=False)
 
     @classmethod
     def from_settings(cls, current: str | None, previous: str | None = None, *,
@@ -119,7 +124,42 @@ class HistoryKeys:
         return self.current is not None
 
     def by_kid(self) -> dict[str, str]:
-        return {key_id(k): k for k in (self.previous, self.current) if k is not None}
+        out = {key_id(k): k for k, _ in self.scoped}
+        out.update({key_id(k): k for k in (self.previous, self.current) if k is not None})
+        return out
+
+    def scope(self, kid: str | None) -> tuple[str, ...] | None:
+        """The room prefixes of a scoped key's ``kid``; ``None`` for the unscoped keys."""
+        if kid is None or kid in {key_id(k) for k in (self.previous, self.current) if k is not None}:
+            return None
+        for k, prefixes in self.scoped:
+            if key_id(k) == kid:
+                return prefixes
+        return None
+
+    def with_scoped(self, text: str | None, *, name: str = "SIO_HISTORY_TOKEN_SCOPED_KEYS") -> HistoryKeys:
+        """These keys plus site keys from ``text``: JSON ``[{"key": "...", "rooms": ["chat:factory1"]}]``.
+
+        Raises :class:`KeyConfigError` (naming ``name``, never a key) for a document that cannot be used.
+        """
+        if not (text or "").strip():
+            return self
+        try:
+            doc = json.loads(str(text))
+        except ValueError:
+            raise KeyConfigError(f"{name} is not valid JSON") from None
+        scoped: list[tuple[str, tuple[str, ...]]] = []
+        for i, item in enumerate(doc if isinstance(doc, list) else [None]):
+            key = item.get("key") if isinstance(item, dict) else None
+            rooms = item.get("rooms") if isinstance(item, dict) else None
+            if (not isinstance(key, str) or not isinstance(rooms, list) or not rooms
+                    or not all(isinstance(r, str) and r for r in rooms)):
+                raise KeyConfigError(f'{name} entry #{i}: want {{"key": "<secret>", "rooms": ["<prefix>", ...]}}')
+            if len(key.strip()) < MIN_KEY_CHARS:
+                raise KeyConfigError(f"{name} entry #{i}: the key is {len(key.strip())} characters long; "
+                                     f"use at least {MIN_KEY_CHARS}")
+            scoped.append((key.strip(), tuple(rooms)))
+        return HistoryKeys(self.current, self.previous, (*self.scoped, *scoped))
 
 
 def _b64(data: bytes) -> str:
@@ -259,4 +299,5 @@ def verify(token: str | None, keys: HistoryKeys | Sequence[str], *, now: float |
         return value if isinstance(value, str) else None
 
     return HistoryClaims(ns=ns, room=room, exp=exp, iat=iat, sub=opt("sub"), sid=opt("sid"), iss=opt("iss"),
-                         kid=kid if isinstance(kid, str) else None, since=float(since))
+                         kid=kid if isinstance(kid, str) else None, since=float(since),
+                         scope=keys.scope(kid) if isinstance(keys, HistoryKeys) else None)

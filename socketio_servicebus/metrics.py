@@ -8,6 +8,7 @@ a plain ``int`` or ``float`` so any exporter can take it as is.  Counters only g
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from dataclasses import dataclass, field, fields
 
 __all__ = ["ManagerMetrics", "BATCH_SIZE_BUCKETS"]
@@ -73,6 +74,15 @@ class ManagerMetrics:
     requests_timed_out: int = 0
     #: requests from other nodes answered "busy" (over max_concurrent_requests)
     requests_refused: int = 0
+    # trust zones (socketio_servicebus.zones)
+    #: envelopes refused by reason: unsigned, bad signature, outside the zone's policy, ...;
+    #: exported as ``forged_dropped{reason=...}``
+    forged_dropped: Counter[str] = field(default_factory=Counter)
+    #: hellos not answered (rate limit per origin node and zone)
+    hello_limited: int = 0
+    #: a site's out-of-zone emits / socket operations that would have touched no socket here (a
+    #: no-op anyway: python-socketio broadcasts ``to=sid`` emits and disconnects); not forgeries
+    zone_untouched_dropped: int = 0
     # gauges
     nodes: int = 1
     lag_seconds_last: float = 0.0
@@ -97,11 +107,14 @@ class ManagerMetrics:
         self.lag_seconds_count += 1
 
     def snapshot(self) -> dict[str, float | int]:
-        """A flat copy: counters, gauges, ``batch_size_le_<n>`` cumulative buckets and averages."""
+        """A flat copy: counters, gauges, ``batch_size_le_<n>`` cumulative buckets, averages and
+        ``forged_dropped{reason=<reason>}`` per reason."""
         out: dict[str, float | int] = {}
         for f in fields(self):
-            if f.name != "batch_size_buckets":
+            if f.name not in ("batch_size_buckets", "forged_dropped"):
                 out[f.name] = getattr(self, f.name)
+        for reason, count in sorted(self.forged_dropped.items()):
+            out[f"forged_dropped{{reason={reason}}}"] = count
         running = 0
         for bound, count in zip((*BATCH_SIZE_BUCKETS, "inf"), self.batch_size_buckets, strict=True):
             running += count

@@ -53,6 +53,10 @@ RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = (
     ((f"{LIB}.servicebus",), (f"{LIB}.manager", f"{LIB}.history_token"), "servicebus/ is below manager/"),
     ((f"{LIB}.manager",), (f"{LIB}.history_token",),
      "manager/ stands on servicebus/, wire/ and the bottom layer"),
+    ((f"{LIB}.zones",), (f"{LIB}.servicebus", f"{LIB}.manager", f"{LIB}.history_token"),
+     "zones/ (trust zones) is pure: it stands on wire/ and the bottom layer"),
+    ((f"{LIB}.wire", f"{LIB}.servicebus"), (f"{LIB}.zones",),
+     "the transport signs through a hook the manager sets: wire/ and servicebus/ know no zones"),
     # the runnable parts stand on the library's public modules, and not on one another
     (("relay_node",), ("servicebus_emulator", "shared", "function_runner", "local_stack", "function_app"),
      "the relay node stands on the library alone"),

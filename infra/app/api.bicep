@@ -67,6 +67,13 @@ param historyTokenKey string
 @description('Previous history token key, accepted during a rotation (SIO_HISTORY_TOKEN_KEY_PREVIOUS); empty leaves the setting out.')
 param historyTokenKeyPrevious string = ''
 
+@secure()
+@description('Cloud trust zone key (SIO_ZONE_KEY of zone "cloud"): the app verifies, polices and signs bus messages with it; empty = zones off.')
+param cloudZoneKey string = ''
+
+@description('Zone document (SIO_ZONES): public keys and policy of the on-premise sites.')
+param zonesDocument string = ''
+
 @description('Origins allowed by CORS (the relay pages that call GET /api/history); empty = no CORS rule.')
 param corsAllowedOrigins string[] = []
 
@@ -125,6 +132,15 @@ var historySettings = union(
   empty(historyTokenKeyPrevious) ? {} : { '${names.historyTokenKeyPrevious}': historyTokenKeyPrevious }
 )
 
+// Trust zones (socketio_servicebus.zones): the Function App is in the cloud zone and holds its key.
+var zoneSettings = empty(cloudZoneKey) ? {} : union(
+  {
+    SIO_ZONE: 'cloud'
+    SIO_ZONE_KEY: cloudZoneKey
+  },
+  empty(zonesDocument) ? {} : { SIO_ZONES: zonesDocument }
+)
+
 // One connection per region: ServiceBusConnection_<region>__fullyQualifiedNamespace / __credential / __clientId.
 var regionSettings = reduce(items(regionMap), {}, (acc, region) => union(acc, {
   '${replace(topology.regionConnectionTemplate, '{region}', region.key)}__fullyQualifiedNamespace': region.value.fullyQualifiedNamespace
@@ -148,7 +164,7 @@ module functionApp '../core/host/functions-flex.bicep' = {
     runtimeVersion: '3.11'
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
-    appSettings: union(coreSettings, hookSettings, regionSettings, historySettings)
+    appSettings: union(coreSettings, hookSettings, regionSettings, zoneSettings, historySettings)
     corsAllowedOrigins: corsAllowedOrigins
   }
 }

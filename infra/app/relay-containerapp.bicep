@@ -60,6 +60,13 @@ param maxReplicas int = 3
 @description('History token key (SIO_HISTORY_TOKEN_KEY), shared with the Function App: the node signs history tokens for its sockets.')
 param historyTokenKey string
 
+@secure()
+@description('Cloud trust zone key (SIO_ZONE_KEY), shared with the Function App: the node signs what it sends; empty = zones off.')
+param cloudZoneKey string = ''
+
+@description('Zone document (SIO_ZONES): public keys and policy of the on-premise sites.')
+param zonesDocument string = ''
+
 @description('Public URL of the Function App history API the demo page calls (RELAY_HISTORY_URL).')
 param historyUrl string = ''
 
@@ -206,6 +213,23 @@ var baseEnv = [
   }
 ]
 
+// trust zones: the cloud zone's key as a Container Apps secret, the (public) zone document as a value
+var zoneEnv = empty(cloudZoneKey) ? [] : concat([
+  {
+    name: 'SIO_ZONE'
+    value: 'cloud'
+  }
+  {
+    name: 'SIO_ZONE_KEY'
+    secretRef: 'cloud-zone-key'
+  }
+], empty(zonesDocument) ? [] : [
+  {
+    name: 'SIO_ZONES'
+    value: zonesDocument
+  }
+])
+
 // client auth (none with allowAnonymousClients=true)
 var authEnv = concat(
   jwtKeyGiven ? [{ name: 'RELAY_AUTH_JWT_KEY', secretRef: 'auth-jwt-key' }] : [],
@@ -258,7 +282,12 @@ resource relay 'Microsoft.App/containerApps@2024-03-01' = {
           name: 'history-token-key'
           value: historyTokenKey
         }
-      ], jwtKeyGiven ? [{ name: 'auth-jwt-key', value: authJwtKey }] : [])
+      ], jwtKeyGiven ? [{ name: 'auth-jwt-key', value: authJwtKey }] : [], empty(cloudZoneKey) ? [] : [
+        {
+          name: 'cloud-zone-key'
+          value: cloudZoneKey
+        }
+      ])
     }
     template: {
       containers: [
@@ -269,7 +298,7 @@ resource relay 'Microsoft.App/containerApps@2024-03-01' = {
             cpu: json(cpu)
             memory: memory
           }
-          env: concat(preProvisioned ? concat(baseEnv, preProvisionedEnv) : baseEnv, authEnv)
+          env: concat(preProvisioned ? concat(baseEnv, preProvisionedEnv) : baseEnv, authEnv, zoneEnv)
           probes: [
             {
               type: 'Liveness'

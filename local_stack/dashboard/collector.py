@@ -49,6 +49,8 @@ PUBLISHED = "socketio_servicebus_envelopes_published_total"
 CLIENTS = "relay_connected_clients"
 BUFFER_DEPTH = "socketio_servicebus_buffer_depth"
 RECONNECTS = "socketio_servicebus_reconnects_total"
+#: messages/envelopes refused by the trust zones (proof of origin or zone policy), by reason
+FORGED = "socketio_servicebus_forged_dropped_total"
 #: envelope age at delivery (receiver's clock minus the sending node's timestamp), a summary
 LAG_SUM = "socketio_servicebus_lag_seconds_sum"
 LAG_COUNT = "socketio_servicebus_lag_seconds_count"
@@ -82,7 +84,8 @@ class RegionTarget:
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text → ``{sample name: value}``, samples of one name summed over their labels.
+    """Prometheus text → ``{sample name: value}``, samples of one name summed over their labels;
+    labelled samples are also kept as ``name{label=value}``.
 
     Raises ``ValueError`` for text that is not the exposition format.
     """
@@ -90,6 +93,9 @@ def parse_metrics(text: str) -> dict[str, float]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
+            for label, value in sample.labels.items():
+                key = f"{sample.name}{{{label}={value}}}"
+                out[key] = out.get(key, 0.0) + float(sample.value)
     return out
 
 
@@ -252,6 +258,7 @@ class Collector:
             "url": node.url + "/" if node.url else None,
             "state": "down", "ready": False, "reason": None, "clients": None, "inPerSec": None,
             "outPerSec": None, "bufferDepth": None, "reconnects": None, "latencyMs": None,
+            "forged": None, "forgedReasons": {},
             "_lagSum": 0.0, "_lagCount": 0.0,
         }
         if not node.url:
@@ -290,6 +297,9 @@ class Collector:
         row["clients"] = int(values.get(CLIENTS, 0))
         row["bufferDepth"] = int(values.get(BUFFER_DEPTH, 0))
         row["reconnects"] = int(values.get(RECONNECTS, 0))
+        row["forged"] = int(values.get(FORGED, 0))
+        row["forgedReasons"] = {k[len(FORGED) + len("{reason="):-1]: int(v) for k, v in values.items()
+                                if k.startswith(FORGED + "{reason=")}
         for key, name in (("inPerSec", RECEIVED), ("outPerSec", PUBLISHED)):
             rate = self._rate(node.node_id, name, now, values.get(name, 0.0))
             row[key] = None if rate is None else round(rate, 3)

@@ -27,6 +27,7 @@ from typing import Any
 from azure.servicebus import ServiceBusMessage as SBMessage
 
 from socketio_servicebus.wire.envelope import DEFAULT_BATCH_BYTES, Envelope, EnvelopeError, Kind, pack_batches
+from socketio_servicebus.zones import BusGuard
 
 __all__ = ["EmitRequest", "EmitRequestError", "parse_emit_request", "publish_emit", "NODE_ID"]
 
@@ -149,8 +150,11 @@ def build_envelope(req: EmitRequest, *, node_id: str, region: str, traceparent: 
 
 
 async def publish_emit(sender: Any, req: EmitRequest, *, node_id: str = NODE_ID, region: str,
-                       traceparent: str | None = None, tracestate: str | None = None) -> Envelope:
+                       traceparent: str | None = None, tracestate: str | None = None,
+                       guard: BusGuard | None = None) -> Envelope:
     """Publish ``req`` through ``sender`` (an aio topic sender of ``region``'s namespace).
+
+    With trust zones on, ``guard`` signs it as the Function App's zone (the cloud zone).
 
     Raises :class:`EmitRequestError` if the emit does not fit in one Service Bus message.
     """
@@ -159,5 +163,8 @@ async def publish_emit(sender: Any, req: EmitRequest, *, node_id: str = NODE_ID,
         ((batch, body),) = pack_batches([env], max_bytes=DEFAULT_BATCH_BYTES)
     except EnvelopeError as exc:
         raise EmitRequestError(f"the emit does not fit in one Service Bus message: {exc}") from None
-    await sender.send_messages(SBMessage(body, message_id=env.id, application_properties=batch.application_properties()))
+    props = batch.application_properties()
+    if guard is not None:
+        props.update(guard.sign(batch, body))
+    await sender.send_messages(SBMessage(body, message_id=env.id, application_properties=props))
     return env

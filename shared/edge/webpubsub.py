@@ -13,6 +13,9 @@ Mapping (one Web PubSub hub per socket.io namespace):
   ``emit(event, data)``, the argument list otherwise). Binary socket.io emits are not pushed
   (Web PubSub JSON messages cannot carry them); they are logged and skipped.
 * ``skip_sid`` and ``callback`` have no Web PubSub meaning and are ignored.
+* An emit naming more rooms than ``SIO_WEBPUBSUB_MAX_ROOMS`` (default 100) is not pushed at all
+  (logged at warning, counted in :data:`refused_too_many_rooms`): one 256 KB message of room lists
+  would otherwise make tens of thousands of REST calls, each retried.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ log = logging.getLogger("socketio_servicebus.webpubsub")
 
 _HUB_BAD = re.compile(r"[^A-Za-z0-9_]")
 _GROUP_MAX = 1024
+_DEFAULT_MAX_ROOMS = 100
+#: emits refused for naming too many rooms (per process)
+refused_too_many_rooms = 0
 
 
 def hub_for_namespace(base_hub: str, ns: str) -> str:
@@ -72,7 +78,9 @@ async def push_batch(ctx: Any, batch: Batch) -> int:
     Any failure propagates: the invocation fails and Service Bus redelivers (clients may then see
     an emit twice; Web PubSub has no idempotency key).
     """
+    global refused_too_many_rooms
     sent = 0
+    max_rooms = int(getattr(ctx.settings, "webpubsub_max_rooms", _DEFAULT_MAX_ROOMS))
     for env in batch.envelopes:
         payload = payload_for(env)
         if payload is None:
@@ -81,6 +89,11 @@ async def push_batch(ctx: Any, batch: Batch) -> int:
             continue
         client = ctx.webpubsub_client(hub_for_namespace(ctx.settings.webpubsub_hub, env.ns))
         rooms = env.body.get("room")
+        if isinstance(rooms, list) and len(rooms) > max_rooms:
+            refused_too_many_rooms += 1
+            log.warning("webpubsub: envelope %s from node %s names %d rooms (max %d, SIO_WEBPUBSUB_MAX_ROOMS): "
+                        "not pushed", env.id, env.origin_node, len(rooms), max_rooms)
+            continue
         if rooms is None:
             await client.send_to_all(payload, content_type="application/json")
             sent += 1

@@ -28,6 +28,7 @@ from shared.appcontext import AppContext
 from shared.routing.plan import RoutePlan, Unroutable
 from socketio_servicebus.topology import PROP_ROUTE_DONE, PROP_TARGET_NODE, PROP_TARGET_REGION
 from socketio_servicebus.wire.envelope import Batch, EnvelopeError
+from socketio_servicebus.zones.signing import PROP_KID, PROP_SIG, PROP_ZONE, forward_body
 
 __all__ = ["ForwardFailed", "Unroutable", "route_message", "message_body", "message_properties"]
 
@@ -87,10 +88,19 @@ async def route_message(ctx: AppContext, region: str, msg: Any) -> RoutePlan:
         raise _unroutable(msg, region, exc) from None
     if not plan.hops:
         return plan
+    signer_zone: str | None = None
+    if ctx.guard is not None:
+        from shared.trust import admit
+
+        admitted = admit(ctx, "router", region, msg, body, props, batch)
+        if not admitted.whole:
+            return RoutePlan()  # forged or out of its zone's policy: never forwarded (counted, logged)
+        signer_zone = admitted.zone
 
     message_id = msg.message_id or hashlib.sha256(body).hexdigest()[:32]
     results = await asyncio.gather(
-        *(_forward(ctx, msg, batch, hop.target, hop.route_done, message_id) for hop in plan.hops),
+        *(_forward(ctx, msg, body, props, batch, hop.target, hop.route_done, message_id, signer_zone)
+          for hop in plan.hops),
         return_exceptions=True,
     )
     failed: dict[str, BaseException] = {}
@@ -127,13 +137,26 @@ def _unroutable(msg: Any, region: str, exc: Unroutable) -> Unroutable:
 
 
 async def _forward(
-    ctx: AppContext, msg: Any, batch: Batch, target: str, route_done: bool, message_id: str
+    ctx: AppContext, msg: Any, body: bytes, props: dict[str, Any], batch: Batch, target: str, route_done: bool,
+    message_id: str, signer_zone: str | None = None
 ) -> None:
     with telemetry.forward_span(ctx.settings.topic, target, batch.forwarded(target)) as fwd:
+        app_props = fwd.application_properties(route_done=route_done)
+        out_body = fwd.encode()
+        if ctx.guard is not None and signer_zone == ctx.guard.local.name:
+            # signed by the router's own (cloud) zone: re-signed after the check, with the trace
+            # context of this forward in its envelopes
+            app_props.update(ctx.guard.sign(fwd, out_body))
+        elif ctx.guard is not None:
+            # another zone's (a site's) signature is kept: the signed envelopes go on byte for byte,
+            # only the routing prefix (hops, visited) changes, so the site stays attributable in
+            # every region (and its envelopes keep the sending node's trace context)
+            out_body = forward_body(body, batch.hops, batch.visited, fwd.hops, fwd.visited) or out_body
+            app_props.update({k: props[k] for k in (PROP_ZONE, PROP_KID, PROP_SIG) if k in props})
         out = SBMessage(
-            fwd.encode(),
+            out_body,
             message_id=message_id,
-            application_properties=fwd.application_properties(route_done=route_done),
+            application_properties=app_props,
             content_type=getattr(msg, "content_type", None),
             correlation_id=getattr(msg, "correlation_id", None),
             subject=getattr(msg, "subject", None) or getattr(msg, "label", None),

@@ -66,12 +66,14 @@ from socketio_servicebus.manager.readiness import ReadinessState, connected, rea
 from socketio_servicebus.manager.requests import PendingRequest
 from socketio_servicebus.manager.results import ClusterResult
 from socketio_servicebus.manager.supervisor import Supervisor
+from socketio_servicebus.manager.trust import Trust
 from socketio_servicebus.metrics import ManagerMetrics
 from socketio_servicebus.servicebus.subscription import node_subscription_spec
 from socketio_servicebus.servicebus.transport import RECEIVE_WAIT, Burst, SenderState, Transport, message_body
 from socketio_servicebus.tracing import MessagingSpans, Tracing
 from socketio_servicebus.wire.dispatch import Dispatcher, Route
 from socketio_servicebus.wire.envelope import MAX_BATCH_BYTES, Batch, Envelope, Kind
+from socketio_servicebus.zones import ZoneSet
 
 __all__ = ["ManagerClosed", "ServiceBusManager", "ServerEventHandler"]
 
@@ -160,7 +162,9 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
     ``logger`` (default ``socketio.servicebus``), ``json`` (python-socketio's packet encoding;
     the wire always uses :mod:`socketio_servicebus.wire.codec`), ``tracing`` (``True``: OpenTelemetry
     spans once an SDK is configured, ``False``: none from this manager, or a
-    :class:`~socketio_servicebus.tracing.Tracing`; ``docs/observability.md``). The flat keywords of 0.x
+    :class:`~socketio_servicebus.tracing.Tracing`; ``docs/observability.md``), ``zones`` (trust zones,
+    a :class:`~socketio_servicebus.zones.ZoneSet` with this node's zone key: every message sent is
+    signed, every message received verified and policed; ``manager/trust.py``). The flat keywords of 0.x
     (``connection_string=``, ``heartbeat_interval=``, ...) still work for one release, with a
     :class:`DeprecationWarning`.
 
@@ -184,6 +188,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         logger: logging.Logger | None = None,
         json: Any = None,
         tracing: bool | Tracing = True,
+        zones: ZoneSet | None = None,
         **legacy: Any,
     ) -> None:
         conn, self.batching, cl, self.limits = from_legacy(connection, batching, cluster, limits, legacy)
@@ -203,6 +208,11 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         #: OpenTelemetry spans (emit, send, receive, deliver); nothing until an SDK is configured
         self._spans = MessagingSpans(tracing if isinstance(tracing, Tracing) else Tracing(enabled=tracing),
                                      topic=self.topic, subscription=self.subscription_name)
+        #: trust zones: sign on send, verify/police/bound on receive (``zones=None``: bounds only)
+        self.zones = zones
+        self._trust = Trust(zones, self.metrics, max_nodes=self.limits.max_nodes,
+                            heartbeat_interval=cl.heartbeat_interval, logger=self._log)
+        self._transport.signer = self._trust.signer
         #: what the outbox sends with (a seam: instrumentation may wrap it before start())
         self._send: SendFn = self._traced_send
         self._outbox: Outbox | None = None
@@ -473,9 +483,14 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self.metrics.messages_received += 1
         transport, dispatcher = self._transport, self._dispatcher
         try:
-            batch = dispatcher.decode(message_body(msg))
+            body = message_body(msg)
+            batch = dispatcher.decode(body)
         except EnvelopeError as exc:
             transport.poison(msg, exc)
+            return
+        checked = self._trust.message(msg, body, batch)
+        if checked is None:  # no proof of origin: dropped, counted (forged_dropped), logged
+            transport.settle(msg, "complete")
             return
         try:
             routed = dispatcher.route(batch)
@@ -488,6 +503,9 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             spans = self._spans.receive(batch, msg.message_id) if self._spans.tracing.on else _NO_SPAN
             with spans as receive_span:
                 for route, env in routed.envelopes:
+                    if not self._trust.envelope(checked, env, self._touches_local):
+                        dispatcher.handled(env)  # outside its zone's policy: dropped (counted if it mattered here)
+                        continue
                     self.metrics.envelopes_received += 1
                     self.metrics.observe_lag(now_wall - env.ts)
                     if route is Route.SOCKETIO:
@@ -497,7 +515,9 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                             with self._spans.deliver(env, receive_span, self._room_size(env)):
                                 yield env.body
                     elif route is Route.HEARTBEAT:
-                        self._on_heartbeat(env)
+                        if env.body.get("bye") or self._trust.join(
+                                checked, env, self._cluster.registry.live_ids(time.monotonic())):
+                            self._on_heartbeat(env)  # else: not signed for, or over a cap: never registered
                     elif route is Route.REQUEST:
                         self._accept_request(env)
                     else:
@@ -520,8 +540,26 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                 self._put(self._heartbeat_envelope())
 
     def _on_heartbeat(self, env: Envelope) -> None:
-        if self._cluster.on_heartbeat(env) and self._life.running:
+        if self._cluster.on_heartbeat(env) and self._life.running and self._trust.answer_hello(env):
             self._put(self._heartbeat_envelope(to=env.origin_node))  # let the newcomer know us now
+
+    def _touches_local(self, env: Envelope) -> bool:
+        """Would ``env`` act on a socket of this node? (A refused no-op is not a forgery.)"""
+        b = env.body
+        ns = b.get("namespace") or env.ns
+        if ns not in self.rooms:
+            return False
+        if env.kind in (Kind.DISCONNECT, Kind.ENTER_ROOM, Kind.LEAVE_ROOM):
+            sid = b.get("sid")
+            return bool(self.is_connected(sid, ns) or self.is_pre_connected(sid, ns))
+        rooms = b.get("room")
+        for room in rooms if isinstance(rooms, list) else [rooms]:
+            try:
+                if room in self.rooms[ns] and self.rooms[ns][room]:
+                    return True
+            except TypeError:  # an unhashable room name: python-socketio would not find it either
+                continue
+        return False
 
     def on_server_event(
         self, event: str, handler: ServerEventHandler | None = None, *, namespace: str = "/"

@@ -145,6 +145,9 @@ class Limits:
         buffer is older than half of it (backpressure), for at most as long again, then are
         dropped (``backpressure_dropped``); an envelope older than it is dropped
         (``expired_dropped``).  ``0``: no bound (queue for as long as the buffer holds).
+    :param max_nodes: other nodes kept in the registry; a heartbeat from one more node is not
+        registered (counted in ``forged_dropped{reason=registry-full}``), so ``fetch_sockets``
+        never waits for it.
     """
 
     buffer_size: int = 10_000
@@ -152,6 +155,7 @@ class Limits:
     dedupe_size: int = 50_000
     max_concurrent_requests: int = 64
     max_queue_delay: float = 2.0
+    max_nodes: int = 1000
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 4096:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ from socketio_servicebus.servicebus.subscription import (
     delete_node_subscription,
     ensure_node_subscription,
 )
-from socketio_servicebus.wire.envelope import Batch
+from socketio_servicebus.wire.envelope import AppProperties, Batch
 
 __all__ = [
     "RECEIVE_MODES",
@@ -171,6 +171,8 @@ class Transport:
         self.subscription_created = False
         #: settlements of the burst being delivered; sent between receive calls (see settle_burst)
         self.to_settle: list[tuple[Any, Any, str, str, str]] = []
+        #: trust zones: application properties proving a message's origin (``BusGuard.sign``)
+        self.signer: Callable[[Batch, bytes], Mapping[str, str]] | None = None
 
     # ------------------------------------------------------------------ health
     def _set(self, *, sender: SenderState | None = None, receiver: ReceiverState | None = None,
@@ -254,9 +256,15 @@ class Transport:
             self._set(sender=SenderState.UP)
         return result
 
+    def _properties(self, batch: Batch, body: bytes) -> AppProperties:
+        props = batch.application_properties()
+        if self.signer is not None:  # trust zones: the proof of origin (socketio_servicebus.zones)
+            props.update(self.signer(batch, body))
+        return props
+
     async def _send(self, messages: list[tuple[Batch, bytes]]) -> list[str | None] | None:
         sb = [
-            ServiceBusMessage(body, application_properties=batch.application_properties(),
+            ServiceBusMessage(body, application_properties=self._properties(batch, body),
                               message_id=batch.envelopes[0].id, content_type="application/json")
             for batch, body in messages
         ]

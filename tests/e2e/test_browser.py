@@ -29,7 +29,7 @@ async def test_message_typed_in_region_a_page_appears_on_premise_page(stack: Loc
     spec = {
         "urlA": stack.node_url("a1") + "/",
         "urlB": stack.node_url("factory1") + "/",
-        "room": f"web-{uuid.uuid4().hex[:6]}",
+        "room": f"factory1-web-{uuid.uuid4().hex[:6]}",  # a room of factory1's zone
         "text": text,
         "outDir": str(out),
         "chromium": chromium,

@@ -60,7 +60,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Local
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def clients(stack: LocalStack) -> AsyncIterator[dict[str, Any]]:
     """One client per node, all in one chat room; returns {"room", node: client}."""
-    room = f"lobby-{uuid.uuid4().hex[:8]}"
+    room = f"factory1-lobby-{uuid.uuid4().hex[:8]}"  # factory1 asks too: a room of its trust zone
     out: dict[str, Any] = {"room": room}
     try:
         for node in NODES:

@@ -27,7 +27,8 @@ async def run_mesh(spec: dict) -> dict:
 
 
 async def test_chat_and_binary_cross_every_pair_and_rooms_stay_rooms(stack: LocalStack) -> None:
-    room, other = f"e2e-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}"
+    # factory1's zone may emit only under its prefix (chat:factory1...): the shared room is there
+    room, other = f"factory1-e2e-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}"
     members = ["a1", "a2", "b1", "factory1"]
     clients = [{"name": n, "url": stack.node_url(n), "room": room} for n in members]
     clients.append({"name": "outsider", "url": stack.node_url("b1"), "room": other})

@@ -134,7 +134,7 @@ async def test_browser_client_receives_chats_from_a1_and_factory1(stack: LocalSt
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "Debian's chromium is required (apt-get install chromium)"
     assert stack.dashboard is not None
-    name = f"wps-{uuid.uuid4().hex[:6]}"
+    name = f"factory1-wps-{uuid.uuid4().hex[:6]}"  # factory1 chats here too: a room of its zone
     room, group = name, f"chat:{name}"
     page_url = page_server + "?" + urlencode({
         "negotiate": negotiate_url(stack, rooms=group, userId="browser"),
@@ -181,7 +181,7 @@ async def test_browser_client_receives_chats_from_a1_and_factory1(stack: LocalSt
 
 
 async def test_python_client_receives_chats_from_a1_and_factory1(stack: LocalStack) -> None:
-    name = f"wpspy-{uuid.uuid4().hex[:6]}"
+    name = f"factory1-wpspy-{uuid.uuid4().hex[:6]}"  # a room of factory1's zone
     room, group = name, f"chat:{name}"
 
     def provider(url: str) -> WebPubSubClientCredential:

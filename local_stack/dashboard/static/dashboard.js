@@ -37,11 +37,17 @@
         a.target = "_blank";
         link.append(a);
       }
+      const forgedCell = (row) => {
+        const td = el("td", row.forged ?? "–", "num forged");
+        const reasons = Object.entries(row.forgedReasons || {}).map(([r, c]) => `${r}: ${c}`).join(", ");
+        if (reasons) td.title = reasons;
+        return td;
+      };
       tr.append(el("td", n.id), el("td", n.region), el("td", n.onPrem ? "yes" : "no"), state,
         el("td", n.clients ?? "–", "num clients"), el("td", num(n.inPerSec), "num in"),
         el("td", num(n.outPerSec), "num out"), el("td", n.bufferDepth ?? "–", "num buffer"),
         el("td", n.reconnects ?? "–", "num reconnects"), el("td", num(n.latencyMs), "num latency"),
-        el("td", n.restarts ?? "–", "num restarts"), link);
+        el("td", n.restarts ?? "–", "num restarts"), forgedCell(n), link);
       body.append(tr);
     }
   }
