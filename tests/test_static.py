@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,25 @@ def test_no_module_has_more_than_700_lines() -> None:
         if (count := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
     }
     assert not too_long, f"modules over {MAX_MODULE_LINES} lines (split them along their seams): {too_long}"
+
+
+#: issue 23: "ServiceBusManager's class body is at most 400 lines."
+MAX_MANAGER_CLASS_LINES = 400
+MANAGER_MODULE = ROOT / "socketio_servicebus" / "manager" / "client_manager.py"
+
+
+def class_span(path: Path, name: str) -> int:
+    """Lines from ``class <name>`` to the class's last line (its decorators not counted)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            assert node.end_lineno is not None
+            return node.end_lineno - node.lineno + 1
+    raise AssertionError(f"no class {name} in {path}")
+
+
+def test_service_bus_manager_class_is_at_most_400_lines() -> None:
+    count = class_span(MANAGER_MODULE, "ServiceBusManager")
+    assert count <= MAX_MANAGER_CLASS_LINES, (
+        f"ServiceBusManager spans {count} lines (at most {MAX_MANAGER_CLASS_LINES}): move a whole responsibility "
+        "into the manager's parts (docs/architecture.md, 'Layers: who may import whom')")

@@ -9,14 +9,19 @@ done by parts that never call back into it (``docs/architecture.md``):
 * :mod:`socketio_servicebus.servicebus.transport` - the sender, the receiver, settlement and
   link health;
 * :mod:`socketio_servicebus.wire.dispatch` - decode, dedupe and route what was received (pure);
+* :mod:`socketio_servicebus.manager.inbound` - the receive pipeline: decode, verify, trace and
+  route one message, returning the steps the manager acts on;
 * :mod:`socketio_servicebus.manager.cluster` - heartbeats, the node registry, request/reply;
 * :mod:`socketio_servicebus.manager.lifecycle`, :mod:`socketio_servicebus.manager.readiness` -
   the two explicit states;
 * :mod:`socketio_servicebus.manager.supervisor` - background tasks whose end is always observed;
-* :mod:`socketio_servicebus.manager.options` - the four option groups.
+* :mod:`socketio_servicebus.manager.options` - the four option groups, built into the parts by
+  :mod:`socketio_servicebus.manager.wiring`;
+* :mod:`socketio_servicebus.manager.credits` - credit-aware batching (the ``credit-budget`` task);
+* :mod:`socketio_servicebus.manager.local_rooms` - what python-socketio holds on this node.
 
 One emit: ``_publish`` → :meth:`Outbox.put` → (outbox task) :meth:`Transport.send` → Service
-Bus. One receive: :meth:`Transport.receive` → ``_listen`` → :meth:`Dispatcher.route` →
+Bus. One receive: :meth:`Transport.receive` → ``_listen`` → :meth:`Inbound.message` →
 python-socketio (or the cluster). With tracing on, :class:`~socketio_servicebus.tracing.MessagingSpans`
 records ``emit``, ``send``, ``receive`` and ``deliver`` spans around these steps.
 
@@ -39,21 +44,20 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
-import functools
 import logging
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from socketio.async_pubsub_manager import AsyncPubSubManager  # type: ignore[import-untyped]
 
-from socketio_servicebus.errors import EnvelopeError, ManagerClosed
-from socketio_servicebus.manager.cluster import Cluster, ServerEventHandler
-from socketio_servicebus.manager.credits import UPDATE_INTERVAL as CREDIT_UPDATE_INTERVAL
-from socketio_servicebus.manager.credits import CreditGovernor
+from socketio_servicebus.errors import ManagerClosed
+from socketio_servicebus.manager import credits, wiring
+from socketio_servicebus.manager.cluster import ServerEventHandler
+from socketio_servicebus.manager.inbound import Inbound
 from socketio_servicebus.manager.lifecycle import Lifecycle, State
+from socketio_servicebus.manager.local_rooms import client_count, local_sockets
 from socketio_servicebus.manager.options import (
     BatchingOptions,
     ClusterOptions,
@@ -61,18 +65,17 @@ from socketio_servicebus.manager.options import (
     Limits,
     from_legacy,
 )
-from socketio_servicebus.manager.outbox import Outbox, SendFn, fit
-from socketio_servicebus.manager.readiness import ReadinessState, connected, readiness
+from socketio_servicebus.manager.outbox import Outbox, SendFn
+from socketio_servicebus.manager.readiness import ReadinessState, health_report, readiness
 from socketio_servicebus.manager.requests import PendingRequest
 from socketio_servicebus.manager.results import ClusterResult
 from socketio_servicebus.manager.supervisor import Supervisor
 from socketio_servicebus.manager.trust import Trust
 from socketio_servicebus.metrics import ManagerMetrics
-from socketio_servicebus.servicebus.subscription import node_subscription_spec
-from socketio_servicebus.servicebus.transport import RECEIVE_WAIT, Burst, SenderState, Transport, message_body
+from socketio_servicebus.servicebus.transport import RECEIVE_WAIT, Burst
 from socketio_servicebus.tracing import MessagingSpans, Tracing
-from socketio_servicebus.wire.dispatch import Dispatcher, Route
-from socketio_servicebus.wire.envelope import MAX_BATCH_BYTES, Batch, Envelope, Kind
+from socketio_servicebus.wire.dispatch import Route
+from socketio_servicebus.wire.envelope import Envelope, Kind
 from socketio_servicebus.zones import ZoneSet
 
 __all__ = ["ManagerClosed", "ServiceBusManager", "ServerEventHandler"]
@@ -81,9 +84,6 @@ default_logger = logging.getLogger("socketio.servicebus")
 
 #: Seconds close() waits for the outbound buffer to drain.
 _CLOSE_FLUSH_TIMEOUT = 5.0
-#: ServiceBusClient options unless ``client_options`` says otherwise: one quick SDK retry, then
-#: the manager's own backoff (which keeps health() truthful meanwhile).
-_CLIENT_DEFAULTS: dict[str, Any] = {"retry_total": 1, "retry_backoff_factor": 0.5, "retry_backoff_max": 2}
 
 _PERSIST: contextvars.ContextVar[bool] = contextvars.ContextVar("sio_persist", default=False)
 _NO_SPAN = contextlib.nullcontext(None)
@@ -91,44 +91,6 @@ _NO_SPAN = contextlib.nullcontext(None)
 
 def _default_node_id() -> str:
     return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-
-
-def _body_limit(limits: Limits) -> int:
-    """Body bytes per message: headroom for AMQP header, properties and application properties."""
-    return limits.max_message_bytes - min(8192, limits.max_message_bytes // 8)
-
-
-def _parts(node_id: str, region: str, conn: ConnectionOptions, batching: BatchingOptions, cl: ClusterOptions,
-           limits: Limits, metrics: ManagerMetrics, log: logging.Logger) -> tuple[Transport, Cluster, Dispatcher]:
-    """The manager's transport, cluster and dispatcher, built from its options."""
-    spec = node_subscription_spec(topic=conn.topic, node_id=node_id, ttl=cl.subscription_ttl,
-                                  auto_delete_on_idle=cl.auto_delete_on_idle)
-    transport = Transport(
-        conn={"connection_string": conn.connection_string,
-              "fully_qualified_namespace": conn.fully_qualified_namespace, "credential": conn.credential},
-        client_options={**_CLIENT_DEFAULTS, **conn.client_options}, admin_options=conn.admin_options,
-        topic=conn.topic, subscription_name=conn.subscription or spec.name, spec=spec,
-        owns_subscription=conn.subscription is None, receive_mode=conn.receive_mode,
-        prefetch_count=batching.prefetch_count, backoff_initial=conn.backoff_initial,
-        backoff_max=conn.backoff_max, metrics=metrics, logger=log)
-    cluster = Cluster(
-        node_id=node_id, region=region, heartbeat_interval=cl.heartbeat_interval,
-        node_timeout=cl.node_timeout, request_timeout=cl.request_timeout,
-        max_concurrent_requests=limits.max_concurrent_requests,
-        check=functools.partial(fit, body_limit=_body_limit(limits)), metrics=metrics, logger=log)
-    dispatcher = Dispatcher(node_id, dedupe_size=limits.dedupe_size,
-                            max_bytes=max(MAX_BATCH_BYTES, limits.max_message_bytes))
-    return transport, cluster, dispatcher
-
-
-def _local_sockets(mgr: AsyncPubSubManager, node_id: str, namespace: str, room: Any) -> list[dict[str, Any]]:
-    """This node's sockets of ``namespace`` (in ``room``), as a fetch_sockets reply lists them."""
-    if namespace not in mgr.rooms:
-        return []
-    return [
-        {"sid": sid, "namespace": namespace, "rooms": mgr.get_rooms(sid, namespace), "node": node_id}
-        for sid, _ in mgr.get_participants(namespace, room)
-    ]
 
 
 async def _stop_listener(sup: Supervisor, log: logging.Logger) -> None:
@@ -202,8 +164,8 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self.topic = conn.topic
         self.receive_mode = conn.receive_mode
         self.metrics = ManagerMetrics()
-        self._transport, self._cluster, self._dispatcher = _parts(self.node_id, region, conn, self.batching, cl,
-                                                                  self.limits, self.metrics, self._log)
+        self._transport, self._cluster, self._dispatcher = wiring.parts(self.node_id, region, conn, self.batching,
+                                                                        cl, self.limits, self.metrics, self._log)
         self.subscription_name: str = self._transport.subscription_name
         #: OpenTelemetry spans (emit, send, receive, deliver); nothing until an SDK is configured
         self._spans = MessagingSpans(tracing if isinstance(tracing, Tracing) else Tracing(enabled=tracing),
@@ -213,8 +175,11 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self._trust = Trust(zones, self.metrics, max_nodes=self.limits.max_nodes,
                             heartbeat_interval=cl.heartbeat_interval, logger=self._log)
         self._transport.signer = self._trust.signer
+        self._inbound = Inbound(transport=self._transport, dispatcher=self._dispatcher, trust=self._trust,
+                                cluster=self._cluster, spans=self._spans, rooms=self, metrics=self.metrics,
+                                logger=self._log)
         #: what the outbox sends with (a seam: instrumentation may wrap it before start())
-        self._send: SendFn = self._traced_send
+        self._send: SendFn = wiring.traced_send(self._spans, self._transport)
         self._outbox: Outbox | None = None
         self._life = Lifecycle()
         self._supervisor: Supervisor | None = None
@@ -250,15 +215,13 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             return False
         self._ensure_started()
         changed = self._transport.changed
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 while not self._life.stopping:
                     changed.clear()
                     if self.readiness().ready:
                         return True
                     await changed.wait()
-        except TimeoutError:
-            pass
         return False
 
     def _ensure_started(self) -> None:
@@ -273,23 +236,16 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
                 "attach the manager to a server first: socketio.AsyncServer(client_manager=manager)"
             )
         self._transport.open()
-        conn = self.connection
-        self._supervisor = sup = Supervisor(
-            prefix=f"sbmanager-{self.node_id}", logger=self._log, metrics=self.metrics,
-            on_change=self._transport.changed.set, backoff_initial=conn.backoff_initial,
-            backoff_max=conn.backoff_max,
-        )
-        self._outbox = outbox = Outbox(
-            self._send, body_limit=_body_limit(self.limits), max_items=self.limits.buffer_size, metrics=self.metrics,
-            logger=self._log, backoff_initial=conn.backoff_initial, backoff_max=conn.backoff_max,
-            linger=self.batching.send_interval, max_delay=self.limits.max_queue_delay,
-        )
+        self._supervisor, self._outbox = sup, outbox = wiring.running(
+            self.node_id, self.connection, self.batching, self.limits, self._send, self._transport.changed.set,
+            self.metrics, self._log)
         self._life.to(State.RUNNING)
         self.metrics.nodes = self._cluster.server_count()
         sup.spawn("outbox", outbox.run, restart=True)
         sup.spawn("warm-sender", self._transport.warm_sender, restart=False)
         if self.batching.credit_budget is not None:
-            sup.spawn("credit-budget", self._credit_loop, restart=True)
+            sup.spawn("credit-budget", lambda: credits.steer(self.batching, self.cluster_options, outbox,
+                                                             self._cluster, self.metrics), restart=True)
         if not self.write_only:
             self.thread = sup.spawn("listener", self._thread, restart=True)
             sup.spawn("heartbeat", self._heartbeat_loop, restart=True)
@@ -322,11 +278,8 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             await _stop_listener(sup, self._log)
             await self._transport.settle_rest()  # one settler at a time on the link: after the listener
             self._put(self._heartbeat_envelope(bye=True))  # a heartbeat always fits
-        if not await outbox.flush(_CLOSE_FLUSH_TIMEOUT):
-            lost = len(outbox)
-            self.metrics.close_dropped += lost
-            self._log.warning("servicebus manager %s closing with %d unsent envelope(s) lost",
-                              self.node_id, lost)
+        if lost := await outbox.drain(_CLOSE_FLUSH_TIMEOUT):  # counted in close_dropped
+            self._log.warning("servicebus manager %s closing with %d unsent envelope(s) lost", self.node_id, lost)
         left = await sup.cancel(None, 5.0)
         if left:
             self._log.warning("close: tasks still running: %s", left)
@@ -334,21 +287,6 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         self._life.to(State.CLOSED)
 
     shutdown = close
-
-    async def _credit_loop(self) -> None:
-        """Credit-aware batching (``BatchingOptions.credit_budget``): keep the outbox's least
-        window at what the fleet's estimated spend asks for (:mod:`.credits`)."""
-        assert self.batching.credit_budget is not None and self._outbox is not None
-        cl = self.cluster_options
-        governor = CreditGovernor(self.batching.credit_budget, extra_subscriptions=self.batching.extra_subscriptions,
-                                  cap=self.batching.send_interval, heartbeat_interval=cl.heartbeat_interval,
-                                  subscription_check_interval=cl.subscription_check_interval)
-        outbox = self._outbox
-        while True:
-            window = governor.update(time.monotonic(), outbox.queued_total, self._cluster.server_count())
-            outbox.linger.floor = window
-            self.metrics.credit_window_seconds_last = window
-            await asyncio.sleep(CREDIT_UPDATE_INTERVAL)
 
     # ================================================================== status
     def readiness(self) -> ReadinessState:
@@ -360,37 +298,16 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         """``ready`` and, when not ready, ``reason``: the first of closing/closed, a background
         task that died (``failed_tasks``: name -> error; it is restarted), not connected, no
         subscription."""
-        link = self._transport.link
-        ready = self.readiness()
-        return {
-            "state": self._life.state.value,
-            "readiness": ready.state.value,
-            "connected": connected(link, self.write_only),
-            "subscription_ready": link.subscription_ready,
-            "last_error": link.error,
-            "failed_tasks": dict(self._supervisor.failures) if self._supervisor is not None else {},
-            "ready": ready.ready,
-            "reason": ready.reason,
-            "buffered": len(self._outbox) if self._outbox is not None else 0,
-            "throttled": link.sender is SenderState.THROTTLED,
-        }
+        return health_report(self._life.state, self._supervisor.failures if self._supervisor is not None else {},
+                             self._transport.link, write_only=self.write_only,
+                             buffered=len(self._outbox) if self._outbox is not None else 0)
 
     def nodes(self) -> list[dict[str, Any]]:
         """Live nodes from heartbeats, this one first."""
-        return self._cluster.nodes(self._client_count())
+        return self._cluster.nodes(client_count(self))
 
     def server_count(self) -> int:
         return self._cluster.server_count()
-
-    def _room_size(self, env: Envelope) -> int | None:
-        """This node's clients in the envelope's room (for the deliver span), when it names one."""
-        room = env.body.get("room")
-        if not isinstance(room, str):
-            return None
-        return len(self.rooms.get(env.ns, {}).get(room) or ())
-
-    def _client_count(self) -> int:
-        return sum(len(ns.get(None, ())) for ns in self.rooms.values())
 
     # ================================================================== sending
     def _put(self, env: Envelope) -> None:
@@ -414,12 +331,10 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         if not kwargs.get("ignore_queue"):
             self._life.check_open("emit")  # before the local delivery: all or nothing
         token = _PERSIST.set(bool(persist))
+        span = (self._spans.emit({"method": "emit", "event": event, "room": to or room}, namespace or "/")
+                if self._spans.tracing.on else _NO_SPAN)  # off: not even the span's attributes are built
         try:
-            if self._spans.tracing.on:
-                with self._spans.emit({"method": "emit", "event": event, "room": to or room}, namespace or "/"):
-                    await super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
-                                       callback=callback, to=to, **kwargs)
-            else:
+            with span:
                 await super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
                                    callback=callback, to=to, **kwargs)
         finally:
@@ -446,13 +361,6 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
             env = dataclasses.replace(env, traceparent=trace[0], tracestate=trace[1])
         self._put(env)
 
-    async def _traced_send(self, messages: list[tuple[Batch, bytes]]) -> list[str | None] | None:
-        """The transport's send, in a ``send <topic>`` span linking the emits it carries."""
-        if not self._spans.tracing.on:
-            return await self._transport.send(messages)
-        with self._spans.send([batch for batch, _ in messages]):
-            return await self._transport.send(messages)
-
     async def flush(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - public API
         """Wait until every envelope queued so far has been sent; ``False`` on timeout."""
         if self._outbox is None:
@@ -468,69 +376,30 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         burst of its last receive call is delivered and settled.
         """
         async for item in self._transport.receive():
-            if isinstance(item, Burst):
-                for msg in item.messages:
-                    async for data in self._process(msg):
-                        yield data
-            else:  # the receiver (re)opened: retry waiting sends now, announce this node
+            if not isinstance(item, Burst):  # the receiver (re)opened: retry waiting sends now, announce this node
                 if self._outbox is not None:
                     self._outbox.retry_now()
                 self._put(self._heartbeat_envelope(hello=True))
-        raise asyncio.CancelledError
-
-    async def _process(self, msg: Any) -> AsyncIterator[dict[str, Any]]:
-        """Deliver one message's envelopes and queue its settlement."""
-        self.metrics.messages_received += 1
-        transport, dispatcher = self._transport, self._dispatcher
-        try:
-            body = message_body(msg)
-            batch = dispatcher.decode(body)
-        except EnvelopeError as exc:
-            transport.poison(msg, exc)
-            return
-        checked = self._trust.message(msg, body, batch)
-        if checked is None:  # no proof of origin: dropped, counted (forged_dropped), logged
-            transport.settle(msg, "complete")
-            return
-        try:
-            routed = dispatcher.route(batch)
-            self.metrics.duplicates_dropped += routed.duplicates
-            self.metrics.misaddressed_dropped += len(routed.misaddressed)
-            for env in routed.misaddressed:  # the subscription rule should have kept them away
-                self._log.debug("servicebus: envelope %s (from %s, to %s) is not for this node",
-                                env.id, env.origin_node, env.target_node)
-            now_wall = time.time()
-            spans = self._spans.receive(batch, msg.message_id) if self._spans.tracing.on else _NO_SPAN
-            with spans as receive_span:
-                for route, env in routed.envelopes:
-                    if not self._trust.envelope(checked, env, self._touches_local):
-                        dispatcher.handled(env)  # outside its zone's policy: dropped (counted if it mattered here)
-                        continue
-                    self.metrics.envelopes_received += 1
-                    self.metrics.observe_lag(now_wall - env.ts)
+                continue
+            for msg in item.messages:
+                steps = self._inbound.message(msg)  # settles msg once its steps are done
+                for route, env in steps:
                     if route is Route.SOCKETIO:
-                        if receive_span is None:
-                            yield env.body
+                        yield env.body  # python-socketio handles it before the next step
+                        continue
+                    try:
+                        if route is Route.HEARTBEAT:
+                            self._on_heartbeat(env)
                         else:
-                            with self._spans.deliver(env, receive_span, self._room_size(env)):
-                                yield env.body
-                    elif route is Route.HEARTBEAT:
-                        if env.body.get("bye") or self._trust.join(
-                                checked, env, self._cluster.registry.live_ids(time.monotonic())):
-                            self._on_heartbeat(env)  # else: not signed for, or over a cap: never registered
-                    elif route is Route.REQUEST:
-                        self._accept_request(env)
-                    else:
-                        self._cluster.on_response(env)
-                    dispatcher.handled(env)
-        except Exception:  # noqa: BLE001 - logged with traceback and counted; abandoned with peek_lock
-            transport.failed(msg)
-            return
-        transport.settle(msg, "complete")
+                            self._accept_request(env)
+                    except Exception as exc:  # noqa: BLE001 - handed back: the pipeline counts, logs, abandons
+                        Inbound.failed(steps, exc)
+                        break
+        raise asyncio.CancelledError
 
     # ================================================================== cluster
     def _heartbeat_envelope(self, *, hello: bool = False, bye: bool = False, to: str | None = None) -> Envelope:
-        return self._cluster.heartbeat(self._client_count(), hello=hello, bye=bye, to=to)
+        return self._cluster.heartbeat(client_count(self), hello=hello, bye=bye, to=to)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -543,24 +412,6 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         if self._cluster.on_heartbeat(env) and self._life.running and self._trust.answer_hello(env):
             self._put(self._heartbeat_envelope(to=env.origin_node))  # let the newcomer know us now
 
-    def _touches_local(self, env: Envelope) -> bool:
-        """Would ``env`` act on a socket of this node? (A refused no-op is not a forgery.)"""
-        b = env.body
-        ns = b.get("namespace") or env.ns
-        if ns not in self.rooms:
-            return False
-        if env.kind in (Kind.DISCONNECT, Kind.ENTER_ROOM, Kind.LEAVE_ROOM):
-            sid = b.get("sid")
-            return bool(self.is_connected(sid, ns) or self.is_pre_connected(sid, ns))
-        rooms = b.get("room")
-        for room in rooms if isinstance(rooms, list) else [rooms]:
-            try:
-                if room in self.rooms[ns] and self.rooms[ns][room]:
-                    return True
-            except TypeError:  # an unhashable room name: python-socketio would not find it either
-                continue
-        return False
-
     def on_server_event(
         self, event: str, handler: ServerEventHandler | None = None, *, namespace: str = "/"
     ) -> Any:
@@ -569,11 +420,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         Its return value (or awaited result) is this node's ack; it must be JSON-serialisable
         (bytes allowed).  Usable as a decorator: ``@mgr.on_server_event("reload")``.
         """
-        def register(fn: ServerEventHandler) -> ServerEventHandler:
-            self._cluster.handlers[(namespace, event)] = fn
-            return fn
-
-        return register(handler) if handler is not None else register
+        return self._cluster.register(namespace, event, handler)
 
     def _require_listener(self, what: str) -> None:
         if self.write_only:
@@ -600,7 +447,7 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         :class:`~socketio_servicebus.errors.IncompleteResult` instead (the partial result attached).
         """
         self._require_listener("fetch_sockets")
-        out = _local_sockets(self, self.node_id, namespace, room)
+        out = local_sockets(self, self.node_id, namespace, room)
         req = await self._request("fetch_sockets", namespace, {"room": room}, timeout)
         return self._cluster.sockets_result(out, req, raise_on_missing)
 
@@ -637,7 +484,5 @@ class ServiceBusManager(AsyncPubSubManager):  # type: ignore[misc]
         task.add_done_callback(self._cluster.served)
 
     async def _serve_request(self, env: Envelope) -> None:
-        fetch = env.body.get("op") == "fetch_sockets"
-        sockets = _local_sockets(self, self.node_id, env.ns, env.body.get("room")) if fetch else []
-        for reply in await self._cluster.serve(env, sockets):
+        for reply in await self._cluster.answer(env, self):
             self._put(reply)

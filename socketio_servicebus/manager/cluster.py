@@ -28,7 +28,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from socketio.base_manager import BaseManager  # type: ignore[import-untyped]
+
 from socketio_servicebus.errors import EnvelopeError, EnvelopeTooLarge, IncompleteResult
+from socketio_servicebus.manager.local_rooms import local_sockets
 from socketio_servicebus.manager.registry import NodeRegistry
 from socketio_servicebus.manager.requests import PendingRequest, Reply, RequestTracker
 from socketio_servicebus.manager.results import ClusterResult
@@ -211,6 +214,20 @@ class Cluster:
             return []
         return [self.envelope(Kind.RESPONSE, {"rid": rid, "ok": False, "data": None, "error": "busy"},
                               env.ns, env.origin_node, target_region=env.origin_region)]
+
+    def register(self, namespace: str, event: str, handler: ServerEventHandler | None) -> Any:
+        """Register ``handler`` for ``server_side_emit(event)`` in ``namespace``; without a handler,
+        a decorator that registers the function it decorates."""
+        def register(fn: ServerEventHandler) -> ServerEventHandler:
+            self.handlers[(namespace, event)] = fn
+            return fn
+
+        return register(handler) if handler is not None else register
+
+    async def answer(self, env: Envelope, rooms: BaseManager) -> list[Envelope]:
+        """:meth:`serve` ``env``, with this node's sockets from python-socketio's ``rooms`` for fetch_sockets."""
+        fetch = env.body.get("op") == "fetch_sockets"
+        return await self.serve(env, local_sockets(rooms, self.node_id, env.ns, env.body.get("room")) if fetch else [])
 
     def served(self, _: object = None) -> None:
         self.requests_active -= 1

@@ -9,16 +9,22 @@ the same model the sizing command prints: every node is assumed to emit like thi
 message costs a send, one filter evaluation per subscription (the nodes' and
 ``extra_subscriptions``) and one receive per other node and extra subscription; heartbeats and
 subscription checks come off the budget first. The outbox's linger takes it as its floor,
-capped at ``send_interval``.
+capped at ``send_interval``. :func:`steer` is that loop (the manager's ``credit-budget`` task).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 
+from socketio_servicebus.manager.cluster import Cluster
+from socketio_servicebus.manager.options import BatchingOptions, ClusterOptions
+from socketio_servicebus.manager.outbox import Outbox
+from socketio_servicebus.metrics import ManagerMetrics
 from socketio_servicebus.sizing import Fleet, fixed_credits_per_second, window_for_budget
 
-__all__ = ["UPDATE_INTERVAL", "CreditGovernor"]
+__all__ = ["UPDATE_INTERVAL", "CreditGovernor", "steer"]
 
 #: seconds between updates of the window
 UPDATE_INTERVAL = 0.5
@@ -64,3 +70,18 @@ class CreditGovernor:
                                    receivers=n - 1 + self.extra, budget=self.budget,
                                    fixed=sum(fixed_credits_per_second(fleet).values()))
         return min(window, self.cap)
+
+
+async def steer(batching: BatchingOptions, cl: ClusterOptions, outbox: Outbox, cluster: Cluster,
+                metrics: ManagerMetrics) -> None:
+    """Credit-aware batching (``BatchingOptions.credit_budget``): keep the outbox's least
+    window at what the fleet's estimated spend asks for, every :data:`UPDATE_INTERVAL` seconds."""
+    assert batching.credit_budget is not None
+    governor = CreditGovernor(batching.credit_budget, extra_subscriptions=batching.extra_subscriptions,
+                              cap=batching.send_interval, heartbeat_interval=cl.heartbeat_interval,
+                              subscription_check_interval=cl.subscription_check_interval)
+    while True:
+        window = governor.update(time.monotonic(), outbox.queued_total, cluster.server_count())
+        outbox.linger.floor = window
+        metrics.credit_window_seconds_last = window
+        await asyncio.sleep(UPDATE_INTERVAL)

@@ -260,6 +260,15 @@ class Outbox:
             return False
         return True
 
+    async def drain(self, timeout: float) -> int:  # noqa: ASYNC109 - close() bounds its wait
+        """At close: :meth:`flush` for at most ``timeout`` seconds; what is still queued then is
+        lost. Returns how many envelopes, counted in ``close_dropped``."""
+        if await self.flush(timeout):
+            return 0
+        lost = len(self)
+        self.metrics.close_dropped += lost
+        return lost
+
     # ------------------------------------------------------------------ sender task
     def _take(self) -> list[tuple[Batch, bytes, int]]:
         """Next message(s) from the head: consecutive same-key runs, size-bounded."""

@@ -16,11 +16,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from socketio_servicebus.manager.lifecycle import State
 from socketio_servicebus.servicebus.transport import LinkHealth, ReceiverState, SenderState
 
-__all__ = ["Readiness", "ReadinessState", "readiness"]
+__all__ = ["Readiness", "ReadinessState", "health_report", "readiness"]
 
 
 class Readiness(enum.Enum):
@@ -60,3 +61,21 @@ def readiness(life: State, failures: Mapping[str, str], link: LinkHealth, *, wri
     if link.sender is SenderState.THROTTLED:
         return ReadinessState(Readiness.READY, "throttled" + suffix)
     return ReadinessState(Readiness.READY)
+
+
+def health_report(life: State, failures: Mapping[str, str], link: LinkHealth, *, write_only: bool,
+                  buffered: int) -> dict[str, Any]:
+    """The manager's ``health()`` dict: the readiness with its reason, and what it derives from."""
+    ready = readiness(life, failures, link, write_only=write_only)
+    return {
+        "state": life.value,
+        "readiness": ready.state.value,
+        "connected": connected(link, write_only),
+        "subscription_ready": link.subscription_ready,
+        "last_error": link.error,
+        "failed_tasks": dict(failures),
+        "ready": ready.ready,
+        "reason": ready.reason,
+        "buffered": buffered,
+        "throttled": link.sender is SenderState.THROTTLED,
+    }
