@@ -169,6 +169,12 @@ class Collector:
                 try:
                     await self.tick(session)
                     failure = ""
+                except asyncio.CancelledError:
+                    # close() shuts the admin clients while a tick may still be resolving or
+                    # reading through them: their pending futures end cancelled. Closing: done.
+                    if self._closed:
+                        break
+                    raise
                 except Exception as exc:
                     if repr(exc) != failure:  # once per distinct failure, not every second
                         log.exception("dashboard tick failed")

@@ -10,8 +10,8 @@ the trace view ``/traces`` with the stack's OTLP collector (``POST /v1/traces``,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import logging
 import socket
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from .traces import TraceStore, add_routes
 STATIC = Path(__file__).with_name("static")
 UPLOT_DIST = Path(__file__).resolve().parents[2] / "node_modules" / "uplot" / "dist"
 KEEPALIVE_SECONDS = 15.0
+
+log = logging.getLogger("local_stack.dashboard")
 
 _FILES = {
     "/": (STATIC / "index.html", "text/html"),
@@ -84,8 +86,13 @@ class Dashboard:
     async def stop(self) -> None:
         await self.collector.close()
         if self._loop_task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._loop_task, 5)
+            # the loop ends by itself once closed; its outcome (even a cancelled tick) is not ours
+            done, _ = await asyncio.wait({self._loop_task}, timeout=5)
+            if not done:
+                self._loop_task.cancel()
+                await asyncio.wait({self._loop_task}, timeout=5)
+            if self._loop_task.done() and not self._loop_task.cancelled() and self._loop_task.exception():
+                log.warning("dashboard collector ended with %r", self._loop_task.exception())
         if self._runner is not None:
             await self._runner.cleanup()
 

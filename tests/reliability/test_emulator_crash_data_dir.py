@@ -38,6 +38,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Local
     assert (ROOT / "node_modules" / ".bin" / "azurite-table").exists(), "run `npm install` (make test does it)"
     run_dir = tmp_path_factory.mktemp("stack-data-dir")
     stack = LocalStack(run_dir=run_dir, ports=StackPorts.ephemeral(), node_extra_args=list(NODE_ARGS),
+                       # fault tests inject raw envelopes and emit from an unsigned write-only
+                       # manager: trust zones have their own tests (tests/library/test_manager_zones.py)
+                       with_zones=False,
                        emulator_data_dir=Path(run_dir) / "servicebus-data")
     await stack.start()
     try:
