@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
@@ -193,8 +194,9 @@ def _pump(sock: socket.socket, transport: Transport, until, timeout: float = 5.0
     return until()
 
 
-def test_no_token_no_attach(port: int) -> None:
-    """A client that skips put-token on $cbs gets its attaches refused (nothing anonymous)."""
+def _open_session() -> tuple[Transport, Any]:
+    """A proton connection (SASL ANONYMOUS, as the SDK opens it) with one open session, not yet
+    on a socket: the tests pump bytes between it and the emulator themselves."""
     conn = Connection()
     conn.hostname = "localhost"
     transport = Transport()
@@ -204,6 +206,12 @@ def test_no_token_no_attach(port: int) -> None:
     conn.open()
     session = conn.session()
     session.open()
+    return transport, session
+
+
+def test_no_token_no_attach(port: int) -> None:
+    """A client that skips put-token on $cbs gets its attaches refused (nothing anonymous)."""
+    transport, session = _open_session()
     sender = session.sender("anon-sender")
     sender.target.address = f"amqps://localhost:{port}/other"
     sender.open()
@@ -253,15 +261,7 @@ def _put_token(session, transport: Transport, sock: socket.socket, port: int, ke
 def test_a_link_is_detached_when_its_token_expires_unless_a_new_one_came(port: int) -> None:
     """Service Bus closes a link whose token expired without a new put-token; the emulator used to
     keep it working forever after the attach."""
-    conn = Connection()
-    conn.hostname = "localhost"
-    transport = Transport()
-    transport.sasl().allowed_mechs("ANONYMOUS")
-    transport.bind(conn)
-    conn.collect(Collector())
-    conn.open()
-    session = conn.session()
-    session.open()
+    transport, session = _open_session()
     with socket.create_connection(("127.0.0.1", port)) as sock:
         soon = int(time.time()) + 2
         _put_token(session, transport, sock, port, "listener", LISTEN_KEY, soon, 1)
@@ -275,15 +275,7 @@ def test_a_link_is_detached_when_its_token_expires_unless_a_new_one_came(port: i
                          timeout=max(0.5, soon - time.time() + 1.0))
         assert kept.state & Endpoint.REMOTE_ACTIVE, "a renewed token keeps the link"
 
-    conn2 = Connection()
-    conn2.hostname = "localhost"
-    transport2 = Transport()
-    transport2.sasl().allowed_mechs("ANONYMOUS")
-    transport2.bind(conn2)
-    conn2.collect(Collector())
-    conn2.open()
-    session2 = conn2.session()
-    session2.open()
+    transport2, session2 = _open_session()
     with socket.create_connection(("127.0.0.1", port)) as sock2:
         soon = int(time.time()) + 2
         _put_token(session2, transport2, sock2, port, "listener", LISTEN_KEY, soon, 1)
